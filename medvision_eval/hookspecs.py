@@ -1,0 +1,62 @@
+"""The plugin contract.
+
+A plugin is any module or object with functions decorated by :data:`hookimpl`. Built-in
+tasks and models register through exactly these hooks; third-party packages are found
+through the entry-point group ``medvision_eval``::
+
+    # pyproject.toml of a plugin package
+    [project.entry-points.medvision_eval]
+    my_plugin = "my_package.plugin"
+
+Entries name their implementation lazily as ``"module:Attribute"`` so that listing
+what is available never imports torch, transformers or an API SDK.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel, ConfigDict, Field
+
+PROJECT = "medvision_eval"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class TaskEntry(BaseModel):
+    """A task family a plugin provides. ``target`` is ``"module:Class"`` of a Task subclass."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    target: str
+    description: str = ""
+    override: bool = False  # replace an existing entry of this name (with a warning)
+
+
+class ModelEntry(BaseModel):
+    """A model a plugin provides: an adapter class plus default arguments (a preset)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    target: str  # "module:Class" of a ModelAdapter subclass
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    backend: str = ""  # hf | vllm | openai | gemini | lmms | baseline | <plugin>
+    extra: str | None = None  # pip extra that installs what it needs, e.g. "hf"
+    requires: tuple[str, ...] = ()  # importable modules it needs, to tell if it is installed
+    description: str = ""
+    override: bool = False
+    # If set, the model cannot run from this package; the message says how to get it.
+    unavailable: str | None = None
+
+
+class Specs:
+    @hookspec
+    def medvision_eval_tasks(self) -> list[TaskEntry]:
+        """Return the task families this plugin provides."""
+
+    @hookspec
+    def medvision_eval_models(self) -> list[ModelEntry]:
+        """Return the models (adapters and presets) this plugin provides."""

@@ -1,0 +1,84 @@
+"""The model-adapter contract.
+
+Adapters contain no task code: they receive fully built chat messages and return text.
+They answer one geometric question for the tasks: what size does the model actually see
+for an image of W x H (:meth:`ModelAdapter.perceived_geometry`)?
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..schema import Request, Response, Sample
+
+
+class PerceivedGeometry(BaseModel):
+    """Image geometry as the model perceives it, all sizes (width, height) in pixels.
+
+    ``canvas``  the image the vision encoder actually receives (after resize and padding);
+    ``content`` the part of ``canvas`` covered by the image (== canvas when nothing is padded);
+    ``v1``      what the official v1 code stated for this model (kept for the ``paper`` protocol,
+                wrong for padding/tiling models: official issue #20).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    original: tuple[int, int]
+    canvas: tuple[int, int]
+    content: tuple[int, int]
+    v1: tuple[int, int]
+
+    @classmethod
+    def identity(cls, width: int, height: int) -> "PerceivedGeometry":
+        size = (int(width), int(height))
+        return cls(original=size, canvas=size, content=size, v1=size)
+
+
+@dataclass
+class RunContext:
+    """What the runner offers an adapter before generation starts."""
+
+    # Train-split samples of a test config (for baselines that learn priors); None if unknown.
+    train_samples: Callable[[Sample], Sequence[Sample]] | None = None
+    seed: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelAdapter(ABC):
+    """Base class of model adapters. Construct with keyword arguments from ``--model-args``."""
+
+    backend: ClassVar[str] = ""
+    default_batch_size: ClassVar[int] = 1
+    # Argument names never written to disk or used in cache keys (API keys, tokens).
+    secret_args: ClassVar[frozenset[str]] = frozenset({"api_key", "token", "key"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.args = dict(kwargs)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this model's answers this model's: part of every cache key."""
+        public = {k: v for k, v in sorted(self.args.items()) if k not in self.secret_args}
+        return {"adapter": f"{type(self).__module__}:{type(self).__qualname__}", "args": public}
+
+    def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
+        """Default: the model sees the image as given."""
+        return PerceivedGeometry.identity(width, height)
+
+    def prepare(self, context: RunContext) -> None:
+        """Called once before the first request of a run."""
+
+    @abstractmethod
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        """Answer a batch. One Response per request, in order; failures set ``error``, never raise."""
+
+    def info(self) -> dict[str, Any]:
+        """Backend details recorded in results.json (versions, device, dtype, …)."""
+        return {"backend": self.backend}
+
+    def close(self) -> None:
+        """Release resources (engines, servers, GPU memory)."""

@@ -1,0 +1,181 @@
+"""Typed records that flow through the harness.
+
+Data flows one way::
+
+    Sample --task.prompt--> Request --adapter.generate--> Response
+           --task.parse--> Prediction --task.score--> per-sample metrics --task.aggregate--> results
+
+Every record here is a pydantic v2 model so that what is written to disk can be read back
+and validated (``samples_<task>.jsonl``, ``responses.jsonl``, ``results.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+
+
+class ParseStatus(str, Enum):
+    """Outcome of parsing one model answer. Failures are counted, never hidden."""
+
+    ok = "ok"
+    malformed = "malformed"  # numbers present but not the expected shape/range
+    missing = "missing"  # no usable answer at all (empty text, too few numbers)
+    refused = "refused"  # the model declined to answer
+    error = "error"  # the model call itself failed (no text to parse)
+
+
+class Target(BaseModel):
+    """Ground truth with units. ``values`` are in ``unit``; ``names`` label each value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    values: tuple[float, ...]
+    unit: str  # "relative" (boxes), "mm", "degree"
+    names: tuple[str, ...]
+
+
+class ImageRef(BaseModel):
+    """Where the 2D image of a sample comes from: a slice of a volume under the data root."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str  # posix path relative to the data root
+    slice_axis: int  # 0 sagittal, 1 coronal, 2 axial (RAS+ voxel axes)
+    slice_index: int
+
+    def key(self) -> str:
+        return f"{self.path}#{self.slice_axis}:{self.slice_index}"
+
+
+class Sample(BaseModel):
+    """One 2D slice plus one quantitative target."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str  # unique within its task family, stable across runs
+    task: str  # task family: detection | tl_size | ad_measure | <plugin task>
+    config: str  # benchmark config, e.g. "KiTS23_BoxSize_Task01_Axial_Test"
+    dataset: str
+    split: str = "test"
+    index: int  # position in the config's dataset order (what --limit cuts)
+    image: ImageRef
+    image_size: tuple[int, int]  # (width, height) of the rendered 2D image, pixels
+    pixel_spacing: tuple[float, float]  # (width, height) size of one pixel, mm
+    label: str  # human-readable label / metric name
+    label_id: int | None = None
+    modality: str = ""  # CT | MR | US | XR | PET
+    plane: str = ""  # A | C | S
+    image_description: str = ""
+    target: Target
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class TextPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImagePart(BaseModel):
+    """An image in a chat message. ``image`` holds a PIL image in memory; ``ref`` identifies it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    type: Literal["image"] = "image"
+    ref: str
+    image: Any = Field(default=None, exclude=True)
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: list[TextPart | ImagePart]
+
+    def text(self) -> str:
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+class GenerationSettings(BaseModel):
+    """Decoding settings. Greedy by default, as the paper ran."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+class AnswerSpec(BaseModel):
+    """What a well-formed answer to a request contains, so baselines can answer in text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    k: int  # number of values
+    names: tuple[str, ...]
+    unit: str
+    low: float  # plausible range for uniform guessing
+    high: float
+    template: str = "{values}"  # "{values}" is replaced by the comma-separated numbers
+    decimals: int = 4
+
+    def render(self, values: list[float] | tuple[float, ...]) -> str:
+        body = ", ".join(f"{v:.{self.decimals}f}" for v in values)
+        return self.template.replace("{values}", body)
+
+
+class Request(BaseModel):
+    """A fully materialised chat request for one sample."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    sample_id: str
+    task: str
+    messages: list[Message]
+    generation: GenerationSettings
+    answer: AnswerSpec
+    prompt_hash: str
+    # The sample itself: baselines (prior/oracle) read labels and targets from it;
+    # real model adapters must only read ``messages`` and ``generation``.
+    sample: Sample
+
+
+class Usage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class Response(BaseModel):
+    """What a model returned for one request; ``error`` set means the call failed."""
+
+    text: str | None = None
+    error: str | None = None
+    latency_s: float = 0.0
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+
+class Prediction(BaseModel):
+    status: ParseStatus
+    values: tuple[float, ...] | None = None
+    detail: str | None = None  # why it is not ok, for the report
+
+
+class Interval(BaseModel):
+    value: float
+    low: float
+    high: float
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """Short sha256 of a JSON-serialisable object (keys sorted)."""
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:n]
