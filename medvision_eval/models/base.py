@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ..schema import Request, Response, Sample
+from ..schema import GenerationSettings, Request, Response, Sample
 
 
 class PerceivedGeometry(BaseModel):
@@ -68,6 +68,10 @@ class ModelAdapter(ABC):
     def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
         """Default: the model sees the image as given."""
         return PerceivedGeometry.identity(width, height)
+
+    def generation_settings(self) -> GenerationSettings:
+        """Decoding settings this adapter runs with (from its preset/args); part of the cache key."""
+        return GenerationSettings()
 
     def prepare(self, context: RunContext) -> None:
         """Called once before the first request of a run."""
