@@ -1,0 +1,331 @@
+"""``medvision-eval``: run, score, report, compare, merge, list.
+
+The bare form ``medvision-eval --tasks … --model …`` means ``medvision-eval run …``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+
+SUBCOMMANDS = ("run", "score", "report", "compare", "merge", "list")
+
+RUN_EXAMPLES = """examples:
+  medvision-eval --tasks detection,tl_size,ad_measure --model prior --output runs/prior
+  medvision-eval --tasks tl_size --model medgemma-27b --limit 1000
+  medvision-eval --tasks detection:KiTS23 --model hf --model-args pretrained=/models/my-vlm,dtype=bfloat16
+  medvision-eval --tasks ad_measure --model openai --model-args base_url=http://127.0.0.1:8000/v1,model=qwen
+  medvision-eval run --tasks detection --model oracle --model-args noise=0.05 --protocol corrected
+  medvision-eval run --tasks detection --model qwen2.5-vl-7b --shard 0/4 --output runs/q/shard0
+
+Re-running the same command resumes: answered samples are never sent again; failed ones are retried.
+"""
+
+
+def parse_model_args(text: str | None) -> dict[str, str]:
+    """``k=v,k2=v2`` -> dict. Values stay strings; each adapter validates and converts its own."""
+    out: dict[str, str] = {}
+    if not text:
+        return out
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"--model-args: {item!r} is not key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: need 0 <= i < n")
+    return index, count
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tasks", required=True, help="comma-separated task families, optionally narrowed: "
+                   "detection | tl_size | ad_measure | detection:KiTS23 | ad_measure:Ceph-Bio-400")
+    p.add_argument("--model", required=True, help="model or preset name ('medvision-eval list models'), "
+                   "e.g. prior, oracle, random, hf, openai, qwen2.5-vl-7b, medgemma-27b")
+    p.add_argument("--model-args", "--model_args", dest="model_args", default=None,
+                   help="adapter arguments k=v,k2=v2, e.g. pretrained=PATH,dtype=bfloat16 or delay_s=0.01")
+    p.add_argument("--output", "--output_path", dest="output", default=None,
+                   help="run directory (default: runs/<model>); rerunning into it resumes")
+    p.add_argument("--data", default=None, help="MedVision data directory (default: $MEDVISION_DATA_DIR, "
+                   "else the bundled demo data, generated on first use)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="first N samples of each config in dataset order (the paper used 1000)")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
+                   help="requests per adapter call (default: the adapter's)")
+    p.add_argument("--protocol", default="paper", choices=["paper", "corrected"],
+                   help="paper: the v1 code exactly (default); corrected: fixed prompts, parser, windows")
+    p.add_argument("--seed", type=int, default=0, help="seed for baselines and bootstrap intervals (default 0)")
+    p.add_argument("--shard", type=parse_shard, default=None,
+                   help="run shard i of n (by sample id); combine shard dirs with 'medvision-eval merge'")
+    p.add_argument("--no-cache", action="store_true", help="send every sample again, ignoring stored answers")
+    p.add_argument("--tables", action="store_true", help="also print the paper-style group tables")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medvision-eval",
+        description="Evaluate vision-language models on MedVision: detection, tumour/lesion size, "
+        "angle/distance. 'medvision-eval --tasks … --model …' is short for 'medvision-eval run …'.",
+        epilog=RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"medvision-eval {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="predict (resumable), score and print metrics",
+                         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(run)
+
+    score = sub.add_parser("score", help="re-parse and re-score the stored responses of a run (no model)",
+                           epilog="example:\n  medvision-eval score runs/prior",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    score.add_argument("run_dir", type=Path)
+    score.add_argument("--tables", action="store_true", help="also print the paper-style group tables")
+
+    report = sub.add_parser("report", help="tables from one or many runs (a leaderboard)",
+                            epilog="examples:\n  medvision-eval report runs/*\n"
+                            "  medvision-eval report runs/a runs/b --format markdown --out leaderboard.md",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("runs", nargs="+", type=Path, help="run directories or results.json files")
+    report.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    report.add_argument("--metrics", default=None, help="only these metrics, e.g. IoU,F1,MAE,MRE")
+    report.add_argument("--out", type=Path, default=None, help="write to this file instead of the terminal")
+    report.add_argument("--tables", action="store_true", help="with one run: print its paper-style tables")
+
+    compare = sub.add_parser("compare", help="paired bootstrap of two runs on their shared samples",
+                             epilog="example:\n  medvision-eval compare runs/prior runs/qwen2.5-vl-7b",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("run_a", type=Path)
+    compare.add_argument("run_b", type=Path)
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+    merge = sub.add_parser("merge", help="merge shard run directories into one and score it",
+                           epilog="example:\n  medvision-eval merge runs/q runs/q/shard0 runs/q/shard1 runs/q/shard2",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    merge.add_argument("output", type=Path)
+    merge.add_argument("shards", nargs="+", type=Path)
+
+    lst = sub.add_parser("list", help="list models, tasks or benchmark configs and who provides them")
+    lst.add_argument("what", choices=["models", "tasks", "configs"])
+    lst.add_argument("--data", default=None, help="for configs: a data directory whose catalogue to include")
+    return parser
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        return ["run", *argv]
+    return argv
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f} samples/s" if speed else "– samples/s", style="progress.data.speed")
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from .runner import RunConfig, Runner
+    from .scoring import score_run
+
+    config = RunConfig(
+        tasks=args.tasks.split(","),
+        model=args.model,
+        model_args=parse_model_args(args.model_args),
+        data=args.data,
+        output=args.output,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        protocol=args.protocol,
+        seed=args.seed,
+        no_cache=args.no_cache,
+        shard=args.shard,
+    )
+    runner = Runner(config)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=args.quiet, transient=False) as progress:
+        bars: dict[str, Any] = {}
+
+        def update(task_name: str, done: int, total: int) -> None:
+            if task_name not in bars:
+                bars[task_name] = progress.add_task(task_name, total=total, completed=done)
+                progress.reset(bars[task_name], total=total, completed=done)
+            progress.update(bars[task_name], completed=done, total=total)
+
+        summary = runner.execute(progress=update)
+    console.print(
+        f"predicted: {summary.sent} sent, {summary.cached} already answered, {summary.errors} errors "
+        f"in {summary.seconds:.1f}s -> {summary.output}"
+    )
+    if runner.rank != 0:
+        return 0
+    results = score_run(summary.output, registry=runner.registry)
+    from .report import print_results
+
+    print_results(results, console, tables=args.tables)
+    console.print(f"wrote {summary.output / 'results.json'} and samples_<task>.jsonl")
+    if summary.errors:
+        console.print(f"[yellow]{summary.errors} samples failed; rerun the same command to retry them.[/yellow]")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace, console: Console) -> int:
+    from .report import print_results
+    from .scoring import score_run
+
+    results = score_run(args.run_dir)
+    print_results(results, console, tables=args.tables)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from .report import leaderboard_rows, load_results, print_results, rows_table, to_csv, to_markdown
+
+    loaded = [(str(p), load_results(p)) for p in args.runs]
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    if args.format == "table" and len(loaded) == 1 and not args.out:
+        print_results(loaded[0][1], console, tables=args.tables)
+        return 0
+    rows = leaderboard_rows(loaded, metrics)
+    if args.format == "markdown":
+        text = to_markdown(rows)
+    elif args.format == "csv":
+        text = to_csv(rows)
+    elif args.format == "json":
+        text = json.dumps(rows, indent=2) + "\n"
+    else:
+        if args.out:
+            text = to_markdown(rows)
+        else:
+            console.print(rows_table("leaderboard", rows))
+            return 0
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from .compare import compare_runs
+
+    result = compare_runs(args.run_a, args.run_b, seed=args.seed)
+    if args.json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        return 0
+    from .compare import comparison_table
+
+    console.print(comparison_table(result))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace, console: Console) -> int:
+    from .merge import merge_runs
+    from .report import print_results
+    from .scoring import score_run
+
+    merged = merge_runs(args.output, args.shards)
+    console.print(f"merged {merged['shards']} shards: {merged['planned']} samples, {merged['responses']} responses")
+    results = score_run(args.output)
+    print_results(results, console)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from .plugins import Registry, installed
+
+    registry = Registry.discover()
+    if args.what == "tasks":
+        table = Table(title="tasks")
+        for col in ("name", "provided by", "description"):
+            table.add_column(col)
+        for name, p in sorted(registry.tasks.items()):
+            table.add_row(name, p.provider, p.entry.description)
+    elif args.what == "models":
+        table = Table(title="models")
+        for col in ("name", "backend", "installed", "provided by", "description"):
+            table.add_column(col)
+        for name, p in sorted(registry.models.items()):
+            e = p.entry
+            if e.unavailable:
+                state = "needs plugin"
+            elif installed(e.requires):
+                state = "yes"
+            else:
+                state = f"no: pip install 'medvision-eval[{e.extra}]'" if e.extra else "no"
+            table.add_row(name, e.backend, state, p.provider, e.description or e.unavailable or "")
+    else:
+        from .data import MedVisionData, load_catalogue
+
+        catalogue = MedVisionData(Path(args.data)).catalogue if args.data else load_catalogue()
+        table = Table(title="benchmark configs")
+        for col in ("name", "task", "modality", "plane", "lists", "restricted"):
+            table.add_column(col)
+        for c in catalogue.all():
+            table.add_row(c.name, c.task, c.modality, c.plane, ",".join(c.lists), "yes" if c.restricted else "")
+    console.print(table)
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "score": cmd_score,
+    "report": cmd_report,
+    "compare": cmd_compare,
+    "merge": cmd_merge,
+    "list": cmd_list,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
+    from pydantic import ValidationError
+
+    from .plugins import PluginError, UnknownNameError
+    from .runner import RunError
+
+    started = time.perf_counter()
+    try:
+        return COMMANDS[args.command](args, console)
+    except (RunError, PluginError, UnknownNameError, FileNotFoundError, ValueError, ValidationError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted after {time.perf_counter() - started:.1f}s; every answer so far is "
+                      "saved — rerun the same command to resume.[/yellow]")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

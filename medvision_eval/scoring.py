@@ -1,0 +1,137 @@
+"""The score step: parse and score stored responses, aggregate, write the run's outputs.
+
+Needs no model and no data directory: ``plan.jsonl`` carries the samples and
+``responses.jsonl`` the answers. Running it twice gives byte-identical metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .plugins import Registry
+from .protocol import Protocol
+from .runner import build_task
+from .schema import SCHEMA_VERSION, ParseStatus, Prediction
+from .store import (
+    RESULTS,
+    RUN_CONFIG,
+    PlanEntry,
+    ResponseRecord,
+    load_plan,
+    load_responses,
+    read_json,
+    write_json,
+    write_jsonl,
+)
+from .tasks.base import TaskResult
+
+NO_RESPONSE = "no response recorded (run interrupted or not yet predicted)"
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def predict_from_record(task: Any, record: ResponseRecord | None) -> Prediction:
+    if record is None:
+        return Prediction(status=ParseStatus.error, detail=NO_RESPONSE)
+    if not record.completed:
+        return Prediction(status=ParseStatus.error, detail=record.response.error or "empty response")
+    return task.parse(record.response.text or "")
+
+
+def sample_row(entry: PlanEntry, record: ResponseRecord | None, pred: Prediction, metrics: dict[str, float]) -> dict:
+    s = entry.sample
+    response = record.response if record else None
+    return {
+        "id": s.id,
+        "config": s.config,
+        "dataset": s.dataset,
+        "index": s.index,
+        "label": s.label,
+        "key": entry.key,
+        "prompt_hash": entry.prompt_hash,
+        "response": response.text if response else None,
+        "error": response.error if response else NO_RESPONSE,
+        "latency_s": response.latency_s if response else None,
+        "usage": response.usage.model_dump() if response else None,
+        "status": pred.status.value,
+        "values": list(pred.values) if pred.values is not None else None,
+        "detail": pred.detail,
+        "target": list(s.target.values),
+        "unit": s.target.unit,
+        "metrics": {k: _finite(float(v)) for k, v in metrics.items()},
+    }
+
+
+def score_task(task: Any, entries: list[PlanEntry], records: dict[str, ResponseRecord], *, seed: int):
+    samples = [e.sample for e in entries]
+    found = [records.get(e.key) for e in entries]
+    predictions = [predict_from_record(task, r) for r in found]
+    scores = task.score(samples, predictions)
+    result: TaskResult = task.aggregate(samples, predictions, scores, seed=seed)
+    rows = []
+    for i, (entry, record, pred) in enumerate(zip(entries, found, predictions)):
+        metrics = {name: float(np.asarray(values)[i]) for name, values in scores.items()}
+        rows.append(sample_row(entry, record, pred, metrics))
+    return result, rows
+
+
+def score_run(run_dir: Path, *, registry: Registry | None = None) -> dict[str, Any]:
+    """Score a run directory; writes ``samples_<task>.jsonl`` and ``results.json``; returns results."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / RUN_CONFIG
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} not found: {run_dir} is not a medvision-eval run directory")
+    record = read_json(config_path)
+    protocol = Protocol.model_validate(record["protocol"])
+    seed = int(record["config"].get("seed", 0))
+    registry = registry or Registry.discover()
+    plan = load_plan(run_dir)
+    responses = load_responses(run_dir)
+
+    by_task: dict[str, list[PlanEntry]] = {}
+    for entry in plan:
+        by_task.setdefault(entry.task, []).append(entry)
+
+    tasks_out: dict[str, Any] = {}
+    totals = {"planned": len(plan), "answered": 0, "errors": 0, "no_response": 0}
+    for name, entries in by_task.items():
+        task = build_task(registry, name, protocol)
+        result, rows = score_task(task, entries, responses, seed=seed)
+        write_jsonl(run_dir / f"samples_{name}.jsonl", rows)
+        tasks_out[name] = result.model_dump(mode="json")
+        for row in rows:
+            if row["response"] is not None and row["error"] is None:
+                totals["answered"] += 1
+            elif row["error"] == NO_RESPONSE:
+                totals["no_response"] += 1
+            else:
+                totals["errors"] += 1
+
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "scored_with": __version__,
+        "model": {
+            "name": record["config"]["model"],
+            "identity": record.get("model_identity"),
+            "info": record.get("model_info"),
+            "generation": record.get("generation"),
+        },
+        "protocol": record["protocol"],
+        "config": record["config"],
+        "data_root": record.get("data_root"),
+        "environment": record.get("environment"),
+        "counts": totals,
+        "task_fingerprints": {n: t["fingerprint"] for n, t in tasks_out.items()},
+        "tasks": tasks_out,
+    }
+    write_json(run_dir / RESULTS, results)
+    return results
