@@ -1,0 +1,148 @@
+"""Helpers shared by the real backends: typed ``--model-args``, message conversion, timing."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from ..schema import GenerationSettings, ImagePart, Message, Request, TextPart
+from .errors import ModelArgsError
+from .geometry import GeometrySpec, named
+
+S = TypeVar("S", bound="AdapterSettings")
+
+
+class AdapterSettings(BaseModel):
+    """Base of every adapter's ``--model-args``: strings are cast, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Decoding (greedy by default, as the paper ran).
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    # Optional system message put before the task's messages.
+    system_prompt: str | None = None
+    # Perceived-geometry family name (models/geometry.py NAMED); None = adapter default.
+    geometry: str | None = None
+
+    @field_validator("geometry")
+    @classmethod
+    def _known_geometry(cls, v: str | None) -> str | None:
+        if v is not None:
+            named(v)
+        return v
+
+    def generation(self) -> GenerationSettings:
+        return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p)
+
+    def geometry_spec(self) -> GeometrySpec | None:
+        return named(self.geometry) if self.geometry else None
+
+
+def parse_settings(cls: type[S], adapter: str, kwargs: dict[str, Any]) -> S:
+    """Validate ``--model-args`` into ``cls``; clear errors naming the adapter and valid keys."""
+    valid = sorted(cls.model_fields)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ModelArgsError(
+            f"unknown model argument(s) for {adapter!r}: {', '.join(unknown)}; valid: {', '.join(valid)}"
+        )
+    try:
+        return cls(**kwargs)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ModelArgsError(f"bad model argument(s) for {adapter!r}: {msgs}") from None
+
+
+def json_arg(v: Any) -> Any:
+    """``--model-args`` values arrive as strings; JSON-decode dicts/lists given as text."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"expected JSON, got {v!r}: {e}") from None
+    return v
+
+
+def with_system(messages: Sequence[Message], system_prompt: str | None) -> list[Message]:
+    msgs = list(messages)
+    if system_prompt and not any(m.role == "system" for m in msgs):
+        msgs.insert(0, Message(role="system", content=[TextPart(text=system_prompt)]))
+    return msgs
+
+
+def require_image(part: ImagePart) -> Any:
+    if part.image is None:
+        raise ValueError(f"image {part.ref!r} has no pixels attached")
+    return part.image.convert("RGB") if getattr(part.image, "mode", "RGB") != "RGB" else part.image
+
+
+def png_base64(image: Any) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def to_hf_chat(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """HF chat-template content lists, order kept: {"type": "text"|"image", ...}."""
+    out = []
+    for m in messages:
+        content: list[dict[str, Any]] = []
+        for p in m.content:
+            if isinstance(p, TextPart):
+                content.append({"type": "text", "text": p.text})
+            else:
+                content.append({"type": "image", "image": require_image(p)})
+        out.append({"role": m.role, "content": content})
+    return out
+
+
+def to_openai_chat(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """OpenAI chat messages; images as base64 PNG data URLs, order kept."""
+    out = []
+    for m in messages:
+        content: list[dict[str, Any]] = []
+        for p in m.content:
+            if isinstance(p, TextPart):
+                content.append({"type": "text", "text": p.text})
+            else:
+                url = f"data:image/png;base64,{png_base64(require_image(p))}"
+                content.append({"type": "image_url", "image_url": {"url": url}})
+        out.append({"role": m.role, "content": content})
+    return out
+
+
+def images_of(request: Request) -> list[Any]:
+    return [require_image(p) for m in request.messages for p in m.content if isinstance(p, ImagePart)]
+
+
+@contextmanager
+def timer() -> Iterator[list[float]]:
+    box = [0.0]
+    t0 = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box[0] = time.perf_counter() - t0
+
+
+def short_error(e: BaseException, limit: int = 500) -> str:
+    text = f"{type(e).__name__}: {e}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
