@@ -1,0 +1,174 @@
+"""Angle/distance from anatomical landmarks: one value in degrees or mm (paper Table 4).
+
+Prompt: v1 ``doc_to_text_BiometricsFromLandmarks`` with ``_get_biometric_prompt_angle`` /
+``_get_biometric_prompt_distance`` (named and unnamed variants; distance units "mm" ->
+"millimeters"; the pixel size always in "mm"). Sample fields read: ``extra["metric_type"]``
+("angle" | "distance"), ``extra["metric_name"]`` (may be empty), landmark names
+``extra["landmarks"]`` (list) or ``extra["p1"]..["p4"]``, ``extra["metric_key"]`` (for the label;
+falls back to ``sample.label``), ``extra["unit"]`` (falls back to the target's unit).
+Parse: the last number (paper; a negative answer counts as parsed, as in ``parse_outputs`` +
+``summarize_AD_task`` that made the tables, although eval-time ``process_results`` rejected it)
+or one non-negative number inside ``<answer>`` (corrected). Under ``corrected``, angle samples
+with ground truth below ``protocol.near_zero_angle`` are left out (``keep``).
+Aggregate: v1 labels ``<dataset>_<metric_type>_<metric_key>``, the overall line and the groups
+FeTA-Distance, Ceph-Angle, Ceph-Distance; other datasets get ``<dataset>-<Angle|Distance>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from ..models.base import PerceivedGeometry
+from ..schema import AnswerSpec, ImagePart, Message, Prediction, Sample, TextPart
+from . import groups as G
+from . import measure as M
+from . import prompts
+from .base import TaskResult
+from .common import FamilyTask
+from .metrics import prediction_matrix, value_scores
+from .parsing import StrictRules
+from .tl_size import physical_diagonal
+
+# v1 overall line: NaN label values are skipped in the numerator but their samples stay in the total.
+OVERALL_SPEC = {m: "included" for m in M.OVERALL_METRICS}
+# v1 group averages: every metric over the labels where it is defined.
+GROUP_SPEC = {m: "valid" for m in M.OVERALL_METRICS}
+PAPER_GROUPS = (("FeTA24_distance", "FeTA-Distance"), ("Ceph-Biometrics-400_angle", "Ceph-Angle"),
+                ("Ceph-Biometrics-400_distance", "Ceph-Distance"))
+
+
+def metric_type(sample: Sample) -> str:
+    kind = str(sample.extra.get("metric_type") or "").lower()
+    if kind in ("angle", "distance"):
+        return kind
+    return "angle" if sample.target.unit.startswith("deg") else "distance"
+
+
+def landmark_names(sample: Sample) -> list[str]:
+    names = sample.extra.get("landmarks")
+    if names:
+        return [str(n) for n in names]
+    return [str(sample.extra[p]) for p in ("p1", "p2", "p3", "p4") if p in sample.extra]
+
+
+def ad_label(sample: Sample) -> str:
+    """v1's ``f"{dataset_name}_{metric_type}_{metric_key}"``."""
+    key = sample.extra.get("metric_key") or sample.label
+    return f"{sample.dataset}_{metric_type(sample)}_{key}"
+
+
+def ad_group(label: str, dataset: str, kind: str) -> str:
+    for needle, group in PAPER_GROUPS:
+        if needle in label:
+            return group
+    return f"{dataset}-{kind.capitalize()}"
+
+
+class AngleDistanceTask(FamilyTask):
+    name: ClassVar[str] = "ad_measure"
+    prompt_version: ClassVar[str] = "v1.0"
+    description: ClassVar[str] = "Angle (degrees) or distance (mm) from landmarks; MAE, MRE (paper Table 4)."
+    k: ClassVar[int] = 1
+
+    @staticmethod
+    def unit(sample: Sample) -> str:
+        return str(sample.extra.get("unit") or sample.target.unit or ("degree" if metric_type(sample) == "angle" else "mm"))
+
+    def keep(self, sample: Sample) -> bool:
+        limit = self.protocol.near_zero_angle
+        if limit is None or metric_type(sample) != "angle":
+            return True
+        return bool(sample.target.values and sample.target.values[0] >= limit)
+
+    # -- prompting ---------------------------------------------------------------------------
+    def task_sentence(self, sample: Sample) -> str:
+        name = str(sample.extra.get("metric_name") or "")
+        unit = self.unit(sample)
+        points = landmark_names(sample) + ["?"] * 4
+        if metric_type(sample) == "angle":
+            template = prompts.ANGLE_NAMED if name else prompts.ANGLE_UNNAMED
+            return template.format(name=name, unit=unit, p1=points[0], p2=points[1], p3=points[2], p4=points[3])
+        unit = unit.strip().replace("mm", "millimeters")
+        template = prompts.DISTANCE_NAMED if name else prompts.DISTANCE_UNNAMED
+        return template.format(name=name, unit=unit, p1=points[0], p2=points[1])
+
+    def prompt(self, sample: Sample, geometry: PerceivedGeometry) -> str:
+        return (
+            prompts.AD_TASK_HEAD.format(image_description=sample.image_description)
+            + self.task_sentence(sample)
+            + prompts.ADDITIONAL_INFO
+            + prompts.size_statement(self.protocol, sample.pixel_spacing, geometry, "mm")
+            + prompts.format_block(self.protocol, prompts.V1_FORMAT_AD, prompts.LATER_FORMAT_AD)
+        )
+
+    def messages(self, sample: Sample, geometry: PerceivedGeometry) -> list[Message]:
+        ref = f"{sample.image.key()}|{self.protocol.render}"
+        return [Message(role="user", content=[TextPart(text=self.prompt(sample, geometry)), ImagePart(ref=ref)])]
+
+    def answer_spec(self, sample: Sample) -> AnswerSpec:
+        kind = metric_type(sample)
+        high = 90.0 if kind == "angle" else physical_diagonal(sample)  # GT angle is acute (planner)
+        name = str(sample.extra.get("metric_name") or kind)
+        return AnswerSpec(k=1, names=(name,), unit="degree" if kind == "angle" else "mm", low=0.0, high=high,
+                          template=self.answer_template(), decimals=3)
+
+    def strict_rules(self) -> StrictRules:
+        # parse() sees only the text, so degree and length units are both accepted (cm -> mm).
+        return StrictRules(k=1, unit="angle-or-length", nonnegative=True)
+
+    # -- scoring -------------------------------------------------------------------------------
+    def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
+        pred, ok = prediction_matrix(predictions, 1)
+        return value_scores(pred, ok, self.targets(samples, 1))
+
+    def aggregate(
+        self,
+        samples: Sequence[Sample],
+        predictions: Sequence[Prediction],
+        scores: dict[str, np.ndarray],
+        *,
+        seed: int = 0,
+    ) -> TaskResult:
+        order = self.id_order(samples)
+        samples = [samples[i] for i in order]
+        per = M.per_sample_table_metrics({k: np.asarray(v, dtype=np.float64)[order] for k, v in scores.items()})
+        labels = [ad_label(s) for s in samples]
+        names, codes = G.index_groups(labels)
+        rows = M.group_rows(names, codes, per, key="label")
+        first = {lab: s for lab, s in zip(labels, samples)}
+        group_of = [ad_group(n, first[n].dataset, metric_type(first[n])) for n in names]
+        everything = np.ones(len(names), dtype=bool)
+        table4 = [M.weighted_row("Overall", rows, everything, OVERALL_SPEC, include_by=None, key="group")]
+        metrics = M.weighted_intervals("", per, codes, len(names), everything, OVERALL_SPEC, include_by=None, seed=seed)
+        metrics.update(M.coverage_intervals("", per, seed=seed))
+        ordered = [g for _, g in PAPER_GROUPS] + sorted(set(group_of) - {g for _, g in PAPER_GROUPS})
+        for group in ordered:
+            include = np.array([g == group for g in group_of], dtype=bool)
+            if not include.any():
+                continue
+            table4.append(M.weighted_row(group, rows, include, GROUP_SPEC, include_by=None, key="group"))
+            metrics.update(M.weighted_intervals(f"{group}/", per, codes, len(names), include,
+                                                {m: "valid" for m in ("MAE", "MRE", "SR")}, include_by=None, seed=seed))
+        for row, group in zip(rows, group_of):
+            row["group"] = group
+        labels_table = sorted(rows, key=lambda r: (-r["num_samples"], r["label"]))
+        return TaskResult(
+            task=self.name,
+            protocol=self.protocol.name,
+            fingerprint=self.fingerprint(),
+            n_samples=len(samples),
+            parse_stats=self.parse_stats(predictions),
+            metrics=metrics,
+            tables={"table4": table4, "labels": labels_table, "coverage": [M.pooled_row("All samples", per, key="group")]},
+            notes=[
+                "v1 semantics: one value; MAE/MRE over parsed samples, MRE<k over all samples; a negative "
+                "answer counts as parsed under 'paper' (as in the tables' parse_outputs path).",
+                "Angle MRE explodes near 0 degrees (GT is the acute inter-line angle); 'corrected' drops GT < "
+                f"{self.protocol.near_zero_angle} degrees." if self.protocol.near_zero_angle is not None else
+                "Angle MRE explodes near 0 degrees (GT is the acute inter-line angle); 'paper' keeps every sample.",
+                "MAE_cov/MRE_cov (not in the paper): means over all samples, a failure counted as answering 0.",
+            ],
+        )

@@ -1,0 +1,67 @@
+"""What the three built-in families share: config selection, protocol-dispatched parsing,
+parse statistics, id-sorted views, and the fingerprint payload with the exact templates."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..schema import ParseStatus, Prediction, Sample
+from . import prompts
+from .base import Task
+from .parsing import StrictRules, parse_last_k, parse_strict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data.catalogue import BenchmarkConfig, Catalogue
+
+
+class FamilyTask(Task):
+    """Base of ``detection``, ``tl_size`` and ``ad_measure``."""
+
+    k: ClassVar[int]
+
+    def configs(self, catalogue: Catalogue, selector: str | None) -> list[BenchmarkConfig]:
+        return catalogue.configs(self.name, selector)
+
+    # -- parsing ---------------------------------------------------------------------------
+    def strict_rules(self) -> StrictRules:
+        raise NotImplementedError
+
+    def parse(self, text: str | None) -> Prediction:
+        try:
+            if self.protocol.parser == "strict":
+                return parse_strict(text, self.strict_rules())
+            return parse_last_k(text, self.k)
+        except Exception as exc:  # pragma: no cover - the parsers do not raise; never crash a run
+            return Prediction(status=ParseStatus.malformed, detail=f"parser error: {exc!r}")
+
+    def answer_template(self) -> str:
+        return "<answer>{values}</answer>" if self.protocol.answer_tags else "{values}"
+
+    # -- helpers for score/aggregate ---------------------------------------------------------
+    @staticmethod
+    def parse_stats(predictions: Sequence[Prediction]) -> dict[str, int]:
+        counts = Counter(p.status.value for p in predictions)
+        return {status.value: int(counts.get(status.value, 0)) for status in ParseStatus}
+
+    @staticmethod
+    def id_order(samples: Sequence[Sample]) -> np.ndarray:
+        """Indices that sort samples by id: aggregation never depends on input order."""
+        return np.array(sorted(range(len(samples)), key=lambda i: samples[i].id), dtype=np.int64)
+
+    @staticmethod
+    def targets(samples: Sequence[Sample], k: int) -> np.ndarray:
+        out = np.full((len(samples), k), np.nan)
+        for i, s in enumerate(samples):
+            vals = s.target.values
+            out[i, : min(k, len(vals))] = vals[:k]
+        return out
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        payload = super().fingerprint_payload()
+        payload["templates"] = dict(sorted(prompts.ALL_TEMPLATES.items()))
+        payload["answer_template"] = self.answer_template()
+        return payload

@@ -1,0 +1,212 @@
+"""Detection: the bounding box of an anatomy or lesion, as relative [x1, y1, x2, y2] with the
+origin at the lower-left corner (paper Table 2).
+
+Prompt: v1 ``doc_to_text_BoxCoordinate`` (no size, no spacing under either protocol).
+Parse: last 4 numbers (paper) or 4 numbers inside ``<answer>`` within [0, 1], x1 < x2, y1 < y2
+(corrected). Score: v1 box overlaps (:mod:`.metrics`). Aggregate: v1 ``summarize_detection_task``
+groups and sets, the IoU threshold sweep, and v1 ``analyze_detection_task_boxsize`` 5 % bins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..models.base import PerceivedGeometry
+from ..schema import AnswerSpec, ImagePart, Interval, Message, Prediction, Sample, TextPart
+from ..stats import mean_intervals
+from . import groups as G
+from . import prompts
+from .base import TaskResult
+from .common import FamilyTask
+from .label_maps import MINIMUM_GROUP_SIZE
+from .metrics import at_least_indicator, detection_scores, prediction_matrix
+from .parsing import StrictRules
+
+OVERLAPS = ("Recall", "Precision", "F1", "IoU")
+V1_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+SWEEP = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50 .. 0.95
+TABLE2_COLUMNS = ("Recall", "Precision", "F1", "IoU", "SR", "IoU>0.5", "F1>0.5")
+SETS = ("anatomy", "T/L")
+
+
+class DetectionTask(FamilyTask):
+    name: ClassVar[str] = "detection"
+    prompt_version: ClassVar[str] = "v1.0"
+    description: ClassVar[str] = "Bounding box of an anatomy or lesion; IoU, F1, precision, recall (paper Table 2)."
+    k: ClassVar[int] = 4
+
+    # -- prompting ---------------------------------------------------------------------------
+    def prompt(self, sample: Sample) -> str:
+        task = prompts.DETECTION_TASK.format(image_description=sample.image_description, label_name=sample.label)
+        return task + prompts.format_block(self.protocol, prompts.V1_FORMAT_BOX, prompts.LATER_FORMAT_BOX)
+
+    def messages(self, sample: Sample, geometry: PerceivedGeometry) -> list[Message]:
+        ref = f"{sample.image.key()}|{self.protocol.render}"
+        return [Message(role="user", content=[TextPart(text=self.prompt(sample)), ImagePart(ref=ref)])]
+
+    def answer_spec(self, sample: Sample) -> AnswerSpec:
+        return AnswerSpec(k=4, names=("x1", "y1", "x2", "y2"), unit="relative", low=0.0, high=1.0,
+                          template=self.answer_template())
+
+    def strict_rules(self) -> StrictRules:
+        return StrictRules(k=4, unit="relative", nonnegative=True, box=self.protocol.strict_boxes)
+
+    # -- scoring -------------------------------------------------------------------------------
+    def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
+        pred, ok = prediction_matrix(predictions, 4)
+        return detection_scores(pred, ok, self.targets(samples, 4))
+
+    def aggregate(
+        self,
+        samples: Sequence[Sample],
+        predictions: Sequence[Prediction],
+        scores: dict[str, np.ndarray],
+        *,
+        seed: int = 0,
+    ) -> TaskResult:
+        order = self.id_order(samples)
+        samples = [samples[i] for i in order]
+        scores = {k: np.asarray(v, dtype=np.float64)[order] for k, v in scores.items()}
+        per = per_sample_table_metrics(scores)
+        keys = [G.detection_group(s.label, s.modality, G.plane_letter(s.plane, s.image.slice_axis)) for s in samples]
+        names, codes = G.index_groups(keys)
+        group_rows, sets = group_table(names, codes, per)
+        table2 = set_table(group_rows, sets)
+        sweep = sweep_table(per, codes, sets)
+        ratio = box_ratio_table(samples, scores)
+        metrics = headline(per, codes, sets, table2, seed=seed)
+        return TaskResult(
+            task=self.name,
+            protocol=self.protocol.name,
+            fingerprint=self.fingerprint(),
+            n_samples=len(samples),
+            parse_stats=self.parse_stats(predictions),
+            metrics=metrics,
+            tables={"table2": table2, "groups": group_rows, "iou_sweep": sweep, "box_ratio": ratio},
+            notes=[
+                "v1 semantics: boxes unclipped and unreordered; failures score 0 on IoU/P/R/F1 and are excluded "
+                "from MAE; 'IoU>t' counts IoU >= t over all samples.",
+                f"Table 2 sets drop groups with fewer than {MINIMUM_GROUP_SIZE} samples and "
+                "miscellaneous/others groups; set values are sample-weighted means of group values.",
+                "Intervals: 95 % percentile bootstrap of the pooled per-sample mean over the set's samples "
+                "(equal to the weighted group mean whenever no P/R/F1 is NaN); resampling keeps the set's groups fixed.",
+            ],
+        )
+
+
+# -- table arithmetic (pure functions of per-sample arrays) ------------------------------------
+
+def per_sample_table_metrics(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The per-sample quantities every detection table averages: overlaps, SR, indicators, MAE."""
+    per = {name: scores[name] for name in OVERLAPS}
+    per["SR"] = scores["success"]
+    for t in V1_THRESHOLDS:
+        for name in ("IoU", "F1", "Precision", "Recall"):
+            per[f"{name}>{t:.1f}"] = at_least_indicator(scores[name], t)
+    per["MAE"] = scores["MAE"]
+    return per
+
+
+def group_table(names: list[str], codes: np.ndarray, per: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], list[str | None]]:
+    """One row per group with v1's per-group metrics, its set, and whether Table 2 keeps it."""
+    n_groups = len(names)
+    sizes = np.bincount(codes, minlength=n_groups)
+    means = {name: G.group_means(values, codes, n_groups) for name, values in per.items()}
+    rows: list[dict[str, Any]] = []
+    sets: list[str | None] = []
+    for g, group in enumerate(names):
+        kind = G.detection_set(group)
+        kept = kind is not None and sizes[g] >= MINIMUM_GROUP_SIZE
+        sets.append(kind if kept else None)
+        row: dict[str, Any] = {"group": group, "set": kind or "excluded", "kept": bool(kept), "num_samples": int(sizes[g])}
+        row.update({name: float(means[name][g]) for name in per})
+        rows.append(row)
+    return rows, sets
+
+
+def set_table(group_rows: list[dict[str, Any]], sets: list[str | None]) -> list[dict[str, Any]]:
+    """Table 2: per set, the sample-weighted mean of kept groups' metrics (NaN/inf values skipped)."""
+    weights = np.array([r["num_samples"] for r in group_rows], dtype=np.float64)
+    out = []
+    for kind in SETS:
+        include = np.array([s == kind for s in sets], dtype=bool)
+        row: dict[str, Any] = {"set": kind}
+        for col in TABLE2_COLUMNS + ("MAE",):
+            values = np.array([r[col] for r in group_rows], dtype=np.float64)
+            row[col] = G.weighted_mean(values, weights, include, "valid", finite_only=True)
+        row["total_samples"] = int(weights[include].sum())
+        row["num_regions"] = int(include.sum())
+        out.append(row)
+    return out
+
+
+def sweep_table(per: dict[str, np.ndarray], codes: np.ndarray, sets: list[str | None]) -> list[dict[str, Any]]:
+    """Share of samples with IoU >= t for t = 0.50 .. 0.95, per Table 2 set and over all samples."""
+    member = np.array([sets[c] for c in codes], dtype=object) if len(codes) else np.array([], dtype=object)
+    rows = []
+    for kind in SETS + ("all",):
+        mask = np.ones(len(codes), dtype=bool) if kind == "all" else (member == kind)
+        row: dict[str, Any] = {"set": kind, "num_samples": int(mask.sum())}
+        iou = per["IoU"][mask]
+        for t in SWEEP:
+            row[f"IoU>={t:.2f}"] = float(np.mean(iou >= t)) if iou.size else float("nan")
+        row["mean_Acc@IoU[0.50:0.95]"] = float(np.mean([row[f"IoU>={t:.2f}"] for t in SWEEP])) if iou.size else float("nan")
+        rows.append(row)
+    return rows
+
+
+def box_area_ratio(sample: Sample) -> float:
+    """Box/image area ratio: the sample's own value, else v1's fallback from the relative target box."""
+    ratio = sample.extra.get("box_area_ratio")
+    if ratio is not None:
+        return float(ratio)
+    x1, y1, x2, y2 = sample.target.values[:4]
+    return abs(x2 - x1) * abs(y2 - y1)
+
+
+def box_ratio_table(samples: Sequence[Sample], scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Mean IoU/F1/P/R per (label @ modality, 5 % box/image bin), plus an 'all labels' row per bin."""
+    labels = [G.detection_label_by_modality(s.label, s.modality) for s in samples]
+    bins = [G.box_ratio_bin(box_area_ratio(s)) for s in samples]
+    keys = [f"{b}\x00{lab}" for b, lab in zip(bins, labels)] + [f"{b}\x00all labels" for b in bins]
+    names, codes = G.index_groups(keys)
+    doubled = {m: np.concatenate([scores[m], scores[m]]) for m in ("IoU", "F1", "Precision", "Recall")}
+    sizes = np.bincount(codes, minlength=len(names))
+    means = {m: G.group_means(v, codes, len(names)) for m, v in doubled.items()}
+    bin_rank = {b: i for i, b in enumerate(G.BOX_RATIO_BINS)}
+    rows = []
+    for g, key in enumerate(names):
+        b, lab = key.split("\x00")
+        row: dict[str, Any] = {"box_img_group": b, "label": lab, "sample_size": int(sizes[g])}
+        row.update({m: float(means[m][g]) for m in ("IoU", "F1", "Precision", "Recall")})
+        rows.append(row)
+    rows.sort(key=lambda r: (bin_rank.get(r["box_img_group"], 99), r["label"] != "all labels", r["label"]))
+    return rows
+
+
+def headline(
+    per: dict[str, np.ndarray],
+    codes: np.ndarray,
+    sets: list[str | None],
+    table2: list[dict[str, Any]],
+    *,
+    seed: int,
+) -> dict[str, Interval]:
+    """Table 2 numbers per set and pooled all-sample numbers, each with a bootstrap interval."""
+    member = np.array([sets[c] for c in codes], dtype=object) if len(codes) else np.array([], dtype=object)
+    arrays: dict[str, np.ndarray] = {}
+    for kind in SETS:
+        mask = member == kind
+        for col in TABLE2_COLUMNS:
+            arrays[f"{kind}/{col}"] = np.where(mask, per[col], np.nan)
+    for col in TABLE2_COLUMNS + ("MAE",):
+        arrays[f"all/{col}"] = per[col]
+    intervals = mean_intervals(arrays, seed=seed)
+    for row in table2:  # point values exactly as the table prints them
+        for col in TABLE2_COLUMNS:
+            iv = intervals[f"{row['set']}/{col}"]
+            intervals[f"{row['set']}/{col}"] = Interval(value=row[col], low=iv.low, high=iv.high)
+    return intervals

@@ -1,0 +1,111 @@
+"""Tumour/lesion size: major and minor diameter (mm) of the ellipse fitted to a lesion
+(paper Table 3).
+
+Prompt: v1 ``doc_to_text_TumorLesionSize``. The unit is stated as the dataset gives it ("mm":
+v1 received it as a one-element list and so never rewrote it to "millimeters"). The pixel size
+is the one the model perceives (:func:`.prompts.size_statement`).
+Parse: last 2 numbers (paper) or 2 non-negative numbers inside ``<answer>``, cm converted to mm
+(corrected). Score: MAE/MRE over both diameters, no swapping of major/minor (v1).
+Aggregate: v1 ``summarize_TL_task``: groups ``<renamed label> @ <modality> (<plane>)``; the
+overall line weights group values by group size over the groups that have at least one parsed
+answer (v1 drops groups whose MRE is NaN from the overall line, samples and all).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from ..models.base import PerceivedGeometry
+from ..schema import AnswerSpec, ImagePart, Message, Prediction, Sample, TextPart
+from . import groups as G
+from . import measure as M
+from . import prompts
+from .base import TaskResult
+from .common import FamilyTask
+from .metrics import prediction_matrix, value_scores
+from .parsing import StrictRules
+
+# v1 overall line: every metric over groups with a non-NaN MRE, divided by their total samples.
+OVERALL_SPEC = {m: "included" for m in M.OVERALL_METRICS}
+
+
+def physical_diagonal(sample: Sample) -> float:
+    (w, h), (pw, ph) = sample.image_size, sample.pixel_spacing
+    return math.hypot(w * pw, h * ph)
+
+
+class TumorLesionSizeTask(FamilyTask):
+    name: ClassVar[str] = "tl_size"
+    prompt_version: ClassVar[str] = "v1.0"
+    description: ClassVar[str] = "Major and minor diameter of a tumour/lesion in mm; MAE, MRE (paper Table 3)."
+    k: ClassVar[int] = 2
+
+    @staticmethod
+    def unit(sample: Sample) -> str:
+        return str(sample.extra.get("unit") or sample.target.unit or "mm")
+
+    # -- prompting ---------------------------------------------------------------------------
+    def prompt(self, sample: Sample, geometry: PerceivedGeometry) -> str:
+        unit = self.unit(sample)
+        return (
+            prompts.TL_TASK.format(image_description=sample.image_description, label_name=sample.label, unit=unit)
+            + prompts.ADDITIONAL_INFO
+            + prompts.size_statement(self.protocol, sample.pixel_spacing, geometry, unit)
+            + prompts.format_block(self.protocol, prompts.V1_FORMAT_TL, prompts.LATER_FORMAT_TL)
+        )
+
+    def messages(self, sample: Sample, geometry: PerceivedGeometry) -> list[Message]:
+        ref = f"{sample.image.key()}|{self.protocol.render}"
+        return [Message(role="user", content=[TextPart(text=self.prompt(sample, geometry)), ImagePart(ref=ref)])]
+
+    def answer_spec(self, sample: Sample) -> AnswerSpec:
+        return AnswerSpec(k=2, names=("major axis", "minor axis"), unit="mm", low=0.0,
+                          high=physical_diagonal(sample), template=self.answer_template(), decimals=3)
+
+    def strict_rules(self) -> StrictRules:
+        return StrictRules(k=2, unit="mm", nonnegative=True)
+
+    # -- scoring -------------------------------------------------------------------------------
+    def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
+        pred, ok = prediction_matrix(predictions, 2)
+        return value_scores(pred, ok, self.targets(samples, 2))
+
+    def aggregate(
+        self,
+        samples: Sequence[Sample],
+        predictions: Sequence[Prediction],
+        scores: dict[str, np.ndarray],
+        *,
+        seed: int = 0,
+    ) -> TaskResult:
+        order = self.id_order(samples)
+        samples = [samples[i] for i in order]
+        per = M.per_sample_table_metrics({k: np.asarray(v, dtype=np.float64)[order] for k, v in scores.items()})
+        keys = [G.tl_group(s.label, s.modality, G.plane_letter(s.plane, s.image.slice_axis)) for s in samples]
+        names, codes = G.index_groups(keys)
+        rows = M.group_rows(names, codes, per, key="label")
+        everything = np.ones(len(names), dtype=bool)
+        overall = M.weighted_row("Overall", rows, everything, OVERALL_SPEC, include_by="MRE", key="label")
+        coverage = M.pooled_row("All samples (coverage-penalised)", per, key="label")
+        metrics = M.weighted_intervals("", per, codes, len(names), everything, OVERALL_SPEC, include_by="MRE", seed=seed)
+        metrics.update(M.coverage_intervals("", per, seed=seed))
+        table3 = sorted(rows, key=lambda r: (-r["num_samples"], r["label"])) + [overall]
+        return TaskResult(
+            task=self.name,
+            protocol=self.protocol.name,
+            fingerprint=self.fingerprint(),
+            n_samples=len(samples),
+            parse_stats=self.parse_stats(predictions),
+            metrics=metrics,
+            tables={"table3": table3, "coverage": [coverage]},
+            notes=[
+                "v1 semantics: MAE/MRE over both diameters and over parsed samples only; MRE<k over all samples.",
+                "v1 overall line: groups without any parsed answer are left out entirely (their samples too), "
+                "which can raise the overall SR; SR_all in metrics counts every sample.",
+                "MAE_cov/MRE_cov (not in the paper): means over all samples, a failure counted as answering 0.",
+            ],
+        )
