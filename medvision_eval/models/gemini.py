@@ -1,0 +1,316 @@
+"""``gemini`` backend (google-genai SDK), with the paper's two variants.
+
+* ``variant=no_tool`` - JSON structured output ``{Thought, Answer}`` rendered as the v1 code
+  did (``"Thought\\n: ...\\nAnswer\\n: ...\\n"``), dynamic thinking (budget -1).
+* ``variant=tool``    - Gemini's built-in code-execution tool; the answer is the v1
+  concatenation of ``Text Block i`` / ``Code Block i`` (code ignored) / ``Code Result Block i``
+  parts, and the v1 prompt suffix (typo included) is appended to the last text part.
+
+The key comes from ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY`` (or the variable named by
+``api_key_env``) and lives only inside the SDK client: never in settings, identity, info,
+responses or log messages. ``base_url`` points the SDK at another endpoint (tests, proxies).
+Generation settings the v1 code did not send (temperature, max output tokens) are left to
+the provider unless given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from ..schema import GenerationSettings, ImagePart, Request, Response, TextPart, Usage
+from ._common import AdapterSettings, package_version, parse_settings, png_base64, require_image, short_error
+from .base import ModelAdapter, PerceivedGeometry
+from .errors import BackendNotInstalledError, ModelArgsError, ModelUnavailableError
+from .geometry import perceive
+
+log = logging.getLogger(__name__)
+
+# v1 gemini__2_5.py: question = contexts + "\n\Please put the final answer after 'Answer:'\n\n"
+TOOL_PROMPT_SUFFIX = "\n\\Please put the final answer after 'Answer:'\n\n"
+KEY_ENVS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+
+class ThoughtAnswer(BaseModel):
+    Thought: str
+    Answer: str
+
+
+class GeminiSettings(AdapterSettings):
+    model: str = "gemini-2.5-flash"
+    variant: Literal["no_tool", "tool"] = "no_tool"
+    thinking_budget: int = -1
+    ignore_code: bool = True
+    max_new_tokens: int = 0  # 0 = provider default (v1 sent none)
+    temperature: float = -1.0  # < 0 = provider default (v1 sent none)
+    api_key_env: str | None = None  # default: GEMINI_API_KEY, then GOOGLE_API_KEY
+    base_url: str | None = None
+    concurrency: int = 1  # v1 ran batch 1
+    timeout: float = 300.0
+    max_retries: int = 9  # v1: backoff.expo, max_tries=10
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    failure_threshold: float = 10
+
+    def generation(self) -> GenerationSettings:
+        return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p)
+
+
+class _Retry(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def render_no_tool(answer: ThoughtAnswer | dict[str, Any]) -> str:
+    get = answer.get if isinstance(answer, dict) else (lambda k, d: getattr(answer, k, d))
+    return f"Thought\n: {get('Thought', '<not provided>')}\nAnswer\n: {get('Answer', '<not provided>')}\n"
+
+
+def render_tool(parts: Sequence[Any], ignore_code: bool = True) -> str:
+    out, n_text, n_code, n_res = "", 0, 0, 0
+    for p in parts:
+        if getattr(p, "thought", None):
+            continue
+        if p.text is not None:
+            n_text += 1
+            out += f"Text Block {n_text}:\n{p.text}\n"
+        if p.executable_code is not None:
+            n_code += 1
+            code = "<code block ignored>" if ignore_code else p.executable_code.code
+            out += f"Code Block {n_code}:\n{code}\n"
+        if p.code_execution_result is not None:
+            n_res += 1
+            out += f"Code Result Block {n_res}:\n{p.code_execution_result.output}\n"
+    return out
+
+
+class GeminiAdapter(ModelAdapter):
+    backend: ClassVar[str] = "gemini"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = parse_settings(GeminiSettings, "gemini", kwargs)
+        self.default_batch_size = max(1, self.settings.concurrency)  # type: ignore[misc]
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._consecutive = self._answered = self._failed = 0
+        self._last_error = ""
+        self.sleep: Callable[[float], None] = time.sleep
+        self.attempts = 0
+
+    # -------------------------------------------------------------- contract
+    def identity(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "adapter": "gemini",
+            "model": s.model,
+            "variant": s.variant,
+            "thinking_budget": s.thinking_budget,
+            "ignore_code": s.ignore_code,
+            "system_prompt": s.system_prompt,
+            "base_url": s.base_url,
+        }
+
+    def generation_settings(self) -> GenerationSettings:
+        return self.settings.generation()
+
+    def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
+        spec = self.settings.geometry_spec()
+        return perceive(spec, width, height) if spec else PerceivedGeometry.identity(width, height)
+
+    def info(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "backend": "gemini",
+            "google-genai": package_version("google-genai"),
+            "model": s.model,
+            "variant": s.variant,
+            "thinking_budget": s.thinking_budget,
+            "batch_size": self.default_batch_size,
+            "api_requests": self.attempts,
+        }
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        results: list[Response | None] = [None] * len(requests)
+        stop = threading.Event()
+
+        def one(i: int) -> None:
+            if not stop.is_set():
+                results[i] = self._answer(requests[i])
+                self._account(results[i], stop)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool:
+            for f in [pool.submit(one, i) for i in range(len(requests))]:
+                f.result()
+        if stop.is_set():
+            err = ModelUnavailableError(
+                f"Gemini model {self.settings.model!r} is failing: {self._failed} of {self._answered} requests "
+                f"failed, {self._consecutive} in a row (failure_threshold={self.settings.failure_threshold:g}); "
+                f"last error: {self._last_error}. Stored answers are kept; re-run to resume."
+            )
+            err.responses = results  # type: ignore[attr-defined]
+            raise err
+        return [r if r is not None else Response(error="not sent") for r in results]
+
+    # -------------------------------------------------------------- internals
+    def _account(self, r: Response | None, stop: threading.Event) -> None:
+        if r is None:
+            return
+        th = self.settings.failure_threshold
+        with self._lock:
+            self._answered += 1
+            if r.error is None:
+                self._consecutive = 0
+                return
+            self._failed += 1
+            self._consecutive += 1
+            self._last_error = r.error
+            if (th >= 1 and self._consecutive >= th) or (
+                th < 1 and self._answered >= 10 and self._failed / self._answered >= th
+            ):
+                stop.set()
+
+    def _key(self) -> str:
+        names = (self.settings.api_key_env,) if self.settings.api_key_env else KEY_ENVS
+        for n in names:
+            if os.environ.get(n):
+                return os.environ[n]
+        raise ModelArgsError(f"no Gemini API key: set {' or '.join(names)} in the environment")
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                from google import genai
+                from google.genai import types
+            except ImportError as e:
+                raise BackendNotInstalledError("the gemini backend needs google-genai: pip install 'medvision-eval[gemini]'") from e
+            s = self.settings
+            opts: dict[str, Any] = {"timeout": int(s.timeout * 1000), "retry_options": types.HttpRetryOptions(attempts=1)}
+            if s.base_url:
+                opts["base_url"] = s.base_url
+            self._client = genai.Client(api_key=self._key(), http_options=types.HttpOptions(**opts))
+        return self._client
+
+    def _contents(self, request: Request) -> list[Any]:
+        from google.genai import types
+
+        parts: list[Any] = []
+        for m in request.messages:
+            if m.role != "user":
+                continue
+            parts.extend(m.content)
+        if self.settings.variant == "tool":
+            last = max((i for i, p in enumerate(parts) if isinstance(p, TextPart)), default=None)
+            if last is not None:
+                parts[last] = TextPart(text=parts[last].text + TOOL_PROMPT_SUFFIX)
+        out = []
+        for p in parts:
+            if isinstance(p, ImagePart):
+                import base64
+
+                out.append(types.Part.from_bytes(data=base64.b64decode(png_base64(require_image(p))), mime_type="image/png"))
+            else:
+                out.append(types.Part.from_text(text=p.text))
+        return [types.Content(role="user", parts=out)]
+
+    def _config(self, request: Request) -> Any:
+        from google.genai import types
+
+        s, g = self.settings, request.generation
+        kw: dict[str, Any] = {"thinking_config": types.ThinkingConfig(thinking_budget=s.thinking_budget)}
+        if s.variant == "tool":
+            kw["tools"] = [types.Tool(code_execution=types.ToolCodeExecution())]
+            kw["response_mime_type"] = "text/plain"
+        else:
+            kw["response_mime_type"] = "application/json"
+            kw["response_schema"] = ThoughtAnswer
+        if s.system_prompt:
+            kw["system_instruction"] = s.system_prompt
+        if g.max_new_tokens > 0:
+            kw["max_output_tokens"] = g.max_new_tokens
+        if g.temperature >= 0:
+            kw["temperature"] = g.temperature
+        return types.GenerateContentConfig(**kw)
+
+    def _once(self, request: Request) -> tuple[str, Usage]:
+        from google.genai import errors
+
+        with self._lock:
+            self.attempts += 1
+        try:
+            resp = self.client.models.generate_content(
+                model=self.settings.model, contents=self._contents(request), config=self._config(request)
+            )
+        except errors.APIError as e:
+            code = int(getattr(e, "code", 0) or 0)
+            if code in (408, 409, 429) or code >= 500:
+                ra = None
+                headers = getattr(getattr(e, "response", None), "headers", None)
+                if headers is not None:
+                    from .openai_compat import parse_retry_after
+
+                    ra = parse_retry_after(headers.get("retry-after"))
+                raise _Retry(f"HTTP {code}: {getattr(e, 'message', '') or ''}"[:300], ra) from None
+            raise
+        except Exception as e:
+            import httpx
+
+            if isinstance(e, (httpx.TimeoutException, httpx.TransportError)):
+                raise _Retry(f"{type(e).__name__}: {e}") from None
+            raise
+        um = getattr(resp, "usage_metadata", None)
+        usage = Usage(
+            prompt_tokens=getattr(um, "prompt_token_count", None),
+            completion_tokens=getattr(um, "candidates_token_count", None),
+        )
+        if not resp.candidates or resp.candidates[0].content is None or not resp.candidates[0].content.parts:
+            raise _Retry("response without candidates/parts")
+        if self.settings.variant == "tool":
+            return render_tool(resp.candidates[0].content.parts, self.settings.ignore_code), usage
+        text = resp.text or ""
+        try:
+            parsed = ThoughtAnswer.model_validate(json.loads(text))
+        except (json.JSONDecodeError, ValidationError) as e:
+            raise _Retry(f"malformed JSON answer ({type(e).__name__}): {text[:120]!r}") from None
+        return render_no_tool(parsed), usage
+
+    def _answer(self, request: Request) -> Response:
+        s = self.settings
+        t0 = time.perf_counter()
+        last = ""
+        for attempt in range(s.max_retries + 1):
+            try:
+                text, usage = self._once(request)
+                return Response(text=text, usage=usage, latency_s=time.perf_counter() - t0)
+            except _Retry as e:
+                last = str(e)
+                if attempt == s.max_retries:
+                    break
+                delay = min(s.backoff_max, s.backoff_base * 2**attempt)
+                delay = delay / 2 + random.uniform(0, delay / 2)
+                if e.retry_after is not None:
+                    delay = min(s.backoff_max, max(delay, e.retry_after))
+                log.info("gemini: %s; retry %d/%d in %.2fs", last, attempt + 1, s.max_retries, delay)
+                self.sleep(delay)
+            except Exception as e:
+                return Response(error=self._scrub(short_error(e)), latency_s=time.perf_counter() - t0)
+        return Response(error=self._scrub(f"gave up after {s.max_retries + 1} attempts: {last}"),
+                        latency_s=time.perf_counter() - t0)
+
+    def _scrub(self, text: str) -> str:
+        for n in filter(None, (self.settings.api_key_env, *KEY_ENVS)):
+            key = os.environ.get(n)
+            if key:
+                text = text.replace(key, "***")
+        return text
