@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tiny_vlms import make_request
+from tiny_vlms import make_request as _make_request
 
 from medvision_eval.models.errors import ModelArgsError, ModelUnavailableError
 from medvision_eval.models.gemini import TOOL_PROMPT_SUFFIX, GeminiAdapter
@@ -94,6 +94,12 @@ def make(server, **kw):
     return ad
 
 
+def make_request(**kw):
+    """As the runner does: the request carries the adapter's generation settings."""
+    r = _make_request(**kw)
+    return r.model_copy(update={"generation": GeminiAdapter().generation_settings()})
+
+
 def test_no_tool_variant_json_rendered_as_v1(server):
     ad = make(server, variant="no_tool")
     r = ad.generate([make_request(text="Estimate the axes.")])[0]
@@ -105,7 +111,8 @@ def test_no_tool_variant_json_rendered_as_v1(server):
     gc = body["generationConfig"]
     assert gc["responseMimeType"] == "application/json"
     assert set(gc["responseSchema"]["properties"]) == {"Thought", "Answer"}
-    assert gc["thinkingConfig"]["thinkingBudget"] == -1
+    tc = gc["thinkingConfig"]
+    assert tc.get("thinkingBudget", tc.get("thinking_budget")) == -1
     assert "temperature" not in gc and "maxOutputTokens" not in gc  # as v1: provider defaults
     parts = body["contents"][0]["parts"]
     assert parts[0] == {"text": "Estimate the axes."}  # order kept, no suffix without the tool
