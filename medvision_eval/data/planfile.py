@@ -1,0 +1,67 @@
+"""Reading and writing the official files: benchmark_plan_*.json.gz and landmark *.json.gz."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_SEED, DEFAULT_SPLIT_RATIO = 1024, 0.7
+
+
+def plan_filename(kind: str, version: str = "1.0.0") -> str:
+    """``benchmark_plan_{detection|biometry|segmentation}_v{version}.json.gz``."""
+    return f"benchmark_plan_{kind}_v{version}.json.gz"
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return json.load(f)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON (gzipped when the name ends in .gz) deterministically (mtime 0)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(obj, indent=1, default=_default).encode("utf-8")
+    if path.name.endswith(".gz"):
+        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def split_files(file_names: list[str], seed: int = DEFAULT_SEED, ratio: float = DEFAULT_SPLIT_RATIO) -> tuple[list[str], list[str]]:
+    """The planner's ``_split_niigz_dataset``: ``random.seed(seed)``, shuffle, first ``int(n*ratio)`` train.
+
+    The official code shuffles ``glob`` order (file-system dependent); pass the names in the order
+    your file system lists them to reproduce a given build exactly, or sorted for a portable split.
+    """
+    names = list(file_names)
+    rng_state = random.getstate()
+    try:
+        random.seed(seed)
+        random.shuffle(names)
+    finally:
+        random.setstate(rng_state)
+    cut = int(len(names) * ratio)
+    return names[:cut], names[cut:]

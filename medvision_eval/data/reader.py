@@ -1,0 +1,374 @@
+"""Read a MedVision data directory (``MedVision_DATA_DIR``) into Samples, and render their images.
+
+Layout (official ``docs/file-structure.md``)::
+
+    <root>/Datasets/<dataset>/benchmark_plan_{detection,biometry}_v<version>.json.gz
+    <root>/Datasets/<dataset>/<image_folder>/*.nii.gz, <mask_folder>/*.nii.gz, <landmark_folder>/*.json.gz
+
+The plan's ``tasks[task_id-1]["test_cases"|"train_cases"]`` already hold the official 70/30
+split; they are flattened in file order with the v1.0.0 loader filters, so ``Sample.index`` is
+the position in the official dataset order and ``--limit N`` means ``samples[:N]``.
+``samples()`` reads plan files and NIfTI headers only; ``image()`` decodes through an LRU cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..schema import ImageRef, Sample, Target
+from . import annotate, render
+from .catalogue import BenchmarkConfig, Catalogue, load_catalogue, normalise_modality
+from .errors import DataNotFoundError, SampleDataError
+from .planfile import plan_filename, read_json
+from .volumes import VolumeCache, VolumeHeader, read_header, take_slice
+
+PLANNER_VERSION_ENV = ("MEDVISION_PLANNER_VERSION", "MedVision_PLANNER_VERSION")
+
+
+def _planner_version(config: BenchmarkConfig) -> str:
+    for name in PLANNER_VERSION_ENV:
+        if os.environ.get(name):
+            return os.environ[name]
+    return config.planner_version
+
+
+def group_by_volume(samples: Sequence[Sample]) -> list[Sample]:
+    """Samples reordered so each volume's slices are consecutive (stable within a volume)."""
+    first: dict[str, int] = {}
+    for i, s in enumerate(samples):
+        first.setdefault(s.image.path, i)
+    return sorted(samples, key=lambda s: (first[s.image.path], s.index))
+
+
+class MedVisionData:
+    """A MedVision data directory."""
+
+    def __init__(self, root: str | Path, *, cache_volumes: int = 8) -> None:
+        self.root = Path(root).expanduser().resolve()
+        if not self.root.is_dir():
+            raise DataNotFoundError(f"data directory {self.root} does not exist; pass --data DIR or set MEDVISION_DATA_DIR "
+                                    "to the folder that holds Datasets/ (unset it to use the demo data)")
+        self.catalogue: Catalogue = load_catalogue(self.root)
+        self.problems: list[str] = []
+        self._cache = VolumeCache(cache_volumes)
+        self._plans: dict[Path, dict[str, Any]] = {}
+        self._headers: dict[Path, VolumeHeader | SampleDataError] = {}
+        self._bad: dict[str, str] = {}  # sample id -> why its image cannot be produced
+
+    # ---------------------------------------------------------------------------- paths
+    def _problem(self, message: str) -> None:
+        if message not in self.problems:
+            self.problems.append(message)
+
+    def resolve(self, dataset: str, path: str) -> str:
+        """A plan path as a posix path relative to the root; raises SampleDataError if it escapes."""
+        p = PurePosixPath(str(path).replace("\\", "/"))
+        if p.is_absolute():
+            parts = p.parts
+            hit = [i for i in range(len(parts) - 1) if parts[i] == "Datasets" and parts[i + 1] == dataset]
+            if hit:
+                p = PurePosixPath(*parts[hit[-1] + 2:])
+            else:
+                try:
+                    return Path(p).resolve().relative_to(self.root).as_posix()
+                except ValueError:
+                    raise SampleDataError(f"{path}: path escapes the data root {self.root}") from None
+        target = (self.root / "Datasets" / dataset / Path(p)).resolve()
+        try:
+            return target.relative_to(self.root).as_posix()
+        except ValueError:
+            raise SampleDataError(f"{path}: path escapes the data root {self.root}") from None
+
+    def _header(self, rel: str) -> VolumeHeader:
+        path = self.root / rel
+        if path not in self._headers:
+            try:
+                self._headers[path] = read_header(path)
+            except SampleDataError as exc:
+                self._headers[path] = exc
+        value = self._headers[path]
+        if isinstance(value, SampleDataError):
+            raise value
+        return value
+
+    # ----------------------------------------------------------------------------- plans
+    def dataset_dir(self, config: BenchmarkConfig) -> Path:
+        d = self.root / "Datasets" / config.dataset
+        if not d.is_dir():
+            if config.restricted:
+                raise DataNotFoundError(f"{config.name}: {config.restricted_note}")
+            raise DataNotFoundError(
+                f"{config.name}: dataset folder {d} is missing. Build it with the official loader "
+                f"(datasets==3.6.0, load_dataset('YongchengYAO/MedVision', name='{config.hf_config()}', "
+                "trust_remote_code=True) with MedVision_DATA_DIR set) and point --data at that MedVision_DATA_DIR, "
+                "or run the demo (unset MEDVISION_DATA_DIR)")
+        return d
+
+    def plan(self, config: BenchmarkConfig) -> dict[str, Any]:
+        d = self.dataset_dir(config)
+        path = d / plan_filename(config.planner_kind, _planner_version(config))
+        if path not in self._plans:
+            if not path.is_file():
+                found = sorted(p.name for p in d.glob("benchmark_plan_*.json*"))
+                raise DataNotFoundError(f"{config.name}: plan file {path} is missing (found: {', '.join(found) or 'none'}); "
+                                        "set MEDVISION_PLANNER_VERSION to the version you have, the paper used 1.0.0")
+            try:
+                self._plans[path] = read_json(path)
+            except (OSError, EOFError, ValueError) as exc:
+                raise DataNotFoundError(f"{path}: cannot read the plan file ({exc})") from exc
+        return self._plans[path]
+
+    def task_info(self, config: BenchmarkConfig) -> dict[str, Any]:
+        tasks = self.plan(config).get("tasks", [])
+        if not 1 <= config.task_id <= len(tasks):
+            raise DataNotFoundError(f"{config.name}: the plan has {len(tasks)} tasks, no Task{config.task_id:02d}")
+        return tasks[config.task_id - 1]
+
+    # --------------------------------------------------------------------------- samples
+    def samples(self, config: BenchmarkConfig | str, split: str = "test") -> list[Sample]:
+        if isinstance(config, str):
+            config = self.catalogue.get(config)
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        info = self.task_info(config)
+        labels = {int(k): v for k, v in info.get("labels_map", {}).items()} or dict(config.labels)
+        facts = {
+            "description": info.get("image_description", config.image_description),
+            "modality": normalise_modality(info["image_modality"]) if info.get("image_modality") else config.modality,
+            "labels": labels,
+            "target_label": (int(info["target_label"]) if info.get("target_label") is not None
+                             else next(iter(config.labels), None)),
+        }
+        out: list[Sample] = []
+        seen: dict[str, int] = {}
+        for case in info.get(f"{split}_cases", []):
+            for sample in self._case_samples(config, info, facts, case, split, len(out)):
+                if sample.id in seen:
+                    seen[sample.id] += 1
+                    sample = sample.model_copy(update={"id": f"{sample.id}#{seen[sample.id]}"})
+                else:
+                    seen[sample.id] = 0
+                out.append(sample)
+        return out
+
+    def _case_geometry(self, config: BenchmarkConfig, case: dict[str, Any]) -> tuple[str, tuple[int, ...], tuple[float, ...], str | None]:
+        """(image path rel. to root, RAS shape, zooms, problem or None)."""
+        info = case.get("image_file_info", {})
+        shape = tuple(int(s) for s in info.get("array_size", (0, 0, 0)))
+        zooms = tuple(float(z) for z in info.get("voxel_size", (1.0, 1.0, 1.0)))
+        raw = case.get("image_file", "")
+        try:
+            rel = self.resolve(config.dataset, raw)
+        except SampleDataError as exc:
+            return str(raw), shape, zooms, str(exc)
+        try:
+            header = self._header(rel)
+        except SampleDataError as exc:
+            return rel, shape, zooms, str(exc)
+        problem = None
+        if case.get("mask_file"):
+            problem = self._check_mask(config, rel, header, case["mask_file"])
+        return rel, header.shape, header.zooms, problem
+
+    def _check_mask(self, config: BenchmarkConfig, rel: str, header: VolumeHeader, mask_file: str) -> None:
+        """Image/mask header mismatch is a warning (as the official planner), never fatal."""
+        try:
+            mrel = self.resolve(config.dataset, mask_file)
+            mh = self._header(mrel)
+        except SampleDataError as exc:
+            self._problem(f"warning: {exc}")
+            return None
+        diffs = []
+        if mh.shape != header.shape:
+            diffs.append(f"shape {header.shape} vs {mh.shape}")
+        if not np.allclose(mh.zooms, header.zooms, rtol=1e-3, atol=1e-5):
+            diffs.append(f"voxel size {tuple(round(z, 4) for z in header.zooms)} vs {tuple(round(z, 4) for z in mh.zooms)}")
+        if not np.allclose(mh.affine, header.affine, rtol=1e-3, atol=1e-3):
+            diffs.append("affine differs")
+        if diffs:
+            self._problem(f"warning: {self.root / rel} and mask {self.root / mrel}: header mismatch ({'; '.join(diffs)})")
+        return None
+
+    def _case_samples(self, config: BenchmarkConfig, info: dict[str, Any], facts: dict[str, Any], case: dict[str, Any],
+                      split: str, start: int) -> list[Sample]:
+        axis = config.slice_axis
+        rel, shape, zooms, problem = self._case_geometry(config, case)
+        if problem:
+            self._problem(problem)
+        a, b = ((1, 2), (0, 2), (0, 1))[axis]
+        plan_shape = tuple(int(s) for s in case.get("image_file_info", {}).get("array_size", shape))
+        height, width = int(shape[a]), int(shape[b])
+        plan_h, plan_w = int(plan_shape[a]), int(plan_shape[b])
+        spacing = (float(zooms[b]), float(zooms[a]))  # (width, height)
+        entries = case.get(annotate.PROFILE_KEYS[axis], []) or []
+        lm_problem = self._landmark_problem(config, case, shape) if config.task == "ad_measure" else None
+        case_id = str(case.get("case_ID", PurePosixPath(rel).name))
+        out: list[Sample] = []
+        for entry in entries:
+            idx = int(entry["slice_idx"])
+            for kind, payload in self._targets(config, facts, entry, plan_h, plan_w):
+                label_name, label_id, target, extra = payload
+                key = label_id if label_id is not None else extra.get("metric_key")
+                sid = f"{config.name}/{split}/{case_id}/{config.plane_code}{idx}/{key}"
+                why = problem
+                if why is None and not 0 <= idx < shape[axis]:
+                    why = f"{self.root / rel}: slice {idx} is outside the volume (axis {axis} has {shape[axis]} slices)"
+                    self._problem(why)
+                if why is None and lm_problem:
+                    why = lm_problem
+                if why:
+                    self._bad[sid] = why
+                out.append(Sample(
+                    id=sid, task=config.task, config=config.name, dataset=config.dataset, split=split,
+                    index=start + len(out), image=ImageRef(path=rel, slice_axis=axis, slice_index=idx),
+                    image_size=(width, height), pixel_spacing=spacing, label=label_name, label_id=label_id,
+                    modality=facts["modality"], plane=config.plane_code, image_description=facts["description"],
+                    target=target, extra=extra,
+                ))
+        return out
+
+    def _landmark_problem(self, config: BenchmarkConfig, case: dict[str, Any], shape: tuple[int, ...]) -> str | None:
+        raw = case.get("landmark_file")
+        if not raw:
+            return None
+        try:
+            rel = self.resolve(config.dataset, raw)
+        except SampleDataError as exc:
+            self._problem(str(exc))
+            return str(exc)
+        path = self.root / rel
+        try:
+            data = read_json(path)
+        except FileNotFoundError:
+            self._problem(f"warning: {path}: landmark file not found (targets come from the plan file)")
+            return None
+        except (OSError, EOFError, ValueError) as exc:
+            self._problem(f"warning: {path}: unreadable landmark file ({exc})")
+            return None
+        outside = set()
+        for key in annotate.AXIS_KEYS.values():
+            for s in data.get(key, []):
+                lms = s.get("landmarks", {})
+                for item in (lms if isinstance(lms, list) else [lms]):
+                    pts = {k: v for k, v in item.items() if isinstance(v, list)}
+                    outside.update(annotate.points_inside(pts, shape))
+        if outside:
+            msg = f"{path}: landmarks {', '.join(sorted(outside, key=lambda k: (len(k), k)))} lie outside the volume of shape {tuple(shape)}"
+            self._problem(msg)
+            return msg
+        return None
+
+    def _targets(self, config: BenchmarkConfig, facts: dict[str, Any], entry: dict[str, Any], h: int, w: int):
+        profiles = entry.get("slice_profile", []) or []
+        if config.task == "detection":
+            for prof in profiles:
+                boxes = prof.get("bboxes", [])
+                if not annotate.keep_box(boxes):
+                    continue
+                box = boxes[0]
+                lab = int(prof["label"])
+                rel = annotate.relative_box(box["min_coords"], box["max_coords"], h, w)
+                dh, dw = box["dimensions"]
+                extra = {"box_area_ratio": float(dh * dw) / float(h * w) if h and w else float("nan"),
+                         "box_pixels": [*box["min_coords"], *box["max_coords"]], "unit": "relative"}
+                yield "box", (facts["labels"].get(lab, str(lab)), lab,
+                              Target(values=rel, unit="relative", names=("x1", "y1", "x2", "y2")), extra)
+        elif config.task == "tl_size":
+            ellipses = []
+            for ell in profiles:
+                vals = {d.get("metric_key"): d for d in ell} if isinstance(ell, list) else {}
+                if "L-1-2" in vals and "L-3-4" in vals:
+                    ellipses.append(vals)
+            if len(ellipses) != 1:  # loader: slices with more than one fitted ellipse are dropped
+                return
+            vals = ellipses[0]
+            target_label = facts["target_label"]
+            unit = vals["L-1-2"].get("metric_unit", "mm")
+            major, minor = float(vals["L-1-2"]["metric_value"]), float(vals["L-3-4"]["metric_value"])
+            name = facts["labels"].get(target_label, "lesion") if target_label is not None else "lesion"
+            yield "ellipse", (name, target_label, Target(values=(major, minor), unit=unit, names=("major", "minor")),
+                              {"unit": unit, "metric_keys": ["L-1-2", "L-3-4"]})
+        else:
+            info = self._info_cache(config)
+            for prof in profiles:
+                mtype = prof.get("metric_type")
+                if config.metric_type and mtype != config.metric_type:
+                    continue
+                yield "metric", self._ad_payload(info, prof)
+
+    def _info_cache(self, config: BenchmarkConfig) -> dict[str, Any]:
+        return self.task_info(config)
+
+    @staticmethod
+    def _ad_payload(info: dict[str, Any], prof: dict[str, Any]):
+        mtype, key, mapname = prof["metric_type"], prof["metric_key"], prof["metric_map_name"]
+        entry = info.get(mapname, {}).get(key, {})
+        if mtype == "angle":
+            lines = [info.get(entry.get("element_map_name", "lines_map"), {}).get(k, {}) for k in entry.get("element_keys", [])]
+            point_keys = [p for line in lines for p in line.get("element_keys", [])]
+            pmap = info.get(lines[0].get("element_map_name", "landmarks_map"), {}) if lines else {}
+        else:
+            point_keys = list(entry.get("element_keys", []))
+            pmap = info.get(entry.get("element_map_name", "landmarks_map"), {})
+        names = [pmap.get(k, k) for k in point_keys]
+        unit = prof.get("metric_unit") or ("degree" if mtype == "angle" else "mm")
+        extra = {"metric_type": mtype, "metric_key": key, "metric_map_name": mapname,
+                 "metric_name": entry.get("name", ""), "unit": unit, "landmark_keys": point_keys,
+                 "landmarks": names, **{f"p{i + 1}": n for i, n in enumerate(names)}}
+        label = f"{mtype}_{key}"
+        return label, None, Target(values=(float(prof["metric_value"]),), unit=unit, names=(mtype,)), extra
+
+    # ---------------------------------------------------------------------------- images
+    def slice_array(self, sample: Sample) -> np.ndarray:
+        """The raw float32 2D slice of a sample (decoded once per volume through the cache)."""
+        if sample.id in self._bad:
+            raise SampleDataError(self._bad[sample.id])
+        path = self.root / sample.image.path
+        try:
+            Path(path).resolve().relative_to(self.root)
+        except ValueError:
+            raise SampleDataError(f"{sample.image.path}: path escapes the data root {self.root}") from None
+        volume, _ = self._cache.get(path)
+        try:
+            arr = take_slice(volume, sample.image.slice_axis, sample.image.slice_index)
+        except IndexError as exc:
+            raise SampleDataError(f"{path}: {exc}") from exc
+        if arr.shape != (sample.image_size[1], sample.image_size[0]):
+            raise SampleDataError(f"{path}: slice shape {arr.shape} differs from the expected (height, width) "
+                                  f"{(sample.image_size[1], sample.image_size[0])}")
+        nan = int(np.isnan(arr).sum())
+        where = f"{path} slice {sample.image.slice_axis}:{sample.image.slice_index}"
+        if nan == arr.size:
+            raise SampleDataError(f"{where}: every voxel is NaN")
+        if nan:
+            self._problem(f"warning: {where}: {nan} NaN voxels rendered as the slice minimum")
+        finite = arr[~np.isnan(arr)]
+        if finite.size and finite.min() == finite.max():
+            self._problem(f"warning: {where}: constant slice (value {float(finite.min())}); rendered black as v1 did")
+        return arr
+
+    def image(self, sample: Sample, protocol: Any = "minmax") -> Image.Image:
+        """RGB image of a sample under ``protocol.render`` ("minmax" v1 or "window")."""
+        mode = getattr(protocol, "render", protocol)
+        arr = self.slice_array(sample)
+        gray = render.to_uint8(arr, mode, modality=sample.modality, label=sample.label, dataset=sample.dataset)
+        return render.to_rgb(gray)
+
+    def images(self, samples: Iterable[Sample], protocol: Any = "minmax"):
+        """Yield (sample, image or SampleDataError) grouped by volume, so each volume is decoded once."""
+        for s in group_by_volume(list(samples)):
+            try:
+                yield s, self.image(s, protocol)
+            except SampleDataError as exc:
+                yield s, exc
+
+    @property
+    def decodes(self) -> int:
+        """How many volumes the cache decoded so far."""
+        return self._cache.decodes

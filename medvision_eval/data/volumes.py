@@ -1,0 +1,152 @@
+"""NIfTI volumes in RAS+ voxel order, 2D slices with the paper's convention, and an LRU cache.
+
+Slicing (v1 ``_load_nifti_2d``): axis 0 -> ``vol[i, :, :]``, 1 -> ``vol[:, i, :]``, 2 ->
+``vol[:, :, i]``, no transpose, so the rows of the 2D image are the first remaining voxel axis
+and the columns the second. The pixel size is ``(zooms[a], zooms[b])`` for the remaining axes
+``a < b``: ``zooms[a]`` is the row (height) spacing and ``zooms[b]`` the column (width) spacing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import SampleDataError
+
+REMAINING_AXES = {0: (1, 2), 1: (0, 2), 2: (0, 1)}
+
+
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What the header says about a volume once reoriented to RAS+ (no voxel data read)."""
+
+    path: str
+    shape: tuple[int, int, int]  # RAS+ voxel axes
+    zooms: tuple[float, float, float]  # mm, RAS+ order
+    orientation: tuple[str, str, str]  # axis codes on disk, e.g. ('L', 'A', 'S')
+    affine: np.ndarray  # RAS+ affine
+
+    @property
+    def is_ras(self) -> bool:
+        return self.orientation == ("R", "A", "S")
+
+    def slice_shape(self, axis: int) -> tuple[int, int]:
+        """(height, width) of a slice along ``axis``: (rows, columns)."""
+        a, b = REMAINING_AXES[axis]
+        return self.shape[a], self.shape[b]
+
+    def pixel_spacing_hw(self, axis: int) -> tuple[float, float]:
+        a, b = REMAINING_AXES[axis]
+        return self.zooms[a], self.zooms[b]
+
+
+def _spatial_shape(img: nib.spatialimages.SpatialImage, path: Path) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) == 3:
+        return shape
+    if len(shape) > 3 and all(s == 1 for s in shape[3:]):
+        return shape[:3]
+    if len(shape) > 3:
+        raise SampleDataError(f"{path}: {len(shape)}D volume of shape {shape} is not supported; "
+                              "MedVision slices 3D volumes (split the time/channel axis into 3D files)")
+    raise SampleDataError(f"{path}: {len(shape)}D image of shape {shape}; expected a 3D volume")
+
+
+def _open(path: Path) -> nib.Nifti1Image:
+    if not path.is_file():
+        raise SampleDataError(f"{path}: file not found")
+    try:
+        return nib.load(str(path))
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+        raise SampleDataError(f"{path}: cannot read the NIfTI header (truncated or corrupt file: {exc})") from exc
+    except Exception as exc:  # nibabel raises several ImageFileError subclasses
+        raise SampleDataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+
+
+def _ras_transform(affine: np.ndarray) -> np.ndarray:
+    return nib.orientations.io_orientation(affine)
+
+
+def read_header(path: str | Path) -> VolumeHeader:
+    """Header facts in RAS+ order. Raises SampleDataError naming the file on any problem."""
+    path = Path(path)
+    img = _open(path)
+    shape = _spatial_shape(img, path)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    affine = np.asarray(img.affine, dtype=float)
+    ornt = _ras_transform(affine)
+    order = [int(ax) for ax in ornt[:, 0]]
+    ras_shape = tuple(shape[order.index(i)] for i in range(3))
+    ras_zooms = tuple(zooms[order.index(i)] for i in range(3))
+    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    codes = tuple(nib.orientations.aff2axcodes(affine))
+    return VolumeHeader(str(path), ras_shape, ras_zooms, codes, ras_affine)  # type: ignore[arg-type]
+
+
+def load_ras(path: str | Path) -> tuple[np.ndarray, VolumeHeader]:
+    """Decode a volume as float32 in RAS+ voxel order (as v1: ``get_fdata().astype('float32')``)."""
+    path = Path(path)
+    header = read_header(path)
+    img = _open(path)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as exc:
+        raise SampleDataError(f"{path}: cannot decode voxel data (truncated or corrupt gzip: {exc})") from exc
+    if data.ndim > 3:
+        data = data.reshape(data.shape[:3])
+    slope, inter = img.dataobj.slope, img.dataobj.inter  # type: ignore[attr-defined]
+    data = np.asarray(data, dtype=np.float64)
+    if slope is not None and not (slope == 1 and (inter is None or inter == 0)):
+        data = data * float(slope) + float(inter or 0.0)
+    ornt = _ras_transform(img.affine)
+    data = nib.orientations.apply_orientation(data, ornt)
+    return np.ascontiguousarray(data, dtype=np.float32), header
+
+
+def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """The paper's 2D slice: no transpose (rows = first remaining axis)."""
+    if axis not in (0, 1, 2):
+        raise ValueError("slice axis must be 0, 1 or 2")
+    if not 0 <= index < volume.shape[axis]:
+        raise IndexError(f"slice {index} outside axis {axis} of size {volume.shape[axis]}")
+    if axis == 0:
+        return volume[index, :, :]
+    if axis == 1:
+        return volume[:, index, :]
+    return volume[:, :, index]
+
+
+class VolumeCache:
+    """Bounded LRU of decoded volumes; thread-safe; each path decoded once while it stays cached."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = max(1, int(capacity))
+        self._items: OrderedDict[str, tuple[np.ndarray, VolumeHeader]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.decodes = 0
+
+    def get(self, path: str | Path) -> tuple[np.ndarray, VolumeHeader]:
+        key = str(path)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = load_ras(key)
+        with self._lock:
+            self.decodes += 1
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
