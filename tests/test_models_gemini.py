@@ -116,7 +116,8 @@ def test_no_tool_variant_json_rendered_as_v1(server):
     assert "temperature" not in gc and "maxOutputTokens" not in gc  # as v1: provider defaults
     parts = body["contents"][0]["parts"]
     assert parts[0] == {"text": "Estimate the axes."}  # order kept, no suffix without the tool
-    assert parts[1]["inlineData"]["mimeType"] == "image/png" and len(parts[1]["inlineData"]["data"]) > 100
+    blob = parts[1].get("inlineData") or parts[1]["inline_data"]
+    assert (blob.get("mimeType") or blob.get("mime_type")) == "image/png" and len(blob["data"]) > 100
     assert "tools" not in body
 
 
