@@ -35,42 +35,43 @@ def prediction_matrix(predictions: Sequence[Prediction], k: int) -> tuple[np.nda
     return values, ok
 
 
-def box_overlaps(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
-    """IoU, Precision, Recall, F1 of ``pred`` vs ``target`` boxes, both (n, 4), per v1."""
-    pred = np.asarray(pred, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
+def box_overlaps(pred: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """IoU, Precision, Recall, F1 of ``pred`` vs ``target`` boxes, both (n, 4), per v1.
+
+    Rows where ``valid`` is False (failed parses) score 0 on all four, as v1 scores failures.
+    """
+    p0, p1, p2, p3 = np.ascontiguousarray(np.asarray(pred, dtype=np.float64).T)
+    t0, t1, t2, t3 = np.ascontiguousarray(np.asarray(target, dtype=np.float64).T)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        ix1 = np.maximum(pred[:, 0], target[:, 0])
-        iy1 = np.maximum(pred[:, 1], target[:, 1])
-        ix2 = np.minimum(pred[:, 2], target[:, 2])
-        iy2 = np.minimum(pred[:, 3], target[:, 3])
-        # v1 tests ``x1 >= x2 or y1 >= y2``; NaN compares False there, so NaN boxes pass on.
-        hit = ~((ix1 >= ix2) | (iy1 >= iy2))
-        inter = (ix2 - ix1) * (iy2 - iy1)
-        a_pred = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
-        a_gt = (target[:, 2] - target[:, 0]) * (target[:, 3] - target[:, 1])
-        union = a_pred + a_gt - inter
-        iou = np.where(union > 0, inter / union, 0.0)
-        precision = np.where(a_pred > 0, inter / a_pred, np.nan)
-        recall = np.where(a_gt > 0, inter / a_gt, np.nan)
+        iw = np.minimum(p2, t2)
+        iw -= np.maximum(p0, t0)
+        ih = np.minimum(p3, t3)
+        ih -= np.maximum(p1, t1)
+        # v1 tests ``x1 >= x2 or y1 >= y2`` (i.e. iw <= 0 or ih <= 0); NaN compares False there.
+        hit = ~((iw <= 0) | (ih <= 0))
+        if valid is not None:
+            hit &= valid
+        inter = iw * ih
+        a_pred = (p2 - p0) * (p3 - p1)
+        a_gt = (t2 - t0) * (t3 - t1)
         denom = a_pred + a_gt
-        f1 = np.where(denom > 0, 2.0 * inter / denom, np.nan)
-    zero = np.zeros_like(inter)
-    return {
-        "IoU": np.where(hit, iou, zero),
-        "Precision": np.where(hit, precision, zero),
-        "Recall": np.where(hit, recall, zero),
-        "F1": np.where(hit, f1, zero),
-    }
+        union = denom - inter
+        iou = np.zeros_like(inter)
+        np.divide(inter, union, out=iou, where=hit & (union > 0))
+        precision = np.where(hit, np.nan, 0.0)
+        np.divide(inter, a_pred, out=precision, where=hit & (a_pred > 0))
+        recall = np.where(hit, np.nan, 0.0)
+        np.divide(inter, a_gt, out=recall, where=hit & (a_gt > 0))
+        f1 = np.where(hit, np.nan, 0.0)
+        np.divide(2.0 * inter, denom, out=f1, where=hit & (denom > 0))
+    return {"IoU": iou, "Precision": precision, "Recall": recall, "F1": f1}
 
 
 def detection_scores(pred: np.ndarray, ok: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
     """Per-sample detection metrics; failures (``~ok``) score 0 on overlaps and NaN on MAE."""
-    safe = np.where(ok[:, None], pred, 0.0)
-    overlaps = box_overlaps(safe, target)
-    out = {name: np.where(ok, values, 0.0) for name, values in overlaps.items()}
+    out = box_overlaps(pred, target, valid=ok)
     with np.errstate(invalid="ignore", over="ignore"):
-        mae = np.abs(safe - target).mean(axis=1)
+        mae = np.abs(pred - target).mean(axis=1)  # failure rows are NaN in ``pred``; masked below
     out["MAE"] = np.where(ok, mae, np.nan)
     out["success"] = ok.astype(np.float64)
     return out
