@@ -66,8 +66,10 @@ class Registry:
         self.tasks: dict[str, Provided[TaskEntry]] = {}
         self.models: dict[str, Provided[ModelEntry]] = {}
         dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
-        for plugin in pm.get_plugins():
-            name = pm.get_name(plugin) or repr(plugin)
+        # registration order: built-ins, then entry points, then extra plugins
+        for name, plugin in pm.list_name_plugin():
+            if plugin is None:  # blocked
+                continue
             dist = dists.get(id(plugin))
             provider = dist.project_name if dist is not None else "medvision-eval"
             self._collect(plugin, name, provider)

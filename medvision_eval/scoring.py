@@ -6,6 +6,7 @@ Needs no model and no data directory: ``plan.jsonl`` carries the samples and
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,8 +24,10 @@ from .store import (
     RUN_CONFIG,
     PlanEntry,
     ResponseRecord,
+    PLAN,
     load_plan,
     load_responses,
+    response_files,
     read_json,
     write_json,
     write_jsonl,
@@ -83,6 +86,29 @@ def score_task(task: Any, entries: list[PlanEntry], records: dict[str, ResponseR
     return result, rows
 
 
+def inputs_digest(run_dir: Path) -> str:
+    """Digest of everything scoring reads: run.json, plan.jsonl and every response file."""
+    h = hashlib.sha256(__version__.encode())
+    for path in [Path(run_dir) / RUN_CONFIG, Path(run_dir) / PLAN, *response_files(run_dir)]:
+        h.update(path.name.encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def cached_results(run_dir: Path) -> dict[str, Any] | None:
+    """results.json if it was scored from exactly the run's current inputs, else None."""
+    path = Path(run_dir) / RESULTS
+    if not path.exists():
+        return None
+    try:
+        results = read_json(path)
+    except ValueError:
+        return None
+    return results if results.get("inputs_digest") == inputs_digest(run_dir) else None
+
+
 def score_run(run_dir: Path, *, registry: Registry | None = None) -> dict[str, Any]:
     """Score a run directory; writes ``samples_<task>.jsonl`` and ``results.json``; returns results."""
     run_dir = Path(run_dir)
@@ -132,6 +158,7 @@ def score_run(run_dir: Path, *, registry: Registry | None = None) -> dict[str, A
         "counts": totals,
         "task_fingerprints": {n: t["fingerprint"] for n, t in tasks_out.items()},
         "tasks": tasks_out,
+        "inputs_digest": inputs_digest(run_dir),
     }
     write_json(run_dir / RESULTS, results)
     return results

@@ -65,7 +65,8 @@ class _Baseline(ModelAdapter):
             self.settings = self.settings_model.model_validate(kwargs)
         except ValidationError as exc:
             fields = ", ".join(self.settings_model.model_fields)
-            raise ValueError(f"{type(self).__name__}: {exc.errors()[0]['msg']} (valid args: {fields})") from None
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"{type(self).__name__}: {problems} (valid args: {fields})") from None
         super().__init__(**self.settings.model_dump())
         self.batch_size = self.settings.batch_size
 

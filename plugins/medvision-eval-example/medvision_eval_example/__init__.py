@@ -1,0 +1,1 @@
+"""Example medvision-eval plugin package."""

@@ -1,0 +1,157 @@
+"""End to end on the bundled demo data, through the installed CLI, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TASKS = "detection,tl_size,ad_measure"
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    from medvision_eval.data.demo import build_demo
+
+    root = tmp_path_factory.mktemp("demo") / "MedVision-demo"
+    build_demo(root)
+    return root
+
+
+def cli(*args: str, env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "medvision_eval.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def metrics(run_dir: Path) -> dict:
+    results = json.loads((run_dir / "results.json").read_text())
+    return {t: {m: v["value"] for m, v in r["metrics"].items()} for t, r in results["tasks"].items()}
+
+
+def sample_lines(run_dir: Path) -> dict[str, list[dict]]:
+    out = {}
+    for path in sorted(run_dir.glob("samples_*.jsonl")):
+        out[path.stem.removeprefix("samples_")] = [json.loads(line) for line in path.read_text().splitlines()]
+    return out
+
+
+def calls(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_prior_run_completes_prints_table_and_writes_outputs(demo_dir, tmp_path):
+    out = cli("--tasks", TASKS, "--model", "prior", "--output", str(tmp_path / "prior"), "--data", str(demo_dir))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "95% CI" in out.stdout and "detection" in out.stdout and "tl_size" in out.stdout
+    results = json.loads((tmp_path / "prior" / "results.json").read_text())
+    assert results["schema_version"] == "1.0"
+    assert results["protocol"]["name"] == "paper"
+    assert set(results["task_fingerprints"]) == {"detection", "tl_size", "ad_measure"}
+    assert results["environment"]["packages"]["medvision-eval"]
+    for task, rows in sample_lines(tmp_path / "prior").items():
+        assert rows, task
+        assert len({r["id"] for r in rows}) == len(rows)
+        assert all({"id", "prompt_hash", "response", "status", "values", "target", "metrics", "error"} <= r.keys() for r in rows)
+
+
+def test_oracle_is_perfect_and_random_is_near_zero(demo_dir, tmp_path):
+    out = cli("--tasks", TASKS, "--model", "oracle", "--output", str(tmp_path / "oracle"), "--data", str(demo_dir))
+    assert out.returncode == 0, out.stdout + out.stderr
+    m = metrics(tmp_path / "oracle")
+    assert m["detection"]["all/IoU"] == pytest.approx(1.0, abs=1e-3)
+    assert m["detection"]["all/F1"] == pytest.approx(1.0, abs=1e-3)
+    assert m["tl_size"]["MAE"] == pytest.approx(0.0, abs=1e-3)
+    assert m["ad_measure"]["MAE"] == pytest.approx(0.0, abs=1e-3)
+    out = cli("--tasks", "detection", "--model", "random", "--output", str(tmp_path / "random"), "--data", str(demo_dir))
+    assert out.returncode == 0, out.stdout + out.stderr
+    # Random boxes overlap big structures by chance (the EPI brain fills 42 % of its slice), so
+    # the pooled IoU is small but not zero; on structures under 5 % of the image it is ~0.
+    assert metrics(tmp_path / "random")["detection"]["all/IoU"] < 0.15
+    rows = sample_lines(tmp_path / "random")["detection"]
+    plan = {json.loads(line)["sample"]["id"]: json.loads(line)["sample"] for line in (tmp_path / "random" / "plan.jsonl").read_text().splitlines()}
+    small = [r["metrics"]["IoU"] for r in rows if plan[r["id"]]["extra"]["box_area_ratio"] < 0.05]
+    assert len(small) >= 20 and sum(small) / len(small) < 0.05
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(demo_dir, tmp_path):
+    base = ["--tasks", TASKS, "--model", "prior", "--data", str(demo_dir)]
+    clean = cli(*base, "--output", str(tmp_path / "clean"))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    expected = metrics(tmp_path / "clean")
+    n_total = sum(len(v) for v in sample_lines(tmp_path / "clean").values())
+
+    run_dir = tmp_path / "killed"
+    log1 = tmp_path / "calls1.txt"
+    args = [*base, "--output", str(run_dir), "--quiet", "--model-args", f"delay_s=0.01,calls_log={log1}"]
+    proc = subprocess.Popen([sys.executable, "-m", "medvision_eval.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    responses = run_dir / "responses.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if responses.exists() and len(responses.read_bytes().splitlines()) >= n_total // 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    done_before = len(responses.read_bytes().splitlines())
+    assert 0 < done_before < n_total, "the kill must land mid-run"
+    assert not (run_dir / "results.json").exists()
+
+    log2 = tmp_path / "calls2.txt"
+    resumed = cli(*base, "--output", str(run_dir), "--model-args", f"delay_s=0.01,calls_log={log2}")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    second = calls(log2)
+    answered_first = {json.loads(line)["sample_id"] for line in responses.read_text().splitlines()[:done_before]}
+    assert not answered_first & set(second), "a sample answered before the kill was sent again"
+    assert len(answered_first) + len(second) == n_total
+    assert metrics(run_dir) == expected
+    for task, rows in sample_lines(run_dir).items():
+        ids = [r["id"] for r in rows]
+        assert len(ids) == len(set(ids)) == len(sample_lines(tmp_path / "clean")[task])
+
+    log3 = tmp_path / "calls3.txt"
+    again = cli(*base, "--output", str(run_dir), "--model-args", f"delay_s=0.01,calls_log={log3}")
+    assert again.returncode == 0
+    assert calls(log3) == [], "a finished run must make zero model calls"
+    assert metrics(run_dir) == expected
+
+
+def test_failures_are_recorded_and_only_they_are_retried(demo_dir, tmp_path):
+    run_dir = tmp_path / "flaky"
+    base = ["--tasks", TASKS, "--model", "oracle", "--data", str(demo_dir), "--output", str(run_dir)]
+    first = cli(*base, "--model-args", "error_rate=0.3")
+    assert first.returncode == 0, first.stdout + first.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    failed = {r["id"] for rows in sample_lines(run_dir).values() for r in rows if r["status"] == "error"}
+    assert failed and results["counts"]["errors"] == len(failed)
+    assert "rerun the same command" in first.stdout
+
+    log = tmp_path / "retry.txt"
+    second = cli(*base, "--model-args", f"calls_log={log}")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert set(calls(log)) == failed and len(calls(log)) == len(failed)
+    assert json.loads((run_dir / "results.json").read_text())["counts"]["errors"] == 0
+
+
+def test_score_reproduces_results_from_stored_responses(demo_dir, tmp_path):
+    run_dir = tmp_path / "oracle-noisy"
+    out = cli("--tasks", TASKS, "--model", "oracle", "--model-args", "noise=0.1", "--data", str(demo_dir), "--output", str(run_dir))
+    assert out.returncode == 0, out.stdout + out.stderr
+    before = json.loads((run_dir / "results.json").read_text())
+    samples_before = sample_lines(run_dir)
+    (run_dir / "results.json").unlink()
+    for p in run_dir.glob("samples_*.jsonl"):
+        p.unlink()
+    scored = cli("score", str(run_dir))
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    after = json.loads((run_dir / "results.json").read_text())
+    assert after["tasks"] == before["tasks"]
+    assert sample_lines(run_dir) == samples_before
