@@ -16,6 +16,10 @@ VLLM_ONLY = {"tensor_parallel_size", "data_parallel_size", "gpu_memory_utilizati
 
 
 def vllm_installed() -> bool:
+    import sys
+
+    if "vllm" in sys.modules:
+        return sys.modules["vllm"] is not None
     return importlib.util.find_spec("vllm") is not None
 
 
