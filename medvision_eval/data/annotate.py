@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from scipy import ndimage
 
 CLUSTER_SIZE_THRESHOLD = 200  # v1.0.0: clusters with fewer pixels are skipped
 MIN_BOX_PIXELS = 10  # loader: boxes smaller than this on either side are dropped
@@ -34,6 +33,8 @@ EllipseMode = Literal["corrected", "v1"]
 # --------------------------------------------------------------------------------- boxes
 def boxes_2d(mask: np.ndarray, spacing_hw: Sequence[float]) -> list[dict[str, Any]]:
     """One box per connected component (scipy default 4-connectivity), official field layout."""
+    from scipy import ndimage  # imported on use: planning a run needs no scipy
+
     labelled, n = ndimage.label(mask)
     out = []
     for k, sl in enumerate(ndimage.find_objects(labelled), start=1):
@@ -150,6 +151,8 @@ def fit_ellipse_direct(points: np.ndarray) -> tuple[tuple[float, float], tuple[f
 
 def outer_contour(mask: np.ndarray) -> np.ndarray:
     """Border pixels of the hole-filled region as (x=col, y=row) points (the cv2 outer contour set)."""
+    from scipy import ndimage  # imported on use: planning a run needs no scipy
+
     filled = ndimage.binary_fill_holes(mask)
     inner = ndimage.binary_erosion(filled, structure=np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]]), border_value=0)
     rows, cols = np.nonzero(filled & ~inner)
@@ -253,6 +256,8 @@ def fit_slice(mask2d: np.ndarray, spacing_hw: Sequence[float], axis: int, index:
     Each item: ``landmarks`` (official per-cluster dict P1..P4 as 3D voxel indices, rounded, and
     ROI_pixels_count) plus ``major``/``minor`` in mm (v1: measured between the rounded points).
     """
+    from scipy import ndimage  # imported on use: planning a run needs no scipy
+
     labelled, n = ndimage.label(mask2d)
     if n == 0:
         return []

@@ -329,29 +329,42 @@ class MedVisionData:
         """The raw float32 2D slice of a sample (decoded once per volume through the cache)."""
         if sample.id in self._bad:
             raise SampleDataError(self._bad[sample.id])
-        path = self.root / sample.image.path
-        try:
-            Path(path).resolve().relative_to(self.root)
-        except ValueError:
-            raise SampleDataError(f"{sample.image.path}: path escapes the data root {self.root}") from None
+        path = self._checked_path(sample.image.path)
         volume, _ = self._cache.get(path)
         try:
-            arr = take_slice(volume, sample.image.slice_axis, sample.image.slice_index)
+            # one strided copy; every later pass over the slice is then cache-friendly
+            arr = np.ascontiguousarray(take_slice(volume, sample.image.slice_axis, sample.image.slice_index))
         except IndexError as exc:
             raise SampleDataError(f"{path}: {exc}") from exc
         if arr.shape != (sample.image_size[1], sample.image_size[0]):
             raise SampleDataError(f"{path}: slice shape {arr.shape} differs from the expected (height, width) "
                                   f"{(sample.image_size[1], sample.image_size[0])}")
-        nan = int(np.isnan(arr).sum())
-        where = f"{path} slice {sample.image.slice_axis}:{sample.image.slice_index}"
-        if nan == arr.size:
-            raise SampleDataError(f"{where}: every voxel is NaN")
-        if nan:
+        lo, hi = arr.min(), arr.max()  # NaN if any voxel is NaN: then take the slow path
+        if np.isnan(lo) or np.isnan(hi):
+            where = f"{path} slice {sample.image.slice_axis}:{sample.image.slice_index}"
+            nan = int(np.isnan(arr).sum())
+            if nan == arr.size:
+                raise SampleDataError(f"{where}: every voxel is NaN")
             self._problem(f"warning: {where}: {nan} NaN voxels rendered as the slice minimum")
-        finite = arr[~np.isnan(arr)]
-        if finite.size and finite.min() == finite.max():
-            self._problem(f"warning: {where}: constant slice (value {float(finite.min())}); rendered black as v1 did")
+            finite = arr[~np.isnan(arr)]
+            lo, hi = finite.min(), finite.max()
+        if lo == hi:
+            where = f"{path} slice {sample.image.slice_axis}:{sample.image.slice_index}"
+            self._problem(f"warning: {where}: constant slice (value {float(lo)}); rendered black as v1 did")
         return arr
+
+    def _checked_path(self, rel: str) -> Path:
+        """``root/rel``, refusing paths that escape the data root (checked once per file)."""
+        checked = self.__dict__.setdefault("_checked_paths", {})
+        path = checked.get(rel)
+        if path is None:
+            path = self.root / rel
+            try:
+                Path(path).resolve().relative_to(self.root)
+            except ValueError:
+                raise SampleDataError(f"{rel}: path escapes the data root {self.root}") from None
+            checked[rel] = path
+        return path
 
     def image(self, sample: Sample, protocol: Any = "minmax") -> Image.Image:
         """RGB image of a sample under ``protocol.render`` ("minmax" v1 or "window")."""

@@ -41,10 +41,11 @@ def anatomy_group(label_name: str) -> str:
 def minmax_uint8(slice_2d: np.ndarray) -> np.ndarray:
     """v1 normalisation. NaNs are replaced by the slice minimum first (v1 would yield zeros)."""
     x = np.asarray(slice_2d, dtype=np.float32)
-    if np.isnan(x).any():
+    lo, hi = x.min(), x.max()
+    if np.isnan(lo) or np.isnan(hi):
         finite = x[~np.isnan(x)]
         x = np.where(np.isnan(x), finite.min() if finite.size else 0.0, x).astype(np.float32)
-    lo, hi = x.min(), x.max()
+        lo, hi = x.min(), x.max()
     if hi > lo:
         return ((x - lo) / (hi - lo) * 255).astype(np.uint8)
     return np.zeros_like(x, dtype=np.uint8)
