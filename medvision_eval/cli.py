@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -268,7 +269,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         for col in ("name", "provided by", "description"):
             table.add_column(col)
         for name, p in sorted(registry.tasks.items()):
-            table.add_row(name, p.provider, p.entry.description)
+            table.add_row(escape(name), escape(p.provider), escape(p.entry.description))
     elif args.what == "models":
         table = Table(title="models")
         for col in ("name", "backend", "installed", "provided by", "description"):
@@ -281,7 +282,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
                 state = "yes"
             else:
                 state = f"no: pip install 'medvision-eval[{e.extra}]'" if e.extra else "no"
-            table.add_row(name, e.backend, state, p.provider, e.description or e.unavailable or "")
+            table.add_row(*(escape(str(x)) for x in (name, e.backend, state, p.provider, e.description or e.unavailable or "")))
     else:
         from .data import MedVisionData, load_catalogue
 

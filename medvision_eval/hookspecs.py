@@ -48,6 +48,8 @@ class ModelEntry(BaseModel):
     requires: tuple[str, ...] = ()  # importable modules it needs, to tell if it is installed
     description: str = ""
     override: bool = False
+    # ``--model NAME:SUFFIX`` passes SUFFIX as this model argument (e.g. ``lmms:qwen2_5_vl``).
+    suffix_arg: str | None = None
     # If set, the model cannot run from this package; the message says how to get it.
     unavailable: str | None = None
 

@@ -39,6 +39,15 @@ class RunError(Exception):
     """A run cannot start or cannot go on; the message says why and what to do."""
 
 
+class _Abort(Exception):
+    """The adapter gave up (failure threshold): carries the batch's partial responses."""
+
+    def __init__(self, message: str, responses: list[Response | None]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.responses = responses
+
+
 class RunConfig(BaseModel):
     """Everything a run depends on; written to ``run.json``."""
 
@@ -93,12 +102,15 @@ def parse_task_spec(spec: str) -> tuple[str, str | None]:
 
 
 def split_model_spec(registry: Registry, name: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``backend:NAME`` (e.g. ``lmms:qwen2_5_vl``) means model ``backend`` with ``name=NAME``."""
+    """``backend:SUFFIX`` (e.g. ``lmms:qwen2_5_vl``) means model ``backend`` with its ``suffix_arg=SUFFIX``."""
     if name in registry.models or ":" not in name:
         return name, args
     prefix, _, rest = name.partition(":")
     if prefix in registry.models:
-        return prefix, {"name": rest, **args}
+        entry = registry.model(prefix).entry
+        if entry.suffix_arg is None:
+            raise RunError(f"model {prefix!r} takes no ':' suffix (got {name!r})")
+        return prefix, {entry.suffix_arg: rest, **args}
     return name, args
 
 
@@ -306,7 +318,13 @@ class Runner:
                         errors += 1
                         stats["errors"] += 1
                     if requests:
-                        responses = self._generate(adapter, requests)
+                        try:
+                            responses = self._generate(adapter, requests)
+                        except _Abort as abort:  # keep what the batch did answer, then stop
+                            for entry, response in zip(ready, abort.responses):
+                                if response is not None:
+                                    log.append(self._record(entry, response))
+                            raise RunError(abort.message) from abort.__cause__
                         for entry, response in zip(ready, responses):
                             log.append(self._record(entry, response))
                             sent += 1
@@ -373,9 +391,12 @@ class Runner:
         try:
             responses = adapter.generate(requests)
         except ModelUnavailableError as exc:
-            raise RunError(
+            partial = list(getattr(exc, "responses", None) or [])
+            partial += [None] * (len(requests) - len(partial))
+            raise _Abort(
                 f"model unavailable, run stopped: {exc}. Every answer received so far is saved; "
-                "rerun the same command to resume."
+                "rerun the same command to resume.",
+                partial[: len(requests)],
             ) from exc
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"

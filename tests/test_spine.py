@@ -191,3 +191,35 @@ def test_unknown_names_suggest_close_matches():
     reg = registry()
     with pytest.raises(KeyError, match="Did you mean: detection"):
         reg.task("detectoin")
+
+
+def test_model_unavailable_stops_the_run_and_keeps_partial_answers(tmp_path):
+    from medvision_eval.models.errors import ModelUnavailableError
+    from medvision_eval.runner import RunError
+
+    class GivesUp(CountingModel):
+        def generate(self, requests):
+            if len(self.calls) >= 6:
+                err = ModelUnavailableError("10 consecutive failures from http://127.0.0.1:9/v1")
+                err.responses = [Response(text="12.0"), None] + [None] * (len(requests) - 2)
+                raise err
+            return super().generate(requests)
+
+    with pytest.raises(RunError, match="model unavailable, run stopped: 10 consecutive failures"):
+        make_runner(tmp_path, GivesUp(), batch_size=3).execute()
+    stored = load_responses(tmp_path / "run")
+    assert len(stored) == 7  # two full batches, plus the one answer of the failing batch
+
+    resumed = CountingModel()
+    make_runner(tmp_path, resumed, batch_size=3).execute()
+    assert len(resumed.calls) == 33
+
+
+def test_model_name_suffix_fills_the_declared_argument():
+    from medvision_eval.runner import RunError, split_model_spec
+
+    reg = Registry.discover(entry_points=False)
+    assert split_model_spec(reg, "lmms:qwen2_5_vl", {"device": "cpu"}) == ("lmms", {"model": "qwen2_5_vl", "device": "cpu"})
+    assert split_model_spec(reg, "lmms:pkg.mod:Cls", {}) == ("lmms", {"model": "pkg.mod:Cls"})
+    with pytest.raises(RunError, match="takes no ':' suffix"):
+        split_model_spec(reg, "prior:x", {})

@@ -1,7 +1,7 @@
 """``lmms`` bridge: any lmms-eval model class runs as a medvision-eval adapter.
 
-``--model lmms --model-args model=<lmms-eval model name>,model_args=<its k=v string>`` or
-``class_path=pkg.module:Class``. Chat-protocol classes (``is_simple = False``) receive
+``--model lmms:<lmms-eval model name>`` or ``--model lmms:pkg.module:Class``; ``--model-args``
+keys the bridge does not know are passed to the lmms-eval model (``pretrained=…,device=…``). Chat-protocol classes (``is_simple = False``) receive
 ``(ctx, doc_to_messages, gen_kwargs, doc_id, task, split)`` requests whose messages carry the
 PIL images; simple-protocol classes receive ``(ctx, gen_kwargs, doc_to_visual, doc_id, task,
 split)``. The bridge puts each request in the instance's ``task_dict`` as the "doc".
@@ -47,11 +47,32 @@ class LmmsAdapter(ModelAdapter):
     backend: ClassVar[str] = "lmms"
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs = self._route(kwargs)
         super().__init__(**kwargs)
         self.settings = parse_settings(LmmsSettings, "lmms", kwargs)
         self.default_batch_size = self.settings.batch_size  # type: ignore[misc]
         self._lm: Any = None
         self._cls: Any = None
+
+    @staticmethod
+    def _route(kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``--model lmms:pkg.mod:Class`` names a class; unknown keys are the lmms model's own args.
+
+        So ``--model lmms:qwen2_5_vl --model-args pretrained=Qwen/Qwen2.5-VL-7B-Instruct,device=cuda``
+        works although ``--model-args`` is itself a comma-separated k=v list.
+        """
+        kwargs = dict(kwargs)
+        model = kwargs.get("model")
+        if isinstance(model, str) and ":" in model and not kwargs.get("class_path"):
+            kwargs["class_path"] = kwargs.pop("model")
+        own = set(LmmsSettings.model_fields)
+        passthrough = {k: v for k, v in kwargs.items() if k not in own}
+        if passthrough:
+            extra = ",".join(f"{k}={v}" for k, v in passthrough.items())
+            base = kwargs.get("model_args") or ""
+            kwargs = {k: v for k, v in kwargs.items() if k in own}
+            kwargs["model_args"] = f"{base},{extra}" if base else extra
+        return kwargs
 
     def _class(self) -> Any:
         if self._cls is None:

@@ -36,6 +36,7 @@ def _generic() -> list[ModelEntry]:
         ModelEntry(name="gemini", target=f"{M}.gemini:GeminiAdapter", backend="gemini", extra="gemini",
                    requires=("google.genai",), description="Google Gemini (google-genai); key from $GEMINI_API_KEY"),
         ModelEntry(name="lmms", target=f"{M}.lmms:LmmsAdapter", backend="lmms", extra="lmms", requires=("lmms_eval",),
+                   suffix_arg="model",
                    description="bridge to an lmms-eval model: model=<lmms name> or class_path=module:Class"),
     ]
 
