@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from data_fixtures import demo_root  # noqa: F401  (session fixture)
 from tiny_vlms import make_request as _make_request
 
 from medvision_eval.models.errors import ModelArgsError, ModelUnavailableError
@@ -183,3 +184,24 @@ def test_missing_key_and_bad_args(server, monkeypatch):
         GeminiAdapter(variant="plugins")
     with pytest.raises(ModelArgsError, match="api_key; valid"):
         GeminiAdapter(api_key=KEY)
+
+
+@pytest.mark.parametrize("preset", ["gemini-2.5-flash", "gemini-2.5-flash-tool"])
+def test_key_appears_in_no_file_of_a_real_run(server, demo_root, tmp_path, capsys, preset):
+    """Through the CLI on demo data: every file the run writes is free of the key."""
+    from medvision_eval.cli import main
+
+    data = demo_root
+    run_dir = tmp_path / "run"
+    code = main(["--tasks", "tl_size", "--model", preset, "--model-args", f"base_url={server.url},backoff_base=0.01",
+                 "--data", str(data), "--output", str(run_dir), "--limit", "3", "--quiet"])
+    out = capsys.readouterr()
+    assert code == 0, out.out
+    assert server.keys and all(k == KEY for k in server.keys)
+    written = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {p.name for p in written} >= {"run.json", "plan.jsonl", "responses.jsonl", "results.json", "samples_tl_size.jsonl"}
+    for p in written:
+        assert KEY not in p.read_text(), p.name
+    assert KEY not in out.out and KEY not in out.err
+    rows = [json.loads(line) for line in (run_dir / "samples_tl_size.jsonl").read_text().splitlines()]
+    assert rows and all(r["status"] == "ok" for r in rows)
