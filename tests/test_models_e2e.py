@@ -56,3 +56,30 @@ def test_hf_tiny_qwen_batch_sizes_and_shards_agree(demo_dir, tmp_path):
         shards.append(str(d))
     cli("merge", str(tmp_path / "merged"), *shards)
     assert answers(tmp_path / "merged") == a1
+    assert metrics(tmp_path / "merged") == metrics(tmp_path / "b1") == metrics(tmp_path / "b3")
+
+
+def metrics(run: Path) -> dict:
+    return json.loads((run / "results.json").read_text())["tasks"]
+
+
+def test_hf_data_parallel_under_accelerate_launch_matches_one_process(demo_dir, tmp_path):
+    """Two ranks (torch.distributed on CPU/gloo) split the samples by id; rank 0 scores all of them."""
+    model = tiny_model_dir("qwen2_5_vl")
+    base = ["--tasks", "tl_size,ad_measure", "--model", "hf", "--data", str(demo_dir), "--limit", "3",
+            "--model-args", f"pretrained={model},max_new_tokens=4,batch_size=2", "--quiet"]
+    cli(*base, "--output", str(tmp_path / "one"))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "medvision_eval.cli", *base, "--output", str(tmp_path / "dp")]
+    p = subprocess.run(launch, capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    dp = tmp_path / "dp"
+    ranks = [json.loads(line)["sample_id"] for f in ("responses.jsonl", "responses.rank1.jsonl")
+             for line in (dp / f).read_text().splitlines()]
+    assert len(ranks) == len(set(ranks)) == 12  # every sample answered once, by one of the two ranks
+    assert (dp / "responses.jsonl").read_text() and (dp / "responses.rank1.jsonl").read_text()
+    assert answers(dp) == answers(tmp_path / "one")
+    assert metrics(dp) == metrics(tmp_path / "one")
+    assert json.loads((dp / "run.json").read_text())["world_size"] == 2
