@@ -78,6 +78,7 @@ class DetectionTask(FamilyTask):
         sweep = sweep_table(per, codes, sets)
         ratio = box_ratio_table(samples, scores)
         metrics = headline(per, codes, sets, table2, seed=seed)
+        empty = [kind for kind in SETS if f"{kind}/IoU" not in metrics]
         return TaskResult(
             task=self.name,
             protocol=self.protocol.name,
@@ -93,6 +94,8 @@ class DetectionTask(FamilyTask):
                 "miscellaneous/others groups; set values are sample-weighted means of group values.",
                 "Intervals: 95 % percentile bootstrap of the pooled per-sample mean over the set's samples "
                 "(equal to the weighted group mean whenever no P/R/F1 is NaN); resampling keeps the set's groups fixed.",
+                *[f"No '{kind}' group has {MINIMUM_GROUP_SIZE}+ samples, so the Table 2 '{kind}' row is empty; "
+                  "'all/…' pools every sample." for kind in empty],
             ],
         )
 
@@ -200,6 +203,8 @@ def headline(
     arrays: dict[str, np.ndarray] = {}
     for kind in SETS:
         mask = member == kind
+        if not mask.any():  # no group of this set reaches the size floor: nothing to report
+            continue
         for col in TABLE2_COLUMNS:
             arrays[f"{kind}/{col}"] = np.where(mask, per[col], np.nan)
     for col in TABLE2_COLUMNS + ("MAE",):
@@ -207,6 +212,8 @@ def headline(
     intervals = mean_intervals(arrays, seed=seed)
     for row in table2:  # point values exactly as the table prints them
         for col in TABLE2_COLUMNS:
+            if f"{row['set']}/{col}" not in intervals:
+                continue
             iv = intervals[f"{row['set']}/{col}"]
             intervals[f"{row['set']}/{col}"] = Interval(value=row[col], low=iv.low, high=iv.high)
     return intervals
