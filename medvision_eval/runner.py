@@ -292,7 +292,12 @@ class Runner:
             write_json(self.output / RUN_CONFIG, self.run_record())
         done = {} if self.config.no_cache else load_responses(self.output)
         adapter = self.adapter
-        adapter.prepare(RunContext(train_samples=self._train_samples, seed=self.config.seed))
+        tasks = {p.name: p.task for p in planned}
+
+        def truth(task_name: str, sample: Sample) -> tuple[float, ...]:
+            return tasks[task_name].answer_spec(sample).truth or sample.target.values
+
+        adapter.prepare(RunContext(train_samples=self._train_samples, truth=truth, seed=self.config.seed))
         batch_size = self.config.batch_size or int(getattr(adapter, "batch_size", 0) or adapter.default_batch_size)
         generation = adapter.generation_settings()
         sent = errors = cached = 0

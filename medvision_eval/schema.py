@@ -123,6 +123,9 @@ class AnswerSpec(BaseModel):
     high: float
     template: str = "{values}"  # "{values}" is replaced by the comma-separated numbers
     decimals: int = 4
+    # The correct answer in these terms, when it is not simply ``sample.target.values``
+    # (a task asking something derived from the annotation sets it; baselines read it).
+    truth: tuple[float, ...] | None = None
 
     def render(self, values: list[float] | tuple[float, ...]) -> str:
         body = ", ".join(f"{v:.{self.decimals}f}" for v in values)

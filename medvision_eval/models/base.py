@@ -45,6 +45,8 @@ class RunContext:
 
     # Train-split samples of a test config (for baselines that learn priors); None if unknown.
     train_samples: Callable[[Sample], Sequence[Sample]] | None = None
+    # The correct answer of a sample for a task (the task's ``AnswerSpec.truth`` or the target).
+    truth: Callable[[str, Sample], Sequence[float]] | None = None
     seed: int = 0
     info: dict[str, Any] = field(default_factory=dict)
 

@@ -122,22 +122,24 @@ class PriorBaseline(_Baseline):
 
     def prepare(self, context: RunContext) -> None:
         self._train = context.train_samples
-        self._means: dict[tuple[str, str], list[float]] = {}
+        self._truth = context.truth or (lambda task, s: s.target.values)
+        self._means: dict[tuple[str, str, str], list[float]] = {}
 
-    def _mean(self, sample: Sample) -> list[float]:
-        key = (sample.config, sample.label)
+    def _mean(self, task: str, sample: Sample) -> list[float]:
+        key = (task, sample.config, sample.label)
         if key not in self._means:
             train = list(self._train(sample)) if getattr(self, "_train", None) else []
             if not train:
                 raise LookupError(f"prior: no train split available for {sample.config}")
-            for (label, group) in _group_by_label(train).items():
-                self._means[(sample.config, label)] = np.mean([s.target.values for s in group], axis=0).tolist()
+            values = {s.id: self._truth(task, s) for s in train}
+            for label, group in _group_by_label(train).items():
+                self._means[(task, sample.config, label)] = np.mean([values[s.id] for s in group], axis=0).tolist()
             if key not in self._means:  # label unseen in training: mean over the whole config
-                self._means[key] = np.mean([s.target.values for s in train], axis=0).tolist()
+                self._means[key] = np.mean(list(values.values()), axis=0).tolist()
         return self._means[key]
 
     def answer(self, request: Request) -> list[float]:
-        return self._mean(request.sample)
+        return self._mean(request.task, request.sample)
 
 
 class OracleBaseline(_Baseline):
@@ -146,7 +148,7 @@ class OracleBaseline(_Baseline):
     settings_model = OracleSettings
 
     def answer(self, request: Request) -> list[float]:
-        values = np.asarray(request.sample.target.values, dtype=float)
+        values = np.asarray(request.answer.truth or request.sample.target.values, dtype=float)
         s = self.settings
         if s.noise or s.noise_abs:
             rng = _sample_rng(s.seed, request.sample_id, "oracle")
