@@ -155,3 +155,31 @@ def test_score_reproduces_results_from_stored_responses(demo_dir, tmp_path):
     after = json.loads((run_dir / "results.json").read_text())
     assert after["tasks"] == before["tasks"]
     assert sample_lines(run_dir) == samples_before
+
+
+def test_report_and_compare_read_run_directories(demo_dir, tmp_path):
+    for model, args in (("oracle", "noise=0.2"), ("prior", "seed=0")):
+        out = cli("--tasks", "tl_size", "--model", model, "--model-args", args, "--data", str(demo_dir),
+                  "--output", str(tmp_path / model), "--quiet")
+        assert out.returncode == 0, out.stdout + out.stderr
+    md = cli("report", str(tmp_path / "oracle"), str(tmp_path / "prior"), "--format", "markdown", "--metrics", "MAE,SR")
+    assert md.returncode == 0, md.stderr
+    lines = md.stdout.strip().splitlines()
+    assert lines[0] == "| run | model | protocol | tl_size:MAE | tl_size:SR |"
+    assert lines[2].split(" | ")[1:3] == ["oracle", "paper"] and lines[3].split(" | ")[1] == "prior"
+    oracle_mae = json.loads((tmp_path / "oracle" / "results.json").read_text())["tasks"]["tl_size"]["metrics"]["MAE"]["value"]
+    assert f"{oracle_mae:.4f}" in lines[2]
+    csv_out = tmp_path / "board.csv"
+    assert cli("report", str(tmp_path / "oracle"), str(tmp_path / "prior"), "--format", "csv", "--out", str(csv_out)).returncode == 0
+    assert csv_out.read_text().splitlines()[0].startswith("run,model,protocol,tl_size:MAE")
+
+    cmp = cli("compare", str(tmp_path / "oracle"), str(tmp_path / "prior"), "--json")
+    assert cmp.returncode == 0, cmp.stderr
+    result = json.loads(cmp.stdout)
+    (task,) = result["tasks"]
+    assert task["task"] == "tl_size" and task["n_shared"] == task["n_a"] == task["n_b"] > 0
+    mae = next(m for m in task["metrics"] if m["metric"] == "MAE")
+    prior_mae = json.loads((tmp_path / "prior" / "results.json").read_text())["tasks"]["tl_size"]["metrics"]["MAE"]["value"]
+    assert mae["a"]["value"] == pytest.approx(oracle_mae) and mae["b"]["value"] == pytest.approx(prior_mae)
+    assert mae["diff"]["value"] == pytest.approx(oracle_mae - prior_mae)
+    assert mae["diff"]["low"] <= mae["diff"]["value"] <= mae["diff"]["high"]
