@@ -265,6 +265,11 @@ class Runner:
                 planned.append(item)
         return planned
 
+    def batch_size(self) -> int:
+        """Requests per adapter call: --batch-size, else the adapter's own setting or default."""
+        adapter = self.adapter
+        return self.config.batch_size or int(getattr(adapter, "batch_size", 0) or adapter.default_batch_size)
+
     def run_record(self) -> dict[str, Any]:
         from .environment import environment_info
 
@@ -277,6 +282,8 @@ class Runner:
             "model_info": adapter.info(),
             "generation": adapter.generation_settings().model_dump(),
             "protocol": self.protocol.model_dump(),
+            "batch_size": self.batch_size(),
+            "backend": adapter.backend,
             "world_size": self.world,
             "environment": environment_info(),
         }
@@ -298,7 +305,7 @@ class Runner:
             return tasks[task_name].answer_spec(sample).truth or sample.target.values
 
         adapter.prepare(RunContext(train_samples=self._train_samples, truth=truth, seed=self.config.seed))
-        batch_size = self.config.batch_size or int(getattr(adapter, "batch_size", 0) or adapter.default_batch_size)
+        batch_size = self.batch_size()
         generation = adapter.generation_settings()
         sent = errors = cached = 0
         per_task: dict[str, dict[str, int]] = {}

@@ -56,6 +56,8 @@ def test_prior_run_completes_prints_table_and_writes_outputs(demo_dir, tmp_path)
     assert results["protocol"]["name"] == "paper"
     assert set(results["task_fingerprints"]) == {"detection", "tl_size", "ad_measure"}
     assert results["environment"]["packages"]["medvision-eval"]
+    assert results["model"]["backend"] == "baseline" and results["model"]["batch_size"] == 64
+    assert results["counts"] == {"planned": 167, "answered": 167, "errors": 0, "no_response": 0}
     for task, rows in sample_lines(tmp_path / "prior").items():
         assert rows, task
         assert len({r["id"] for r in rows}) == len(rows)
