@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from data_fixtures import demo_root  # noqa: F401
 from medvision_eval.data import BenchmarkConfig, Catalogue, load_catalogue
 from medvision_eval.data.catalogue import parse_config_name
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 
-from data_fixtures import demo_root  # noqa: F401
 from medvision_eval.data import MedVisionData, default_data_dir
 from medvision_eval.data.demo import DEMO_VERSION, build_demo
 from medvision_eval.data.planfile import read_json

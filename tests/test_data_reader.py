@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gzip
 import random
 from pathlib import Path
 
@@ -8,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data_fixtures import SHAPE, ZOOMS, demo_root, kits_root, save_nifti  # noqa: F401
+from data_fixtures import SHAPE, ZOOMS, save_nifti
 from medvision_eval.data import MedVisionData, SampleDataError
 from medvision_eval.data.errors import DataNotFoundError
 from medvision_eval.data.planfile import read_json, split_files, write_json

@@ -15,13 +15,10 @@ import pytest
 TASKS = "detection,tl_size,ad_measure"
 
 
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory) -> Path:
-    from medvision_eval.data.demo import build_demo
-
-    root = tmp_path_factory.mktemp("demo") / "MedVision-demo"
-    build_demo(root)
-    return root
+@pytest.fixture
+def demo_dir(demo_root) -> Path:
+    """The demo data directory, built once per test session (``data_fixtures.demo_root``)."""
+    return demo_root
 
 
 def cli(*args: str, env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -13,13 +13,10 @@ import pytest
 from tiny_vlms import tiny_model_dir
 
 
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory) -> Path:
-    from medvision_eval.data.demo import build_demo
-
-    root = tmp_path_factory.mktemp("demo") / "MedVision-demo"
-    build_demo(root)
-    return root
+@pytest.fixture
+def demo_dir(demo_root) -> Path:
+    """The demo data directory, built once per test session (``data_fixtures.demo_root``)."""
+    return demo_root
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

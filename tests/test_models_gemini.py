@@ -9,7 +9,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from data_fixtures import demo_root  # noqa: F401  (session fixture)
 from tiny_vlms import make_request as _make_request
 
 from medvision_eval.models.errors import ModelArgsError, ModelUnavailableError

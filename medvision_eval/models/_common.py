@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..schema import GenerationSettings, ImagePart, Message, Request, TextPart
+from .base import ModelAdapter, PerceivedGeometry
 from .errors import ModelArgsError
-from .geometry import GeometrySpec, named
+from .geometry import GeometrySpec, named, perceive
 
 S = TypeVar("S", bound="AdapterSettings")
 
@@ -146,3 +147,17 @@ def package_version(name: str) -> str | None:
         return version(name)
     except PackageNotFoundError:
         return None
+
+
+class SettingsAdapter(ModelAdapter):
+    """An adapter configured by an :class:`AdapterSettings` model (``self.settings``): its decoding
+    settings and the geometry it perceives come from there."""
+
+    settings: AdapterSettings
+
+    def generation_settings(self) -> GenerationSettings:
+        return self.settings.generation()
+
+    def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
+        spec = self.settings.geometry_spec()
+        return perceive(spec, width, height) if spec else PerceivedGeometry.identity(width, height)

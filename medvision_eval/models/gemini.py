@@ -28,10 +28,16 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ValidationError
 
 from ..schema import GenerationSettings, ImagePart, Request, Response, TextPart, Usage
-from ._common import AdapterSettings, package_version, parse_settings, png_base64, require_image, short_error
-from .base import ModelAdapter, PerceivedGeometry
+from ._common import (
+    AdapterSettings,
+    SettingsAdapter,
+    package_version,
+    parse_settings,
+    png_base64,
+    require_image,
+    short_error,
+)
 from .errors import BackendNotInstalledError, ModelArgsError, ModelUnavailableError
-from .geometry import perceive
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +100,7 @@ def render_tool(parts: Sequence[Any], ignore_code: bool = True) -> str:
     return out
 
 
-class GeminiAdapter(ModelAdapter):
+class GeminiAdapter(SettingsAdapter):
     backend: ClassVar[str] = "gemini"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -120,13 +126,6 @@ class GeminiAdapter(ModelAdapter):
             "system_prompt": s.system_prompt,
             "base_url": s.base_url,
         }
-
-    def generation_settings(self) -> GenerationSettings:
-        return self.settings.generation()
-
-    def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
-        spec = self.settings.geometry_spec()
-        return perceive(spec, width, height) if spec else PerceivedGeometry.identity(width, height)
 
     def info(self) -> dict[str, Any]:
         s = self.settings

@@ -18,9 +18,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from ..schema import GenerationSettings, Request, Response, Usage
-from ._common import AdapterSettings, package_version, parse_settings, short_error, timer, to_hf_chat, with_system
-from .base import ModelAdapter, PerceivedGeometry
+from ..schema import Request, Response, Usage
+from ._common import (
+    AdapterSettings,
+    SettingsAdapter,
+    package_version,
+    parse_settings,
+    short_error,
+    timer,
+    to_hf_chat,
+    with_system,
+)
+from .base import PerceivedGeometry
 from .errors import BackendNotInstalledError
 from .geometry import GeometrySpec, perceive, spec_from_hf
 
@@ -72,7 +81,7 @@ def resolve_device(explicit: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class HFAdapter(ModelAdapter):
+class HFAdapter(SettingsAdapter):
     backend: ClassVar[str] = "hf"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -156,9 +165,6 @@ class HFAdapter(ModelAdapter):
         if self._fingerprint:
             ident["local_content"] = self._fingerprint
         return ident
-
-    def generation_settings(self) -> GenerationSettings:
-        return self.settings.generation()
 
     def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
         return perceive(self.geometry_spec(), width, height)

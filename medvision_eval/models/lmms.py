@@ -20,10 +20,17 @@ from typing import Any, ClassVar
 from pydantic import model_validator
 
 from ..schema import GenerationSettings, ImagePart, Request, Response, TextPart
-from ._common import AdapterSettings, package_version, parse_settings, require_image, short_error, timer, with_system
-from .base import ModelAdapter, PerceivedGeometry
+from ._common import (
+    AdapterSettings,
+    SettingsAdapter,
+    package_version,
+    parse_settings,
+    require_image,
+    short_error,
+    timer,
+    with_system,
+)
 from .errors import BackendNotInstalledError
-from .geometry import perceive
 
 INSTALL = "pip install --no-deps lmms-eval==0.7.3 evaluate loguru pytz sacrebleu tenacity"
 TASK = "medvision_eval"
@@ -43,7 +50,7 @@ class LmmsSettings(AdapterSettings):
         return self
 
 
-class LmmsAdapter(ModelAdapter):
+class LmmsAdapter(SettingsAdapter):
     backend: ClassVar[str] = "lmms"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -105,13 +112,6 @@ class LmmsAdapter(ModelAdapter):
         s = self.settings
         return {"adapter": "lmms", "model": s.model, "class_path": s.class_path, "model_args": s.model_args,
                 "system_prompt": s.system_prompt, "force_simple": s.force_simple}
-
-    def generation_settings(self) -> GenerationSettings:
-        return self.settings.generation()
-
-    def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
-        spec = self.settings.geometry_spec()
-        return perceive(spec, width, height) if spec else PerceivedGeometry.identity(width, height)
 
     def info(self) -> dict[str, Any]:
         s = self.settings

@@ -23,11 +23,18 @@ from typing import Any, ClassVar
 
 from pydantic import field_validator
 
-from ..schema import GenerationSettings, Request, Response, Usage
-from ._common import AdapterSettings, json_arg, package_version, parse_settings, short_error, to_openai_chat, with_system
-from .base import ModelAdapter, PerceivedGeometry
+from ..schema import Request, Response, Usage
+from ._common import (
+    AdapterSettings,
+    SettingsAdapter,
+    json_arg,
+    package_version,
+    parse_settings,
+    short_error,
+    to_openai_chat,
+    with_system,
+)
 from .errors import ModelUnavailableError
-from .geometry import perceive
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +90,7 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class OpenAIAdapter(ModelAdapter):
+class OpenAIAdapter(SettingsAdapter):
     backend: ClassVar[str] = "openai"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -108,13 +115,6 @@ class OpenAIAdapter(ModelAdapter):
             "system_prompt": s.system_prompt,
             "extra_body": s.extra_body,
         }
-
-    def generation_settings(self) -> GenerationSettings:
-        return self.settings.generation()
-
-    def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
-        spec = self.settings.geometry_spec()
-        return perceive(spec, width, height) if spec else PerceivedGeometry.identity(width, height)
 
     def info(self) -> dict[str, Any]:
         s = self.settings

@@ -13,10 +13,18 @@ from typing import Any, ClassVar, Literal
 from pydantic import field_validator, model_validator
 
 from ..schema import GenerationSettings, Request, Response, Usage
-from ._common import AdapterSettings, json_arg, package_version, parse_settings, short_error, timer, to_openai_chat, with_system
-from .base import ModelAdapter, PerceivedGeometry
+from ._common import (
+    AdapterSettings,
+    SettingsAdapter,
+    json_arg,
+    package_version,
+    parse_settings,
+    short_error,
+    timer,
+    to_openai_chat,
+    with_system,
+)
 from .errors import BackendNotInstalledError
-from .geometry import perceive
 
 INSTALL_HINT = "vllm is not installed: pip install 'medvision-eval[vllm]' on a GPU machine (or use --model hf / openai)"
 
@@ -47,7 +55,7 @@ class VLLMSettings(AdapterSettings):
         return self
 
 
-class VLLMAdapter(ModelAdapter):
+class VLLMAdapter(SettingsAdapter):
     backend: ClassVar[str] = "vllm"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -89,13 +97,6 @@ class VLLMAdapter(ModelAdapter):
         s = self.settings
         return {"adapter": "vllm", "pretrained": s.pretrained, "revision": s.revision, "dtype": s.dtype,
                 "system_prompt": s.system_prompt, "engine_kwargs": s.engine_kwargs}
-
-    def generation_settings(self) -> GenerationSettings:
-        return self.settings.generation()
-
-    def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
-        spec = self.settings.geometry_spec()
-        return perceive(spec, width, height) if spec else PerceivedGeometry.identity(width, height)
 
     def info(self) -> dict[str, Any]:
         s = self.settings

@@ -13,7 +13,7 @@ from collections import Counter
 
 import numpy as np
 
-from medvision_eval.schema import AnswerSpec, ImagePart, Message, ParseStatus, Prediction, TextPart
+from medvision_eval.schema import AnswerSpec, ImagePart, Message, ParseStatus, TextPart
 from medvision_eval.stats import mean_intervals
 from medvision_eval.tasks.base import Task, TaskResult
 from medvision_eval.tasks.parsing import parse_last_k
