@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..models.base import PerceivedGeometry
-from ..schema import AnswerSpec, ImagePart, Message, Prediction, Sample, TextPart
+from ..schema import AnswerSpec, Prediction, Sample
 from . import groups as G
 from . import measure as M
 from . import prompts
@@ -104,10 +104,6 @@ class AngleDistanceTask(FamilyTask):
             + prompts.format_block(self.protocol, prompts.V1_FORMAT_AD, prompts.LATER_FORMAT_AD)
         )
 
-    def messages(self, sample: Sample, geometry: PerceivedGeometry) -> list[Message]:
-        ref = f"{sample.image.key()}|{self.protocol.render}"
-        return [Message(role="user", content=[TextPart(text=self.prompt(sample, geometry)), ImagePart(ref=ref)])]
-
     def answer_spec(self, sample: Sample) -> AnswerSpec:
         kind = metric_type(sample)
         high = 90.0 if kind == "angle" else physical_diagonal(sample)  # GT angle is acute (planner)
@@ -132,9 +128,8 @@ class AngleDistanceTask(FamilyTask):
         *,
         seed: int = 0,
     ) -> TaskResult:
-        order = self.id_order(samples)
-        samples = [samples[i] for i in order]
-        per = M.per_sample_table_metrics({k: np.asarray(v, dtype=np.float64)[order] for k, v in scores.items()})
+        samples, scores = self.sorted_by_id(samples, scores)
+        per = M.per_sample_table_metrics(scores)
         labels = [ad_label(s) for s in samples]
         names, codes = G.index_groups(labels)
         rows = M.group_rows(names, codes, per, key="label")

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..schema import ParseStatus, Prediction, Sample
+from ..schema import ImagePart, Message, ParseStatus, Prediction, Sample, TextPart
 from . import prompts
 from .base import Task
 from .parsing import StrictRules, parse_last_k, parse_strict
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.catalogue import BenchmarkConfig, Catalogue
+    from ..models.base import PerceivedGeometry
 
 
 class FamilyTask(Task):
@@ -25,6 +26,15 @@ class FamilyTask(Task):
 
     def configs(self, catalogue: Catalogue, selector: str | None) -> list[BenchmarkConfig]:
         return catalogue.configs(self.name, selector)
+
+    # -- prompting --------------------------------------------------------------------------
+    def prompt(self, sample: Sample, geometry: PerceivedGeometry) -> str:
+        raise NotImplementedError
+
+    def messages(self, sample: Sample, geometry: PerceivedGeometry) -> list[Message]:
+        """One user message, text before image (as the v1 vLLM wrappers sent it)."""
+        ref = f"{sample.image.key()}|{self.protocol.render}"
+        return [Message(role="user", content=[TextPart(text=self.prompt(sample, geometry)), ImagePart(ref=ref)])]
 
     # -- parsing ---------------------------------------------------------------------------
     def strict_rules(self) -> StrictRules:
@@ -46,6 +56,14 @@ class FamilyTask(Task):
     def parse_stats(predictions: Sequence[Prediction]) -> dict[str, int]:
         counts = Counter(p.status.value for p in predictions)
         return {status.value: int(counts.get(status.value, 0)) for status in ParseStatus}
+
+    @classmethod
+    def sorted_by_id(
+        cls, samples: Sequence[Sample], scores: dict[str, np.ndarray]
+    ) -> tuple[list[Sample], dict[str, np.ndarray]]:
+        """Samples and per-sample scores in id order, so aggregation never depends on input order."""
+        order = cls.id_order(samples)
+        return [samples[i] for i in order], {k: np.asarray(v, dtype=np.float64)[order] for k, v in scores.items()}
 
     @staticmethod
     def id_order(samples: Sequence[Sample]) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..models.base import PerceivedGeometry
-from ..schema import AnswerSpec, ImagePart, Interval, Message, Prediction, Sample, TextPart
+from ..schema import AnswerSpec, Interval, Prediction, Sample
 from ..stats import mean_intervals
 from . import groups as G
 from . import prompts
@@ -39,13 +39,10 @@ class DetectionTask(FamilyTask):
     k: ClassVar[int] = 4
 
     # -- prompting ---------------------------------------------------------------------------
-    def prompt(self, sample: Sample) -> str:
+    def prompt(self, sample: Sample, geometry: PerceivedGeometry | None = None) -> str:
+        """Detection states neither image size nor spacing: its answer is relative."""
         task = prompts.DETECTION_TASK.format(image_description=sample.image_description, label_name=sample.label)
         return task + prompts.format_block(self.protocol, prompts.V1_FORMAT_BOX, prompts.LATER_FORMAT_BOX)
-
-    def messages(self, sample: Sample, geometry: PerceivedGeometry) -> list[Message]:
-        ref = f"{sample.image.key()}|{self.protocol.render}"
-        return [Message(role="user", content=[TextPart(text=self.prompt(sample)), ImagePart(ref=ref)])]
 
     def answer_spec(self, sample: Sample) -> AnswerSpec:
         return AnswerSpec(k=4, names=("x1", "y1", "x2", "y2"), unit="relative", low=0.0, high=1.0,
@@ -67,9 +64,7 @@ class DetectionTask(FamilyTask):
         *,
         seed: int = 0,
     ) -> TaskResult:
-        order = self.id_order(samples)
-        samples = [samples[i] for i in order]
-        scores = {k: np.asarray(v, dtype=np.float64)[order] for k, v in scores.items()}
+        samples, scores = self.sorted_by_id(samples, scores)
         per = per_sample_table_metrics(scores)
         keys = [G.detection_group(s.label, s.modality, G.plane_letter(s.plane, s.image.slice_axis)) for s in samples]
         names, codes = G.index_groups(keys)

@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..models.base import PerceivedGeometry
-from ..schema import AnswerSpec, ImagePart, Message, Prediction, Sample, TextPart
+from ..schema import AnswerSpec, Prediction, Sample
 from . import groups as G
 from . import measure as M
 from . import prompts
@@ -58,10 +58,6 @@ class TumorLesionSizeTask(FamilyTask):
             + prompts.format_block(self.protocol, prompts.V1_FORMAT_TL, prompts.LATER_FORMAT_TL)
         )
 
-    def messages(self, sample: Sample, geometry: PerceivedGeometry) -> list[Message]:
-        ref = f"{sample.image.key()}|{self.protocol.render}"
-        return [Message(role="user", content=[TextPart(text=self.prompt(sample, geometry)), ImagePart(ref=ref)])]
-
     def answer_spec(self, sample: Sample) -> AnswerSpec:
         return AnswerSpec(k=2, names=("major axis", "minor axis"), unit="mm", low=0.0,
                           high=physical_diagonal(sample), template=self.answer_template(), decimals=3)
@@ -82,9 +78,8 @@ class TumorLesionSizeTask(FamilyTask):
         *,
         seed: int = 0,
     ) -> TaskResult:
-        order = self.id_order(samples)
-        samples = [samples[i] for i in order]
-        per = M.per_sample_table_metrics({k: np.asarray(v, dtype=np.float64)[order] for k, v in scores.items()})
+        samples, scores = self.sorted_by_id(samples, scores)
+        per = M.per_sample_table_metrics(scores)
         keys = [G.tl_group(s.label, s.modality, G.plane_letter(s.plane, s.image.slice_axis)) for s in samples]
         names, codes = G.index_groups(keys)
         rows = M.group_rows(names, codes, per, key="label")
