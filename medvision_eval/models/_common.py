@@ -5,16 +5,18 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ..schema import GenerationSettings, ImagePart, Message, Request, TextPart
+from ..schema import GenerationSettings, ImagePart, Message, Request, Response, TextPart
 from .base import ModelAdapter, PerceivedGeometry
-from .errors import ModelArgsError
+from .errors import ModelArgsError, ModelUnavailableError
 from .geometry import GeometrySpec, named, perceive
 
 S = TypeVar("S", bound="AdapterSettings")
@@ -161,3 +163,74 @@ class SettingsAdapter(ModelAdapter):
     def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
         spec = self.settings.geometry_spec()
         return perceive(spec, width, height) if spec else PerceivedGeometry.identity(width, height)
+
+
+class RemoteAdapter(SettingsAdapter):
+    """An adapter for a remote endpoint: a batch's requests go out concurrently (``concurrency``),
+    and a failure threshold (``failure_threshold``: a count of consecutive failures when >= 1,
+    else a failed fraction after 10 requests) turns a failing endpoint into
+    :class:`ModelUnavailableError`, which carries the batch's answers so the runner keeps them.
+
+    Subclasses create ``self._lock`` (a ``threading.Lock``) in ``__init__`` and implement
+    ``_answer(request) -> Response`` (never raising) and ``_unavailable_message()``.
+    """
+
+    _lock: threading.Lock
+
+    _answered = 0
+    _failed = 0
+    _consecutive = 0
+    _last_error = ""
+
+    def _answer(self, request: Request) -> Response:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _unavailable_message(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        results: list[Response | None] = [None] * len(requests)
+        stop = threading.Event()
+
+        def one(i: int) -> None:
+            if stop.is_set():
+                return
+            results[i] = self._answer(requests[i])
+            self._account(results[i], stop)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool:
+            futures = [pool.submit(one, i) for i in range(len(requests))]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for f in futures:
+                f.result()
+        if stop.is_set():
+            err = ModelUnavailableError(self._unavailable_message())
+            err.responses = results  # type: ignore[attr-defined]  # answered ones (None = not sent)
+            raise err
+        return [r if r is not None else Response(error="not sent") for r in results]
+
+    def _account(self, r: Response | None, stop: threading.Event) -> None:
+        if r is None:
+            return
+        th = self.settings.failure_threshold
+        with self._lock:
+            self._answered += 1
+            if r.error is None:
+                self._consecutive = 0
+                return
+            self._failed += 1
+            self._consecutive += 1
+            self._last_error = r.error
+            if th >= 1:
+                tripped = self._consecutive >= th
+            else:
+                tripped = self._answered >= 10 and self._failed / self._answered >= th
+            if tripped:
+                stop.set()
+
+    def _failure_summary(self) -> str:
+        return (
+            f"{self._failed} of {self._answered} requests failed, {self._consecutive} in a row "
+            f"(failure_threshold={self.settings.failure_threshold:g}); last error: {self._last_error}. "
+            "Stored answers are kept; re-run to resume."
+        )

@@ -22,7 +22,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -30,14 +29,14 @@ from pydantic import BaseModel, ValidationError
 from ..schema import GenerationSettings, ImagePart, Request, Response, TextPart, Usage
 from ._common import (
     AdapterSettings,
-    SettingsAdapter,
+    RemoteAdapter,
     package_version,
     parse_settings,
     png_base64,
     require_image,
     short_error,
 )
-from .errors import BackendNotInstalledError, ModelArgsError, ModelUnavailableError
+from .errors import BackendNotInstalledError, ModelArgsError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ def render_tool(parts: Sequence[Any], ignore_code: bool = True) -> str:
     return out
 
 
-class GeminiAdapter(SettingsAdapter):
+class GeminiAdapter(RemoteAdapter):
     backend: ClassVar[str] = "gemini"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -139,45 +138,8 @@ class GeminiAdapter(SettingsAdapter):
             "api_requests": self.attempts,
         }
 
-    def generate(self, requests: Sequence[Request]) -> list[Response]:
-        results: list[Response | None] = [None] * len(requests)
-        stop = threading.Event()
-
-        def one(i: int) -> None:
-            if not stop.is_set():
-                results[i] = self._answer(requests[i])
-                self._account(results[i], stop)
-
-        with ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool:
-            for f in [pool.submit(one, i) for i in range(len(requests))]:
-                f.result()
-        if stop.is_set():
-            err = ModelUnavailableError(
-                f"Gemini model {self.settings.model!r} is failing: {self._failed} of {self._answered} requests "
-                f"failed, {self._consecutive} in a row (failure_threshold={self.settings.failure_threshold:g}); "
-                f"last error: {self._last_error}. Stored answers are kept; re-run to resume."
-            )
-            err.responses = results  # type: ignore[attr-defined]
-            raise err
-        return [r if r is not None else Response(error="not sent") for r in results]
-
-    # -------------------------------------------------------------- internals
-    def _account(self, r: Response | None, stop: threading.Event) -> None:
-        if r is None:
-            return
-        th = self.settings.failure_threshold
-        with self._lock:
-            self._answered += 1
-            if r.error is None:
-                self._consecutive = 0
-                return
-            self._failed += 1
-            self._consecutive += 1
-            self._last_error = r.error
-            if (th >= 1 and self._consecutive >= th) or (
-                th < 1 and self._answered >= 10 and self._failed / self._answered >= th
-            ):
-                stop.set()
+    def _unavailable_message(self) -> str:
+        return f"Gemini model {self.settings.model!r} is failing: " + self._failure_summary()
 
     def _key(self) -> str:
         names = (self.settings.api_key_env,) if self.settings.api_key_env else KEY_ENVS

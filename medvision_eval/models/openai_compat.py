@@ -17,8 +17,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import field_validator
@@ -26,7 +25,7 @@ from pydantic import field_validator
 from ..schema import Request, Response, Usage
 from ._common import (
     AdapterSettings,
-    SettingsAdapter,
+    RemoteAdapter,
     json_arg,
     package_version,
     parse_settings,
@@ -34,7 +33,6 @@ from ._common import (
     to_openai_chat,
     with_system,
 )
-from .errors import ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +88,7 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class OpenAIAdapter(SettingsAdapter):
+class OpenAIAdapter(RemoteAdapter):
     backend: ClassVar[str] = "openai"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -130,27 +128,6 @@ class OpenAIAdapter(SettingsAdapter):
             "http_requests": self.attempts,
         }
 
-    def generate(self, requests: Sequence[Request]) -> list[Response]:
-        results: list[Response | None] = [None] * len(requests)
-        stop = threading.Event()
-
-        def one(i: int) -> None:
-            if stop.is_set():
-                return
-            results[i] = self._answer(requests[i])
-            self._account(results[i], stop)
-
-        with ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool:
-            futures = [pool.submit(one, i) for i in range(len(requests))]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            for f in futures:
-                f.result()
-        if stop.is_set():
-            err = ModelUnavailableError(self._unavailable_message())
-            err.responses = results  # type: ignore[attr-defined]  # answered ones (None = not sent)
-            raise err
-        return [r if r is not None else Response(error="not sent") for r in results]
-
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -159,32 +136,7 @@ class OpenAIAdapter(SettingsAdapter):
     # -------------------------------------------------------------- internals
     def _unavailable_message(self) -> str:
         s = self.settings
-        return (
-            f"model endpoint {s.base_url} (model {s.model!r}) is failing: {self._failed} of {self._answered} "
-            f"requests failed, {self._consecutive} in a row (failure_threshold={s.failure_threshold:g}); "
-            f"last error: {self._last_error}. Stored answers are kept; re-run to resume."
-        )
-
-    _last_error = ""
-
-    def _account(self, r: Response | None, stop: threading.Event) -> None:
-        if r is None:
-            return
-        th = self.settings.failure_threshold
-        with self._lock:
-            self._answered += 1
-            if r.error is None:
-                self._consecutive = 0
-                return
-            self._failed += 1
-            self._consecutive += 1
-            self._last_error = r.error
-            if th >= 1:
-                tripped = self._consecutive >= th
-            else:
-                tripped = self._answered >= 10 and self._failed / self._answered >= th
-            if tripped:
-                stop.set()
+        return f"model endpoint {s.base_url} (model {s.model!r}) is failing: " + self._failure_summary()
 
     @property
     def client(self) -> Any:
