@@ -181,6 +181,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         f"predicted: {summary.sent} sent, {summary.cached} already answered, {summary.errors} errors "
         f"in {summary.seconds:.1f}s -> {summary.output}"
     )
+    if summary.problems:
+        console.print(f"[yellow]{len(summary.problems)} data problems (all in {summary.output / 'data_problems.txt'}):[/yellow]")
+        for line in summary.problems[:5]:
+            console.print(f"  {escape(line)}", highlight=False)
     if runner.rank != 0:
         return 0
     # Nothing new was answered and results.json matches the stored inputs: reuse it.

@@ -181,6 +181,7 @@ class RunSummary:
     cached: int
     seconds: float
     per_task: dict[str, dict[str, int]]
+    problems: list[str] = field(default_factory=list)  # data warnings and sample errors, by file
 
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
@@ -204,6 +205,7 @@ class Runner:
         self.rank, self.world = distributed_rank()
         self._adapter = adapter
         self._data = data
+        self._sample_errors: list[str] = []
 
     # -- setup --------------------------------------------------------------------------------
     @property
@@ -350,6 +352,10 @@ class Runner:
         finally:
             log.close()
             adapter.close()
+        problems = list(getattr(self.data, "problems", [])) + self._sample_errors
+        if problems:
+            name = "data_problems.txt" if self.rank == 0 else f"data_problems.rank{self.rank}.txt"
+            (self.output / name).write_text("".join(p + "\n" for p in problems), encoding="utf-8")
         if self.world > 1:
             self._barrier()
         return RunSummary(
@@ -360,6 +366,7 @@ class Runner:
             cached=cached,
             seconds=time.perf_counter() - start,
             per_task=per_task,
+            problems=problems,
         )
 
     def _materialise(self, item: PlannedTask, batch: Sequence[PlanEntry], generation: Any):
@@ -380,6 +387,7 @@ class Runner:
                             part.image = image
             except SampleDataError as exc:
                 failed.append((entry, Response(error=f"data: {exc}")))
+                self._sample_errors.append(f"error: sample {sample.id}: {exc}")
                 continue
             requests.append(
                 Request(

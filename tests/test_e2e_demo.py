@@ -182,3 +182,26 @@ def test_report_and_compare_read_run_directories(demo_dir, tmp_path):
     assert mae["a"]["value"] == pytest.approx(oracle_mae) and mae["b"]["value"] == pytest.approx(prior_mae)
     assert mae["diff"]["value"] == pytest.approx(oracle_mae - prior_mae)
     assert mae["diff"]["low"] <= mae["diff"]["value"] <= mae["diff"]["high"]
+
+
+def test_bad_volume_is_a_sample_error_naming_the_file_and_the_run_goes_on(kits_root, tmp_path):
+    """An official-layout directory with a truncated volume, through the CLI; then the file is fixed."""
+    path = kits_root / "Datasets/KiTS23/Images/c2_0000.nii.gz"
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    run_dir = tmp_path / "run"
+    log1, log2 = tmp_path / "calls1.txt", tmp_path / "calls2.txt"
+    base = ["--tasks", "detection:KiTS23", "--model", "oracle", "--data", str(kits_root), "--output", str(run_dir)]
+    out = cli(*base, "--model-args", f"calls_log={log1}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "data problems" in out.stdout and "c2_0000.nii.gz" in (run_dir / "data_problems.txt").read_text()
+    rows = {r["id"]: r for r in sample_lines(run_dir)["detection"]}
+    bad = [r for r in rows.values() if r["status"] == "error"]
+    assert len(bad) == 1 and "c2_0000.nii.gz: cannot decode voxel data" in bad[0]["error"]
+    assert sum(r["status"] == "ok" for r in rows.values()) == len(rows) - 1 == len(calls(log1))
+
+    path.write_bytes(good)  # the user replaces the broken file and reruns the same command
+    again = cli(*base, "--model-args", f"calls_log={log2}")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert calls(log2) == [bad[0]["id"]]
+    assert all(r["status"] == "ok" for r in sample_lines(run_dir)["detection"])

@@ -63,7 +63,9 @@ class MedVisionData:
 
     # ---------------------------------------------------------------------------- paths
     def _problem(self, message: str) -> None:
-        if message not in self.problems:
+        seen = self.__dict__.setdefault("_problem_set", set())
+        if message not in seen:
+            seen.add(message)
             self.problems.append(message)
 
     def resolve(self, dataset: str, path: str) -> str:
