@@ -41,12 +41,12 @@ def _finite(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def predict_from_record(task: Any, record: ResponseRecord | None) -> Prediction:
+def predict_from_record(task: Any, sample: Any, record: ResponseRecord | None) -> Prediction:
     if record is None:
         return Prediction(status=ParseStatus.error, detail=NO_RESPONSE)
     if not record.completed:
         return Prediction(status=ParseStatus.error, detail=record.response.error or "empty response")
-    return task.parse(record.response.text or "")
+    return task.parse_for(sample, record.response.text or "")
 
 
 def sample_row(entry: PlanEntry, record: ResponseRecord | None, pred: Prediction, metrics: dict[str, float]) -> dict:
@@ -76,7 +76,7 @@ def sample_row(entry: PlanEntry, record: ResponseRecord | None, pred: Prediction
 def score_task(task: Any, entries: list[PlanEntry], records: dict[str, ResponseRecord], *, seed: int):
     samples = [e.sample for e in entries]
     found = [records.get(e.key) for e in entries]
-    predictions = [predict_from_record(task, r) for r in found]
+    predictions = [predict_from_record(task, s, r) for s, r in zip(samples, found)]
     scores = task.score(samples, predictions)
     result: TaskResult = task.aggregate(samples, predictions, scores, seed=seed)
     rows = []

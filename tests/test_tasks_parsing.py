@@ -116,3 +116,22 @@ def test_parsers_never_crash(text):
                     assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1
         else:
             assert pred.values is None and pred.detail
+
+
+def test_strict_ad_parser_knows_angle_from_distance_when_given_the_sample():
+    from test_tasks_metrics import make_sample
+
+    task = AngleDistanceTask(get_protocol("corrected"))
+    angle = make_sample(0, "ad_measure", (12.0,), "degree", metric_type="angle")
+    dist = make_sample(1, "ad_measure", (40.0,), "mm", metric_type="distance")
+    assert task.parse_for(angle, "<answer>12.5 degrees</answer>").values == (12.5,)
+    wrong = task.parse_for(angle, "<answer>12.5 mm</answer>")
+    assert wrong.status == ParseStatus.malformed
+    assert task.parse_for(dist, "<answer>4.1 cm</answer>").values == pytest.approx((41.0,))
+    assert task.parse_for(dist, "<answer>41 degrees</answer>").status == ParseStatus.malformed
+    assert task.parse_for(dist, "<answer>41 px</answer>").status == ParseStatus.malformed
+    # without the sample (plain parse) both kinds of unit are accepted, as documented
+    assert task.parse("<answer>12.5 mm</answer>").status == ParseStatus.ok
+    # the paper protocol ignores units entirely, sample or not
+    paper = AngleDistanceTask(get_protocol("paper"))
+    assert paper.parse_for(angle, "12.5 mm").values == (12.5,)

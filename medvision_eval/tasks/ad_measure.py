@@ -112,8 +112,12 @@ class AngleDistanceTask(FamilyTask):
                           template=self.answer_template(), decimals=3)
 
     def strict_rules(self) -> StrictRules:
-        # parse() sees only the text, so degree and length units are both accepted (cm -> mm).
+        # parse(text) alone cannot know the metric, so degree and length units are both accepted.
         return StrictRules(k=1, unit="angle-or-length", nonnegative=True)
+
+    def strict_rules_for(self, sample: Sample) -> StrictRules:
+        # The score step knows the sample: an angle takes degree units only, a distance mm/cm only.
+        return StrictRules(k=1, unit="degree" if metric_type(sample) == "angle" else "mm", nonnegative=True)
 
     # -- scoring -------------------------------------------------------------------------------
     def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:

@@ -70,6 +70,13 @@ class Task(ABC):
     def parse(self, text: str) -> Prediction:
         """Parse one answer. Never raises; failures return a non-ok status."""
 
+    def parse_for(self, sample: Sample, text: str) -> Prediction:
+        """Parse an answer knowing its sample (e.g. whether an angle or a length is due).
+
+        The score step calls this; the default ignores the sample and calls :meth:`parse`.
+        """
+        return self.parse(text)
+
     @abstractmethod
     def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
         """Per-sample metrics, vectorised: metric name -> array of len(samples) (NaN where undefined)."""

@@ -40,10 +40,20 @@ class FamilyTask(Task):
     def strict_rules(self) -> StrictRules:
         raise NotImplementedError
 
+    def strict_rules_for(self, sample: Sample) -> StrictRules:
+        """Strict-parser rules for one sample (a family whose unit varies per sample overrides)."""
+        return self.strict_rules()
+
     def parse(self, text: str | None) -> Prediction:
+        return self._parse(text, self.strict_rules)
+
+    def parse_for(self, sample: Sample, text: str | None) -> Prediction:
+        return self._parse(text, lambda: self.strict_rules_for(sample))
+
+    def _parse(self, text: str | None, rules) -> Prediction:
         try:
             if self.protocol.parser == "strict":
-                return parse_strict(text, self.strict_rules())
+                return parse_strict(text, rules())
             return parse_last_k(text, self.k)
         except Exception as exc:  # pragma: no cover - the parsers do not raise; never crash a run
             return Prediction(status=ParseStatus.malformed, detail=f"parser error: {exc!r}")

@@ -51,6 +51,11 @@ UNIT_FACTORS: dict[str, dict[str, float | None]] = {
     "relative": {"px": None, "pixel": None, "pixels": None, "%": None},
 }
 UNIT_FACTORS["angle-or-length"] = {**UNIT_FACTORS["mm"], **UNIT_FACTORS["degree"]}
+# A length unit on an angle (or a degree on a length) is the wrong quantity: rejected.
+_LENGTH_WORDS = [w for w, f in UNIT_FACTORS["mm"].items() if f is not None]
+_ANGLE_WORDS = [w for w, f in UNIT_FACTORS["degree"].items() if f is not None]
+UNIT_FACTORS["degree"].update(dict.fromkeys(_LENGTH_WORDS + ["px", "pixel", "pixels"]))
+UNIT_FACTORS["mm"].update(dict.fromkeys(_ANGLE_WORDS))
 
 
 def _empty(text: str | None) -> bool:
