@@ -143,9 +143,16 @@ def normalise_argv(argv: list[str]) -> list[str]:
 
 
 class RateColumn(ProgressColumn):
+    """Samples per second sent to the model in this run (answers found in the store excluded)."""
+
     def render(self, task: Any) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.1f} samples/s" if speed else "– samples/s", style="progress.data.speed")
+        sent = task.completed - task.fields.get("cached", 0)
+        elapsed = task.finished_time if task.finished else task.elapsed
+        if not sent:
+            return Text("all stored" if task.finished else "– samples/s", style="progress.data.speed")
+        if not elapsed:
+            return Text("– samples/s", style="progress.data.speed")
+        return Text(f"{sent / elapsed:,.1f} samples/s", style="progress.data.speed")
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -171,9 +178,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         bars: dict[str, Any] = {}
 
         def update(task_name: str, done: int, total: int) -> None:
-            if task_name not in bars:
-                bars[task_name] = progress.add_task(task_name, total=total, completed=done)
-                progress.reset(bars[task_name], total=total, completed=done)
+            if task_name not in bars:  # the first call reports what the store already holds
+                bars[task_name] = progress.add_task(task_name, total=total, completed=done, cached=done)
             progress.update(bars[task_name], completed=done, total=total)
 
         summary = runner.execute(progress=update)

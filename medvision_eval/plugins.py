@@ -61,17 +61,16 @@ def load_target(target: str) -> Any:
 class Registry:
     """Tasks and models offered by all plugins, with the package providing each."""
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
+    def __init__(self, pm: pluggy.PluginManager, providers: dict[str, str] | None = None) -> None:
         self.pm = pm
         self.tasks: dict[str, Provided[TaskEntry]] = {}
         self.models: dict[str, Provided[ModelEntry]] = {}
-        dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+        providers = providers or {}
         # registration order: built-ins, then entry points, then extra plugins
         for name, plugin in pm.list_name_plugin():
             if plugin is None:  # blocked
                 continue
-            dist = dists.get(id(plugin))
-            provider = dist.project_name if dist is not None else "medvision-eval"
+            provider = providers.get(name) or ("medvision-eval" if name in BUILTIN_PLUGINS else name)
             self._collect(plugin, name, provider)
 
     # -- construction -------------------------------------------------------------------
@@ -81,14 +80,24 @@ class Registry:
         pm.add_hookspecs(Specs)
         for module_name in BUILTIN_PLUGINS:
             pm.register(importlib.import_module(module_name), name=module_name)
+        providers: dict[str, str] = {}
         if entry_points:
-            try:
-                pm.load_setuptools_entrypoints(PROJECT)
-            except Exception as exc:  # a broken third-party plugin must say who it is
-                raise PluginError(f"loading a '{PROJECT}' entry-point plugin failed: {exc}") from exc
+            for ep in importlib.metadata.entry_points(group=PROJECT):
+                dist = getattr(ep.dist, "name", None) or "unknown distribution"
+                if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+                    continue
+                try:
+                    plugin = ep.load()
+                except Exception as exc:  # a broken third-party plugin must say who it is
+                    raise PluginError(
+                        f"the '{PROJECT}' plugin {ep.name!r} ({ep.value}) from {dist} failed to import: "
+                        f"{type(exc).__name__}: {exc}. Fix or uninstall {dist}."
+                    ) from exc
+                pm.register(plugin, name=ep.name)
+                providers[ep.name] = dist
         for plugin in extra_plugins:
             pm.register(plugin)
-        return cls(pm)
+        return cls(pm, providers)
 
     def _collect(self, plugin: Any, plugin_name: str, provider: str) -> None:
         for hook_name, table in (("medvision_eval_tasks", self.tasks), ("medvision_eval_models", self.models)):

@@ -223,3 +223,18 @@ def test_model_name_suffix_fills_the_declared_argument():
     assert split_model_spec(reg, "lmms:pkg.mod:Cls", {}) == ("lmms", {"model": "pkg.mod:Cls"})
     with pytest.raises(RunError, match="takes no ':' suffix"):
         split_model_spec(reg, "prior:x", {})
+
+
+def test_a_broken_entry_point_plugin_is_named_in_the_error(monkeypatch):
+    import importlib.metadata as md
+
+    class FakeDist:
+        name = "medvision-eval-broken"
+
+    broken = md.EntryPoint(name="broken", value="no_such_module_xyz.plugin", group="medvision_eval")
+    object.__setattr__(broken, "dist", FakeDist())
+    real = md.entry_points
+    monkeypatch.setattr(md, "entry_points", lambda **kw: [broken] if kw.get("group") == "medvision_eval" else real(**kw))
+    with pytest.raises(PluginError, match=r"plugin 'broken' \(no_such_module_xyz.plugin\) from medvision-eval-broken "
+                                          r"failed to import: ModuleNotFoundError"):
+        Registry.discover()
