@@ -112,3 +112,20 @@ def test_resolution_errors_are_clear():
     bad = LmmsAdapter(model="no_such_lmms_model_xyz")
     r = bad.generate([make_request()])[0]
     assert r.text is None and "no_such_lmms_model_xyz" in r.error
+
+
+def test_cli_model_lmms_suffix_runs_the_class_on_demo_data(demo_root, tmp_path, capsys):
+    """``--model lmms:pkg.mod:Class`` with an lmms-eval argument passed through --model-args."""
+    import json
+
+    from medvision_eval.cli import main
+
+    run_dir = tmp_path / "run"
+    code = main(["--tasks", "tl_size", "--model", "lmms:test_models_lmms:TinyGemmaChat", "--model-args",
+                 "tag=viacli,max_new_tokens=3", "--data", str(demo_root), "--limit", "2", "--output", str(run_dir),
+                 "--quiet"])
+    assert code == 0, capsys.readouterr().out
+    rows = [json.loads(line) for line in (run_dir / "samples_tl_size.jsonl").read_text().splitlines()]
+    assert len(rows) >= 2 and all(r["response"].startswith("viacli:") for r in rows)
+    identity = json.loads((run_dir / "run.json").read_text())["model_identity"]
+    assert identity["class_path"] == "test_models_lmms:TinyGemmaChat" and identity["model_args"] == "tag=viacli"
