@@ -73,11 +73,57 @@ def detection_profiles(mask3d: np.ndarray, zooms: Sequence[float], axes: Sequenc
 
 
 def keep_box(bboxes: Sequence[dict[str, Any]], min_pixels: int = MIN_BOX_PIXELS) -> bool:
-    """Loader filter: exactly one box for the label, at least ``min_pixels`` on both sides."""
+    """Loader filter: exactly one box for the label, at least ``min_pixels`` on both sides.
+
+    Official ``_generate_examples`` (Box-Size): skip if ``len(bounding_boxes) > 1``, elif
+    ``dimensions[0] < 10 or dimensions[1] < 10``. (An empty box list, which the planner never writes,
+    makes the official loader raise IndexError; it is dropped here.)
+    """
     if len(bboxes) != 1:
         return False
     h, w = bboxes[0]["dimensions"]
     return h >= min_pixels and w >= min_pixels
+
+
+def tl_measurements(slice_profile: Sequence[Any]) -> list[dict[str, Any]]:
+    """One T/L slice entry's ``slice_profile`` flattened as the official loader's planner helper
+    (``MedVision_BenchmarkPlannerBiometry_fromSeg.flatten_slice_profiles_2d``) does it.
+
+    Each item of ``slice_profile`` is one fitted ellipse: a list of ``{"metric_key": "L-1-2"|"L-3-4",
+    "metric_value", "metric_unit", ...}``. The official code keeps the last major/minor value *per slice*
+    (not reset per ellipse) and appends an ellipse once both have been seen, so an incomplete ellipse
+    after a complete one repeats the earlier values; that quirk is reproduced. Any other key raises
+    ValueError, as the official code does. Returns ``[{"major", "minor", "unit"}]`` in plan order.
+    """
+    out: list[dict[str, Any]] = []
+    major = minor = unit = None
+    for ellipse in slice_profile or []:
+        for axis in ellipse if isinstance(ellipse, list) else []:
+            key = axis.get("metric_key")
+            if key == "L-1-2":
+                major = axis.get("metric_value")
+            elif key == "L-3-4":
+                minor = axis.get("metric_value")
+            else:
+                raise ValueError(f"T/L metric_key should be L-1-2 or L-3-4, not {key!r}")
+            unit = axis.get("metric_unit")
+        if major is not None and minor is not None:
+            out.append({"major": float(major), "minor": float(minor), "unit": unit or "mm"})
+    return out
+
+
+def keep_tl(entry: dict[str, Any], n_measured: int) -> bool:
+    """Loader filter for a T/L slice: ``n_total_clusters <= 1`` when the plan has it (annotation
+    v1.1.0+), else at most one measured ellipse (v1.0.0 plans). A slice with no measurement passes."""
+    n_total = entry.get("n_total_clusters")
+    if n_total is not None:
+        return int(n_total) <= 1
+    return n_measured <= 1
+
+
+def as_float16(value: float) -> float:
+    """A value as the HF dataset returns it: T/L and A/D values are ``Value("float16")`` features."""
+    return float(np.float16(value))
 
 
 def relative_box(min_rc: Sequence[int], max_rc: Sequence[int], height: int, width: int) -> tuple[float, float, float, float]:

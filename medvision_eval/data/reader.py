@@ -6,8 +6,11 @@ Layout (official ``docs/file-structure.md``)::
     <root>/Datasets/<dataset>/<image_folder>/*.nii.gz, <mask_folder>/*.nii.gz, <landmark_folder>/*.json.gz
 
 The plan's ``tasks[task_id-1]["test_cases"|"train_cases"]`` already hold the official 70/30
-split; they are flattened in file order with the v1.0.0 loader filters, so ``Sample.index`` is
-the position in the official dataset order and ``--limit N`` means ``samples[:N]``.
+split; they are flattened as the official loader ``MedVision.py::_generate_examples`` does (cases in
+plan order, then the entries of ``slice_profiles_{x,y,z}`` in plan order, then the profiles of each
+entry in plan order) with its per-sample filters, so ``Sample.index`` is the position in the
+official dataset order and ``--limit N`` means ``samples[:N]``. ``MedVision_DISABLE_SAMPLE_FILTERING
+=true`` turns the filters off, as in the official loader (multi-instance samples; not the paper's set).
 ``samples()`` reads plan files and NIfTI headers only; ``image()`` decodes through an LRU cache.
 """
 
@@ -29,6 +32,12 @@ from .planfile import plan_filename, read_json
 from .volumes import VolumeCache, VolumeHeader, read_header, take_slice
 
 PLANNER_VERSION_ENV = ("MEDVISION_PLANNER_VERSION", "MedVision_PLANNER_VERSION")
+DISABLE_FILTERING_ENV = ("MedVision_DISABLE_SAMPLE_FILTERING", "MEDVISION_DISABLE_SAMPLE_FILTERING")
+
+
+def sample_filtering_from_env() -> bool:
+    """False when ``MedVision_DISABLE_SAMPLE_FILTERING`` is "true" (case-insensitive), as the official loader."""
+    return not any(os.environ.get(name, "").strip().lower() == "true" for name in DISABLE_FILTERING_ENV)
 
 
 def _planner_version(config: BenchmarkConfig) -> str:
@@ -49,7 +58,7 @@ def group_by_volume(samples: Sequence[Sample]) -> list[Sample]:
 class MedVisionData:
     """A MedVision data directory."""
 
-    def __init__(self, root: str | Path, *, cache_volumes: int = 8) -> None:
+    def __init__(self, root: str | Path, *, cache_volumes: int = 8, sample_filtering: bool | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise DataNotFoundError(f"data directory {self.root} does not exist; pass --data DIR or set MEDVISION_DATA_DIR "
@@ -60,6 +69,11 @@ class MedVisionData:
         self._plans: dict[Path, dict[str, Any]] = {}
         self._headers: dict[Path, VolumeHeader | SampleDataError] = {}
         self._bad: dict[str, str] = {}  # sample id -> why its image cannot be produced
+        # the official loader's per-sample filters (single-instance set); None = from the environment
+        self.sample_filtering = sample_filtering_from_env() if sample_filtering is None else bool(sample_filtering)
+        if not self.sample_filtering:
+            self._problem("warning: per-sample filters disabled (MedVision_DISABLE_SAMPLE_FILTERING=true): "
+                          "multi-instance samples, not comparable with the paper")
 
     # ---------------------------------------------------------------------------- paths
     def _problem(self, message: str) -> None:
@@ -219,6 +233,9 @@ class MedVisionData:
                 key = label_id if label_id is not None else extra.get("metric_key")
                 sid = f"{config.name}/{split}/{case_id}/{config.plane_code}{idx}/{key}"
                 why = problem
+                if why is None and kind == "ellipse-missing":
+                    why = f"{self.root / rel}: slice {idx} has no measured ellipse in the plan (official loader: IndexError)"
+                    self._problem(why)
                 if why is None and not 0 <= idx < shape[axis]:
                     why = f"{self.root / rel}: slice {idx} is outside the volume (axis {axis} has {shape[axis]} slices)"
                     self._problem(why)
@@ -270,9 +287,10 @@ class MedVisionData:
         profiles = entry.get("slice_profile", []) or []
         if config.task == "detection":
             for prof in profiles:
-                boxes = prof.get("bboxes", [])
-                if not annotate.keep_box(boxes):
+                boxes = prof.get("bboxes", []) or []
+                if not boxes or (self.sample_filtering and not annotate.keep_box(boxes)):
                     continue
+                # v1 doc_to_target_BoxCoordinate reads the first box (the only one when filtered)
                 box = boxes[0]
                 lab = int(prof["label"])
                 rel = annotate.relative_box(box["min_coords"], box["max_coords"], h, w)
@@ -282,20 +300,26 @@ class MedVisionData:
                 yield "box", (facts["labels"].get(lab, str(lab)), lab,
                               Target(values=rel, unit="relative", names=("x1", "y1", "x2", "y2")), extra)
         elif config.task == "tl_size":
-            ellipses = []
-            for ell in profiles:
-                vals = {d.get("metric_key"): d for d in ell} if isinstance(ell, list) else {}
-                if "L-1-2" in vals and "L-3-4" in vals:
-                    ellipses.append(vals)
-            if len(ellipses) != 1:  # loader: slices with more than one fitted ellipse are dropped
+            try:
+                ellipses = annotate.tl_measurements(profiles)
+            except ValueError as exc:
+                raise DataNotFoundError(f"{config.name}: slice {entry.get('slice_idx')}: {exc} (the official loader fails too)") from exc
+            # loader: more than one cluster (v1.1.0+ plans: n_total_clusters; v1.0.0: measured ellipses) -> dropped
+            if self.sample_filtering and not annotate.keep_tl(entry, len(ellipses)):
                 return
-            vals = ellipses[0]
             target_label = facts["target_label"]
-            unit = vals["L-1-2"].get("metric_unit", "mm")
-            major, minor = float(vals["L-1-2"]["metric_value"]), float(vals["L-3-4"]["metric_value"])
             name = facts["labels"].get(target_label, "lesion") if target_label is not None else "lesion"
-            yield "ellipse", (name, target_label, Target(values=(major, minor), unit=unit, names=("major", "minor")),
-                              {"unit": unit, "metric_keys": ["L-1-2", "L-3-4"]})
+            if not ellipses:  # kept by the loader with an empty profile; v1 doc_to_target fails on it
+                nan = float("nan")
+                yield "ellipse-missing", (name, target_label, Target(values=(nan, nan), unit="mm", names=("major", "minor")),
+                                          {"unit": "mm", "metric_keys": ["L-1-2", "L-3-4"]})
+                return
+            first = ellipses[0]  # v1 doc_to_target_TumorLesionSize reads [0]
+            unit = first["unit"]
+            values = (annotate.as_float16(first["major"]), annotate.as_float16(first["minor"]))
+            yield "ellipse", (name, target_label, Target(values=values, unit=unit, names=("major", "minor")),
+                              {"unit": unit, "metric_keys": ["L-1-2", "L-3-4"],
+                               "plan_values": [first["major"], first["minor"]], "n_measured": len(ellipses)})
         else:
             info = self._info_cache(config)
             for prof in profiles:
@@ -324,7 +348,9 @@ class MedVisionData:
                  "metric_name": entry.get("name", ""), "unit": unit, "landmark_keys": point_keys,
                  "landmarks": names, **{f"p{i + 1}": n for i, n in enumerate(names)}}
         label = f"{mtype}_{key}"
-        return label, None, Target(values=(float(prof["metric_value"]),), unit=unit, names=(mtype,)), extra
+        extra["plan_values"] = [float(prof["metric_value"])]
+        value = annotate.as_float16(prof["metric_value"])  # the HF feature is float16
+        return label, None, Target(values=(value,), unit=unit, names=(mtype,)), extra
 
     # ---------------------------------------------------------------------------- images
     def slice_array(self, sample: Sample) -> np.ndarray:
