@@ -29,6 +29,9 @@ class Protocol(BaseModel):
     near_zero_angle: float | None
     # Flag boxes outside [0, 1] or with inverted corners as malformed (corrected only).
     strict_boxes: bool
+    # Score T/L and A/D against the plan's full-precision values instead of the float16 values
+    # the official dataset stores (and v1 scored against).
+    full_precision_targets: bool = False
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -51,6 +54,7 @@ PROTOCOLS: dict[str, Protocol] = {
         perceived="fixed",
         near_zero_angle=0.1,
         strict_boxes=True,
+        full_precision_targets=True,
     ),
 }
 

@@ -179,3 +179,18 @@ def test_zero_area_target_gives_nan_only_after_intersection_test():
     # A zero-width target can never intersect (x1 >= x2), so v1 returns 0, not NaN.
     got = box_overlaps(np.array([[0.1, 0.1, 0.9, 0.9]]), np.array([[0.5, 0.2, 0.5, 0.8]]))
     assert got["Recall"][0] == 0.0 and not math.isnan(got["F1"][0])
+
+
+def test_paper_scores_against_float16_targets_corrected_against_full_precision():
+    from medvision_eval.protocol import get_protocol
+    from medvision_eval.schema import ParseStatus, Prediction
+    from medvision_eval.tasks.tl_size import TumorLesionSizeTask
+
+    exact = (12.3456789, 7.0123456)
+    f16 = tuple(float(np.float16(v)) for v in exact)
+    s = make_sample(0, "tl_size", f16, "mm", plan_values=list(exact))
+    answer = Prediction(status=ParseStatus.ok, values=exact)
+    paper, corrected = TumorLesionSizeTask(get_protocol("paper")), TumorLesionSizeTask(get_protocol("corrected"))
+    assert paper.score([s], [answer])["MAE"][0] == pytest.approx(np.mean(np.abs(np.subtract(exact, f16))))
+    assert corrected.score([s], [answer])["MAE"][0] == 0.0
+    assert paper.answer_spec(s).truth == f16 and corrected.answer_spec(s).truth == exact

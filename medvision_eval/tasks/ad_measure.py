@@ -109,7 +109,7 @@ class AngleDistanceTask(FamilyTask):
         high = 90.0 if kind == "angle" else physical_diagonal(sample)  # GT angle is acute (planner)
         name = str(sample.extra.get("metric_name") or kind)
         return AnswerSpec(k=1, names=(name,), unit="degree" if kind == "angle" else "mm", low=0.0, high=high,
-                          template=self.answer_template(), decimals=3)
+                          template=self.answer_template(), decimals=3, truth=self.true_values(sample))
 
     def strict_rules(self) -> StrictRules:
         # parse(text) alone cannot know the metric, so degree and length units are both accepted.

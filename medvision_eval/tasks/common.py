@@ -80,13 +80,20 @@ class FamilyTask(Task):
         """Indices that sort samples by id: aggregation never depends on input order."""
         return np.array(sorted(range(len(samples)), key=lambda i: samples[i].id), dtype=np.int64)
 
-    @staticmethod
-    def targets(samples: Sequence[Sample], k: int) -> np.ndarray:
+    def targets(self, samples: Sequence[Sample], k: int) -> np.ndarray:
         out = np.full((len(samples), k), np.nan)
         for i, s in enumerate(samples):
-            vals = s.target.values
+            vals = self.true_values(s)
             out[i, : min(k, len(vals))] = vals[:k]
         return out
+
+    def true_values(self, sample: Sample) -> tuple[float, ...]:
+        """The values a sample is scored against: the dataset's (float16 for T/L and A/D, as v1
+        scored them), or the plan's full precision under ``full_precision_targets``."""
+        plan = sample.extra.get("plan_values")
+        if self.protocol.full_precision_targets and plan:
+            return tuple(float(v) for v in plan)
+        return tuple(sample.target.values)
 
     def fingerprint_payload(self) -> dict[str, Any]:
         payload = super().fingerprint_payload()

@@ -60,7 +60,8 @@ class TumorLesionSizeTask(FamilyTask):
 
     def answer_spec(self, sample: Sample) -> AnswerSpec:
         return AnswerSpec(k=2, names=("major axis", "minor axis"), unit="mm", low=0.0,
-                          high=physical_diagonal(sample), template=self.answer_template(), decimals=3)
+                          high=physical_diagonal(sample), template=self.answer_template(), decimals=3,
+                          truth=self.true_values(sample))
 
     def strict_rules(self) -> StrictRules:
         return StrictRules(k=2, unit="mm", nonnegative=True)
