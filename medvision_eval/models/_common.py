@@ -7,7 +7,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -94,33 +94,28 @@ def png_base64(image: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def to_hf_chat(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """HF chat-template content lists, order kept: {"type": "text"|"image", ...}."""
+def to_chat(messages: Sequence[Message], image_entry: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages as role/content dicts, order kept; ``image_entry(pil_image)`` renders an image."""
     out = []
     for m in messages:
-        content: list[dict[str, Any]] = []
-        for p in m.content:
-            if isinstance(p, TextPart):
-                content.append({"type": "text", "text": p.text})
-            else:
-                content.append({"type": "image", "image": require_image(p)})
+        content = [
+            {"type": "text", "text": p.text} if isinstance(p, TextPart) else image_entry(require_image(p))
+            for p in m.content
+        ]
         out.append({"role": m.role, "content": content})
     return out
+
+
+def to_hf_chat(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """HF chat-template content lists: {"type": "text"|"image", ...}."""
+    return to_chat(messages, lambda image: {"type": "image", "image": image})
 
 
 def to_openai_chat(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """OpenAI chat messages; images as base64 PNG data URLs, order kept."""
-    out = []
-    for m in messages:
-        content: list[dict[str, Any]] = []
-        for p in m.content:
-            if isinstance(p, TextPart):
-                content.append({"type": "text", "text": p.text})
-            else:
-                url = f"data:image/png;base64,{png_base64(require_image(p))}"
-                content.append({"type": "image_url", "image_url": {"url": url}})
-        out.append({"role": m.role, "content": content})
-    return out
+    """OpenAI chat messages; images as base64 PNG data URLs."""
+    return to_chat(
+        messages, lambda image: {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png_base64(image)}"}}
+    )
 
 
 def images_of(request: Request) -> list[Any]:

@@ -28,6 +28,7 @@ from ._common import (
     require_image,
     short_error,
     timer,
+    to_chat,
     with_system,
 )
 from .errors import BackendNotInstalledError
@@ -125,16 +126,8 @@ class LmmsAdapter(SettingsAdapter):
     # -------------------------------------------------------------- requests -> lmms-eval
     @staticmethod
     def _chat_messages(request: Request, system_prompt: str | None) -> list[dict[str, Any]]:
-        out = []
-        for m in with_system(request.messages, system_prompt):
-            content = []
-            for p in m.content:
-                if isinstance(p, TextPart):
-                    content.append({"type": "text", "text": p.text})
-                else:
-                    content.append({"type": "image", "url": require_image(p)})
-            out.append({"role": m.role, "content": content})
-        return out
+        """lmms-eval ``ChatMessages`` dicts: images as ``{"type": "image", "url": PIL image}``."""
+        return to_chat(with_system(request.messages, system_prompt), lambda image: {"type": "image", "url": image})
 
     @staticmethod
     def _gen_kwargs(g: GenerationSettings) -> dict[str, Any]:
