@@ -49,7 +49,9 @@ def predict_from_record(task: Any, sample: Any, record: ResponseRecord | None) -
     return task.parse_for(sample, record.response.text or "")
 
 
-def sample_row(entry: PlanEntry, record: ResponseRecord | None, pred: Prediction, metrics: dict[str, float]) -> dict:
+def sample_row(
+    entry: PlanEntry, record: ResponseRecord | None, pred: Prediction, metrics: dict[str, float], target: list[float]
+) -> dict:
     s = entry.sample
     response = record.response if record else None
     return {
@@ -67,7 +69,7 @@ def sample_row(entry: PlanEntry, record: ResponseRecord | None, pred: Prediction
         "status": pred.status.value,
         "values": list(pred.values) if pred.values is not None else None,
         "detail": pred.detail,
-        "target": list(s.target.values),
+        "target": target,
         "unit": s.target.unit,
         "metrics": {k: _finite(float(v)) for k, v in metrics.items()},
     }
@@ -82,7 +84,7 @@ def score_task(task: Any, entries: list[PlanEntry], records: dict[str, ResponseR
     rows = []
     for i, (entry, record, pred) in enumerate(zip(entries, found, predictions)):
         metrics = {name: float(np.asarray(values)[i]) for name, values in scores.items()}
-        rows.append(sample_row(entry, record, pred, metrics))
+        rows.append(sample_row(entry, record, pred, metrics, list(task.true_values(entry.sample))))
     return result, rows
 
 

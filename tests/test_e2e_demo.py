@@ -205,3 +205,18 @@ def test_bad_volume_is_a_sample_error_naming_the_file_and_the_run_goes_on(kits_r
     assert again.returncode == 0, again.stdout + again.stderr
     assert calls(log2) == [bad[0]["id"]]
     assert all(r["status"] == "ok" for r in sample_lines(run_dir)["detection"])
+
+
+def test_corrected_protocol_runs_and_records_the_targets_it_scored_against(demo_dir, tmp_path):
+    out = cli("--tasks", TASKS, "--model", "oracle", "--protocol", "corrected", "--data", str(demo_dir),
+              "--output", str(tmp_path / "corr"), "--quiet")
+    assert out.returncode == 0, out.stdout + out.stderr
+    results = json.loads((tmp_path / "corr" / "results.json").read_text())
+    assert results["protocol"]["name"] == "corrected" and results["protocol"]["full_precision_targets"]
+    rows = sample_lines(tmp_path / "corr")
+    assert all(r["status"] == "ok" and r["response"].startswith("<answer>") for t in rows.values() for r in t)
+    plan = {json.loads(line)["sample"]["id"]: json.loads(line)["sample"]
+            for line in (tmp_path / "corr" / "plan.jsonl").read_text().splitlines()}
+    for r in rows["tl_size"]:
+        assert r["target"] == plan[r["id"]]["extra"]["plan_values"]  # full precision, not float16
+        assert r["metrics"]["MAE"] < 1e-3  # the oracle answers with 3 decimals

@@ -70,6 +70,10 @@ class Task(ABC):
     def parse(self, text: str) -> Prediction:
         """Parse one answer. Never raises; failures return a non-ok status."""
 
+    def true_values(self, sample: Sample) -> tuple[float, ...]:
+        """The values this task scores a sample against (default: the sample's target)."""
+        return tuple(sample.target.values)
+
     def parse_for(self, sample: Sample, text: str) -> Prediction:
         """Parse an answer knowing its sample (e.g. whether an angle or a length is due).
 

@@ -49,13 +49,16 @@ class LesionAreaTask(Task):
         w, h = sample.image_size
         sx, sy = sample.pixel_spacing
         return AnswerSpec(k=1, names=("area",), unit="mm2", low=0.0, high=w * sx * h * sy, decimals=2,
-                          truth=(area_mm2(sample),))
+                          truth=self.true_values(sample))
+
+    def true_values(self, sample):
+        return (area_mm2(sample),)
 
     def parse(self, text):
         return parse_last_k(text, 1)
 
     def score(self, samples, predictions):
-        target = np.array([area_mm2(s) for s in samples], dtype=float)
+        target = np.array([self.true_values(s)[0] for s in samples], dtype=float)
         pred = np.array([p.values[0] if p.status == ParseStatus.ok else np.nan for p in predictions], dtype=float)
         return {"AE": np.abs(pred - target), "RE": np.abs(pred - target) / (target + 1e-15),
                 "success": (~np.isnan(pred)).astype(float)}
