@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-
+from loopback import LoopbackServer
 from tiny_vlms import make_request as _make_request
 
 from medvision_eval.models.errors import ModelArgsError, ModelUnavailableError
@@ -69,13 +68,11 @@ class GeminiServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._server = LoopbackServer(H, "")
+        self.url = self._server.url
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._server.close()
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ import socket
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
-
+from loopback import LoopbackServer
 from tiny_vlms import make_request, medical_image, tiny_model_dir
 
 from medvision_eval.models.errors import ModelArgsError, ModelUnavailableError
@@ -84,13 +84,11 @@ class FaultServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._server = LoopbackServer(H, "/v1")
+        self.url = self._server.url
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._server.close()
 
 
 @pytest.fixture

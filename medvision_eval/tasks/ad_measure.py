@@ -27,8 +27,7 @@ from . import groups as G
 from . import measure as M
 from . import prompts
 from .base import TaskResult
-from .common import FamilyTask
-from .metrics import prediction_matrix, value_scores
+from .common import MeasurementTask
 from .parsing import StrictRules
 from .tl_size import physical_diagonal
 
@@ -67,7 +66,7 @@ def ad_group(label: str, dataset: str, kind: str) -> str:
     return f"{dataset}-{kind.capitalize()}"
 
 
-class AngleDistanceTask(FamilyTask):
+class AngleDistanceTask(MeasurementTask):
     name: ClassVar[str] = "ad_measure"
     prompt_version: ClassVar[str] = "v1.0"
     description: ClassVar[str] = "Angle (degrees) or distance (mm) from landmarks; MAE, MRE (paper Table 4)."
@@ -120,10 +119,6 @@ class AngleDistanceTask(FamilyTask):
         return StrictRules(k=1, unit="degree" if metric_type(sample) == "angle" else "mm", nonnegative=True)
 
     # -- scoring -------------------------------------------------------------------------------
-    def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
-        pred, ok = prediction_matrix(predictions, 1)
-        return value_scores(pred, ok, self.targets(samples, 1))
-
     def aggregate(
         self,
         samples: Sequence[Sample],

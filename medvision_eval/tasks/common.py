@@ -12,6 +12,7 @@ import numpy as np
 from ..schema import ImagePart, Message, ParseStatus, Prediction, Sample, TextPart
 from . import prompts
 from .base import Task
+from .metrics import prediction_matrix, value_scores
 from .parsing import StrictRules, parse_last_k, parse_strict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,3 +101,11 @@ class FamilyTask(Task):
         payload["templates"] = dict(sorted(prompts.ALL_TEMPLATES.items()))
         payload["answer_template"] = self.answer_template()
         return payload
+
+
+class MeasurementTask(FamilyTask):
+    """Base of the families answering k values in physical units (``tl_size``, ``ad_measure``)."""
+
+    def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
+        pred, ok = prediction_matrix(predictions, self.k)
+        return value_scores(pred, ok, self.targets(samples, self.k))

@@ -20,7 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .label_maps import EXCLUDED_KEYS, LABEL_MAP_REGROUP, LABEL_MAP_RENAME, TUMOR_LESION_GROUP_KEYS
+from .label_maps import (
+    EXCLUDED_KEYS,
+    LABEL_MAP_REGROUP,
+    LABEL_MAP_RENAME,
+    TUMOR_LESION_GROUP_KEYS,
+)
 
 MODALITY_SHORT = {"MRI": "MR", "MR": "MR", "CT": "CT", "ultrasound": "US", "US": "US",
                   "X-ray": "XR", "XR": "XR", "PET": "PET"}

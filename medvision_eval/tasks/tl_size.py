@@ -25,8 +25,7 @@ from . import groups as G
 from . import measure as M
 from . import prompts
 from .base import TaskResult
-from .common import FamilyTask
-from .metrics import prediction_matrix, value_scores
+from .common import MeasurementTask
 from .parsing import StrictRules
 
 # v1 overall line: every metric over groups with a non-NaN MRE, divided by their total samples.
@@ -38,7 +37,7 @@ def physical_diagonal(sample: Sample) -> float:
     return math.hypot(w * pw, h * ph)
 
 
-class TumorLesionSizeTask(FamilyTask):
+class TumorLesionSizeTask(MeasurementTask):
     name: ClassVar[str] = "tl_size"
     prompt_version: ClassVar[str] = "v1.0"
     description: ClassVar[str] = "Major and minor diameter of a tumour/lesion in mm; MAE, MRE (paper Table 3)."
@@ -67,10 +66,6 @@ class TumorLesionSizeTask(FamilyTask):
         return StrictRules(k=2, unit="mm", nonnegative=True)
 
     # -- scoring -------------------------------------------------------------------------------
-    def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
-        pred, ok = prediction_matrix(predictions, 2)
-        return value_scores(pred, ok, self.targets(samples, 2))
-
     def aggregate(
         self,
         samples: Sequence[Sample],
