@@ -35,6 +35,15 @@ from .store import (
 from .tasks.base import Task
 
 
+def _release_images(requests: Sequence[Request]) -> None:
+    """Drop the rendered images of answered requests (the planned messages are kept for reruns)."""
+    for request in requests:
+        for message in request.messages:
+            for part in message.content:
+                if isinstance(part, ImagePart):
+                    part.image = None
+
+
 class RunError(Exception):
     """A run cannot start or cannot go on; the message says why and what to do."""
 
@@ -327,6 +336,7 @@ class Runner:
                 for start_i in range(0, len(todo), batch_size):
                     batch = todo[start_i : start_i + batch_size]
                     requests, ready, failed = self._materialise(item, batch, generation)
+                    self._prefetch_next(todo, start_i + len(batch))
                     for entry, response in failed:
                         log.append(self._record(entry, response))
                         errors += 1
@@ -339,6 +349,8 @@ class Runner:
                                 if response is not None:
                                     log.append(self._record(entry, response))
                             raise RunError(abort.message) from abort.__cause__
+                        finally:
+                            _release_images(requests)  # pixels live only until their request is answered
                         for entry, response in zip(ready, responses):
                             log.append(self._record(entry, response))
                             sent += 1
@@ -352,6 +364,9 @@ class Runner:
         finally:
             log.close()
             adapter.close()
+            close = getattr(self._data, "close", None)  # decoded volumes are not needed after the run
+            if close is not None:
+                close()
         problems = list(getattr(self.data, "problems", [])) + self._sample_errors
         if problems:
             name = "data_problems.txt" if self.rank == 0 else f"data_problems.rank{self.rank}.txt"
@@ -368,6 +383,17 @@ class Runner:
             per_task=per_task,
             problems=problems,
         )
+
+    def _prefetch_next(self, todo: Sequence[PlanEntry], start: int) -> None:
+        """Decode the next volume after ``todo[start - 1]``'s on the data's worker thread."""
+        prefetch = getattr(self.data, "prefetch", None)
+        if prefetch is None or start >= len(todo) or start == 0:
+            return
+        current = todo[start - 1].sample.image.path
+        for entry in todo[start:]:
+            if entry.sample.image.path != current:
+                prefetch(entry.sample)
+                return
 
     def _materialise(self, item: PlannedTask, batch: Sequence[PlanEntry], generation: Any):
         from .data import SampleDataError

@@ -11,7 +11,9 @@ plan order, then the entries of ``slice_profiles_{x,y,z}`` in plan order, then t
 entry in plan order) with its per-sample filters, so ``Sample.index`` is the position in the
 official dataset order and ``--limit N`` means ``samples[:N]``. ``MedVision_DISABLE_SAMPLE_FILTERING
 =true`` turns the filters off, as in the official loader (multi-instance samples; not the paper's set).
-``samples()`` reads plan files and NIfTI headers only; ``image()`` decodes through an LRU cache.
+``samples()`` reads plan files and NIfTI headers only; ``image()`` decodes through a volume cache
+bounded in bytes (``cache_bytes``, default ``MEDVISION_VOLUME_CACHE_MB`` or 1 GiB); ``prefetch()``
+decodes the next volume on a worker thread.
 """
 
 from __future__ import annotations
@@ -58,14 +60,14 @@ def group_by_volume(samples: Sequence[Sample]) -> list[Sample]:
 class MedVisionData:
     """A MedVision data directory."""
 
-    def __init__(self, root: str | Path, *, cache_volumes: int = 8, sample_filtering: bool | None = None) -> None:
+    def __init__(self, root: str | Path, *, cache_bytes: int | None = None, sample_filtering: bool | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise DataNotFoundError(f"data directory {self.root} does not exist; pass --data DIR or set MEDVISION_DATA_DIR "
                                     "to the folder that holds Datasets/ (unset it to use the demo data)")
         self.catalogue: Catalogue = load_catalogue(self.root)
         self.problems: list[str] = []
-        self._cache = VolumeCache(cache_volumes)
+        self._cache = VolumeCache(cache_bytes)  # None: MEDVISION_VOLUME_CACHE_MB or 1 GiB
         self._plans: dict[Path, dict[str, Any]] = {}
         self._headers: dict[Path, VolumeHeader | SampleDataError] = {}
         self._bad: dict[str, str] = {}  # sample id -> why its image cannot be produced
@@ -408,6 +410,20 @@ class MedVisionData:
                 yield s, self.image(s, protocol)
             except SampleDataError as exc:
                 yield s, exc
+
+    def prefetch(self, sample: Sample) -> None:
+        """Start decoding the volume of ``sample`` on a worker thread (errors surface in ``image``)."""
+        if sample.id in self._bad:
+            return
+        try:
+            path = self._checked_path(sample.image.path)
+        except SampleDataError:
+            return
+        self._cache.prefetch(path)
+
+    def close(self) -> None:
+        """Release every decoded volume and the decode thread."""
+        self._cache.close()
 
     @property
     def decodes(self) -> int:
