@@ -1,0 +1,219 @@
+"""The executor: send what is not answered yet, in batches, and persist every answer at once.
+
+It turns a :class:`~medvision_eval.planning.Plan` into ``responses.jsonl`` lines. Samples are
+visited grouped by volume across all configs and tasks (each volume decoded once per run, the
+next one decoded on a worker thread meanwhile); image pixels are attached only when a sample is
+actually sent and dropped as soon as it is answered. Adapter failures become stored errors (retried on the next run); a
+model that gives up (:class:`~medvision_eval.models.errors.ModelUnavailableError`) stops the run
+after the answers its batch did produce are stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .distributed import DistributedContext
+from .errors import RunError
+from .planning import Plan, PlannedTask
+from .schema import GenerationSettings, ImagePart, Request, Response
+from .store import PlanEntry, ResponseLog, ResponseRecord
+
+Progress = Callable[[str, int, int], None]  # (task, done, total)
+
+
+@dataclass
+class RunSummary:
+    output: Path
+    planned: int
+    sent: int
+    errors: int
+    cached: int
+    seconds: float
+    per_task: dict[str, dict[str, int]]
+    problems: list[str] = field(default_factory=list)  # data warnings and sample errors, by file
+
+
+@dataclass
+class TaskCounts:
+    planned: int
+    cached: int
+    sent: int = 0
+    errors: int = 0
+
+
+class _Abort(Exception):
+    """The adapter gave up (failure threshold): carries the batch's partial responses."""
+
+    def __init__(self, message: str, responses: list[Response | None]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.responses = responses
+
+
+class Executor:
+    """Runs a plan against one adapter, appending to the run directory's response log."""
+
+    def __init__(
+        self,
+        *,
+        adapter: Any,
+        data: Any,
+        protocol: Any,
+        batch_size: int,
+        dist: DistributedContext,
+        done: dict[str, ResponseRecord],
+    ) -> None:
+        self.adapter = adapter
+        self.data = data
+        self.protocol = protocol
+        self.batch_size = batch_size
+        self.dist = dist
+        self.done = done
+        self.sample_errors: list[str] = []
+
+    def run(self, plan: Plan, log: ResponseLog, progress: Progress | None = None) -> dict[str, TaskCounts]:
+        """Send every unanswered entry, visiting volumes one at a time across all tasks.
+
+        Entries are ordered by volume (path), then task (``--tasks`` order), then dataset order,
+        so a volume is decoded once for every config and task that slices it; while the model
+        answers a volume's last batch the next volume is decoded on the data's worker thread.
+        A batch holds one task's entries. Files and results keep the official order: scoring
+        reads ``plan.jsonl``, not the arrival order of answers.
+        """
+        generation = self.adapter.generation_settings()
+        counts: dict[str, TaskCounts] = {}
+        finished: dict[str, int] = {}
+        todo: list[tuple[str, int, int, PlannedTask, PlanEntry]] = []
+        for rank, item in enumerate(plan.tasks):
+            mine = [e for e in item.entries if self.dist.owns(e.sample.id)]
+            waiting = [e for e in mine if not (e.key in self.done and self.done[e.key].completed)]
+            stats = counts[item.name] = TaskCounts(planned=len(mine), cached=len(mine) - len(waiting))
+            finished[item.name] = stats.cached
+            if progress:
+                progress(item.name, stats.cached, len(mine))
+            todo.extend((e.sample.image.path, rank, i, item, e) for i, e in enumerate(waiting))
+        todo.sort(key=lambda t: t[:3])  # volume, task, dataset order
+        start = 0
+        while start < len(todo):
+            item = todo[start][3]
+            stop = start + 1
+            while stop < len(todo) and stop - start < self.batch_size and todo[stop][3] is item:
+                stop += 1
+            batch = [t[4] for t in todo[start:stop]]
+            self._send(item, batch, generation, log, counts[item.name], next_volume=self._next_volume(todo, stop))
+            finished[item.name] += len(batch)
+            if progress:
+                progress(item.name, finished[item.name], counts[item.name].planned)
+            start = stop
+        return counts
+
+    @staticmethod
+    def _next_volume(todo: Sequence[tuple], stop: int) -> Any:
+        """The first sample after ``todo[stop - 1]`` whose volume differs from it (None at the end)."""
+        if stop >= len(todo):
+            return None
+        current = todo[stop - 1][0]
+        for path, _, _, _, entry in todo[stop:]:
+            if path != current:
+                return entry.sample
+        return None
+
+    def _send(self, item: PlannedTask, batch: Sequence[PlanEntry], generation: GenerationSettings,
+              log: ResponseLog, stats: TaskCounts, *, next_volume: Any = None) -> None:
+        requests, ready, failed = self._materialise(item, batch, generation)
+        prefetch = getattr(self.data, "prefetch", None)
+        if next_volume is not None and prefetch is not None:
+            prefetch(next_volume)  # decode it while the model answers this batch
+        for entry, response in failed:
+            log.append(_record(entry, response))
+            stats.errors += 1
+        if not requests:
+            return
+        try:
+            responses = generate(self.adapter, requests)
+        except _Abort as abort:  # keep what the batch did answer, then stop
+            for entry, response in zip(ready, abort.responses):
+                if response is not None:
+                    log.append(_record(entry, response))
+            raise RunError(abort.message) from abort.__cause__
+        finally:
+            release_images(requests)  # pixels live only until their request is answered
+        for entry, response in zip(ready, responses):
+            log.append(_record(entry, response))
+            stats.sent += 1
+            if not response.ok:
+                stats.errors += 1
+
+    def _materialise(self, item: PlannedTask, batch: Sequence[PlanEntry], generation: GenerationSettings):
+        """Requests with their pixels attached; samples whose image cannot be made become errors."""
+        from .data import SampleDataError
+
+        requests: list[Request] = []
+        ready: list[PlanEntry] = []
+        failed: list[tuple[PlanEntry, Response]] = []
+        for entry in batch:
+            planned = item.requests[entry.key]
+            try:
+                attach_images(planned.messages, lambda: self.data.image(planned.sample, self.protocol))
+            except SampleDataError as exc:
+                failed.append((entry, Response(error=f"data: {exc}")))
+                self.sample_errors.append(f"error: sample {planned.sample.id}: {exc}")
+                continue
+            requests.append(Request(sample_id=planned.sample.id, task=item.name, messages=planned.messages,
+                                    generation=generation, answer=planned.answer, prompt_hash=entry.prompt_hash,
+                                    sample=planned.sample))
+            ready.append(entry)
+        return requests, ready, failed
+
+
+def attach_images(messages: Sequence[Any], render: Callable[[], Any]) -> None:
+    """Fill every image part that has no pixels yet with the sample's image (rendered once)."""
+    image = None
+    for message in messages:
+        for part in message.content:
+            if isinstance(part, ImagePart) and part.image is None:
+                if image is None:
+                    image = render()
+                part.image = image
+
+
+def release_images(requests: Sequence[Request]) -> None:
+    """Drop the pixels of answered requests; the planned messages (kept for the run) hold refs only."""
+    for request in requests:
+        for message in request.messages:
+            for part in message.content:
+                if isinstance(part, ImagePart):
+                    part.image = None
+
+
+def generate(adapter: Any, requests: list[Request]) -> list[Response]:
+    """One adapter call; any exception becomes a per-request error, a give-up becomes :class:`_Abort`."""
+    from .models.errors import ModelUnavailableError
+
+    t0 = time.perf_counter()
+    try:
+        responses = adapter.generate(requests)
+    except ModelUnavailableError as exc:
+        partial = list(getattr(exc, "responses", None) or [])
+        partial += [None] * (len(requests) - len(partial))
+        raise _Abort(
+            f"model unavailable, run stopped: {exc}. Every answer received so far is saved; "
+            "rerun the same command to resume.",
+            partial[: len(requests)],
+        ) from exc
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        return [Response(error=message, latency_s=time.perf_counter() - t0) for _ in requests]
+    if len(responses) != len(requests):
+        message = f"adapter returned {len(responses)} responses for {len(requests)} requests"
+        return [Response(error=message) for _ in requests]
+    return list(responses)
+
+
+def _record(entry: PlanEntry, response: Response) -> ResponseRecord:
+    return ResponseRecord(key=entry.key, task=entry.task, sample_id=entry.sample.id,
+                          prompt_hash=entry.prompt_hash, response=response)
