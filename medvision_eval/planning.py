@@ -15,7 +15,7 @@ from typing import Any
 from .config import RunConfig, parse_task_spec
 from .errors import RunError
 from .schema import AnswerSpec, Message, PerceivedGeometry, Sample, stable_hash
-from .store import PlanEntry, cache_key
+from .store import PlanEntry, cache_key_function
 
 
 def in_shard(sample_id: str, index: int, count: int) -> bool:
@@ -72,6 +72,7 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
         except (KeyError, ValueError) as exc:
             raise RunError(f"--tasks {spec}: {exc}") from exc
         item = planned.setdefault(name, PlannedTask(name=name, task=task))
+        key_of = cache_key_function(identity, fingerprint, generation)
         for bench_config in configs:
             for sample in _selected(data.samples(bench_config, split="test"), config.limit):
                 if not task.keep(sample) or (name, sample.id) in seen:
@@ -85,7 +86,7 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
                     geometries[size] = adapter.perceived_geometry(*size)
                 messages = task.messages(sample, geometries[size])
                 prompt_hash = stable_hash([m.model_dump(mode="json") for m in messages])
-                key = cache_key(identity, fingerprint, sample.id, prompt_hash, generation)
+                key = key_of(sample.id, prompt_hash)
                 item.entries.append(PlanEntry(task=name, key=key, prompt_hash=prompt_hash, order=order, sample=sample))
                 item.requests[key] = PlannedRequest(sample, messages, task.answer_spec(sample))
     return Plan(list(planned.values()))

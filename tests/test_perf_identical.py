@@ -55,3 +55,13 @@ def test_bad_cache_size_is_one_error_line(demo_root, tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "MEDVISION_VOLUME_CACHE_MB='lots'" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_cache_key_function_gives_the_same_keys_as_cache_key():
+    from medvision_eval.store import cache_key, cache_key_function
+
+    identity = {"adapter": "hf", "pretrained": "/m/ü", "args": {"b": [1, 2.5, None], "a": True}}
+    generation = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0, "seed": None}
+    key_of = cache_key_function(identity, "f1ng3rprint", generation)
+    for sid, ph in [("Cfg/test/case_001/A12/3", "0123abcd"), ('odd "id"\\', "x"), ("ünï", "h#2")]:
+        assert key_of(sid, ph) == cache_key(identity, "f1ng3rprint", sid, ph, generation)
