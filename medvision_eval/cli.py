@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("runs", nargs="+", type=Path, help="run directories or results.json files")
     report.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
-    report.add_argument("--metrics", default=None, help="only these metrics, e.g. IoU,F1,MAE,MRE")
+    report.add_argument("--metrics", default=None, help="only these metrics (one vocabulary for all tasks): "
+                        "Recall (R), Precision (P), F1, IoU, SR, IoU>0.5, MAE, MRE, MRE<0.1, MRE<0.2, MRE<0.3; "
+                        "e.g. IoU,F1,MAE,MRE")
     report.add_argument("--out", type=Path, default=None, help="write to this file instead of the terminal")
     report.add_argument("--tables", action="store_true", help="with one run: print its paper-style tables")
 
@@ -218,10 +220,17 @@ def cmd_score(args: argparse.Namespace, console: Console) -> int:
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .report import leaderboard_rows, load_results, print_results, rows_table, to_csv, to_markdown
 
+    from .summary import resolve_metrics
+
+    metrics = resolve_metrics(args.metrics)
     loaded = [(str(p), load_results(p)) for p in args.runs]
-    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    if args.format == "table" and len(loaded) == 1 and not args.out:
+    if args.format == "table" and len(loaded) == 1 and not args.out and not metrics:
         print_results(loaded[0][1], console, tables=args.tables)
+        return 0
+    if args.format == "table" and not args.out:
+        from .report import print_multi_report
+
+        print_multi_report(args.runs, console, metrics)
         return 0
     rows = leaderboard_rows(loaded, metrics)
     if args.format == "markdown":
@@ -316,6 +325,16 @@ COMMANDS = {
 }
 
 
+def _columns() -> int:
+    """Width when not a terminal: $COLUMNS if set (as a terminal would say), else 140."""
+    import os
+
+    try:
+        return max(40, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return 140
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
@@ -323,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else _columns())
     from pydantic import ValidationError
 
     from .plugins import PluginError, UnknownNameError

@@ -257,10 +257,11 @@ class Runner:
                     if geometry is None:
                         geometry = geometry_cache[size] = adapter.perceived_geometry(*size)
                     messages = task.messages(sample, geometry)
-                    prompt_hash = stable_hash([m.model_dump(mode="json") for m in messages])
+                    prompt = [m.model_dump(mode="json") for m in messages]
+                    prompt_hash = stable_hash(prompt)
                     key = cache_key(identity, fingerprint, sample.id, prompt_hash, generation)
                     item.entries.append(
-                        PlanEntry(task=name, key=key, prompt_hash=prompt_hash, order=order, sample=sample)
+                        PlanEntry(task=name, key=key, prompt_hash=prompt_hash, order=order, sample=sample, prompt=prompt)
                     )
                     item.requests[key] = (sample, messages, task.answer_spec(sample))
             if existing is None:
