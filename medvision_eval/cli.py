@@ -1,4 +1,4 @@
-"""``medvision-eval``: run, score, report, compare, merge, list.
+"""``medvision-eval``: run, score, report, compare, merge, list, leaderboard, view.
 
 The bare form ``medvision-eval --tasks … --model …`` means ``medvision-eval run …``.
 """
@@ -20,7 +20,7 @@ from rich.text import Text
 
 from . import __version__
 
-SUBCOMMANDS = ("run", "score", "report", "compare", "merge", "list")
+SUBCOMMANDS = ("run", "score", "report", "compare", "merge", "list", "leaderboard", "view")
 
 RUN_EXAMPLES = """examples:
   medvision-eval --tasks detection,tl_size,ad_measure --model prior --output runs/prior
@@ -131,6 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     merge.add_argument("output", type=Path)
     merge.add_argument("shards", nargs="+", type=Path)
+
+    board = sub.add_parser(
+        "leaderboard", help="build LEADERBOARD.md and a static site from leaderboard/runs/* and reported numbers",
+        epilog="examples:\n  medvision-eval leaderboard                # rebuild LEADERBOARD.md and leaderboard/index.html\n"
+        "  medvision-eval leaderboard --check        # exit 1 if the committed files are stale, 2 if a run is rejected\n\n"
+        "Every run in DIR/runs/ is re-scored from its stored answers with this version; a run whose answers are\n"
+        "missing or whose fingerprint does not match is rejected with the reason.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    board.add_argument("--dir", type=Path, default=Path("leaderboard"),
+                       help="leaderboard directory with runs/ and reported/ (default: leaderboard)")
+    board.add_argument("--markdown", type=Path, default=None, help="Markdown output (default: DIR/../LEADERBOARD.md)")
+    board.add_argument("--check", action="store_true",
+                       help="write nothing; exit 1 when the committed files differ from what the inputs produce")
+
+    view = sub.add_parser("view", help="a per-run HTML page: tables, plots and a gallery of what the model saw",
+                          epilog="examples:\n  medvision-eval view runs/prior              # writes runs/prior/view/index.html\n"
+                          "  medvision-eval view runs/prior --out /tmp/prior-view --max-samples 50",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    view.add_argument("run_dir", type=Path)
+    view.add_argument("--out", type=Path, default=None, help="output directory (default: RUN_DIR/view)")
+    view.add_argument("--data", default=None, help="data directory the run used, if it moved (default: the run's)")
+    view.add_argument("--max-samples", type=int, default=200,
+                      help="gallery size per task: the worst and unparsed samples first (default 200)")
 
     lst = sub.add_parser("list", help="list models, tasks or benchmark configs and who provides them")
     lst.add_argument("what", choices=["models", "tasks", "configs"])
@@ -315,7 +338,44 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
+    from .leaderboard import MARKDOWN, build, check, write
+
+    directory = args.dir
+    markdown_path = args.markdown or directory.parent / MARKDOWN
+    files, board = build(directory, markdown_path)
+    for r in board.rejected:
+        console.print(f"[red]error:[/red] run {directory / 'runs' / r.name} rejected: {escape(r.reason)}", highlight=False)
+    if args.check:
+        problems = check(files, directory, markdown_path)
+        for line in problems:
+            console.print(f"[red]stale:[/red] {escape(line)}", highlight=False)
+        if problems:
+            console.print("the committed leaderboard is not what its inputs produce: run 'medvision-eval leaderboard' "
+                          "and commit the result", highlight=False)
+            return 1
+        if board.rejected:
+            return 2
+        console.print(f"leaderboard up to date: {len(board.entries)} runs, {len(files)} files", highlight=False)
+        return 0
+    changed = write(files, directory, markdown_path)
+    console.print(f"wrote {markdown_path} and {directory / 'index.html'}: {len(board.entries)} runs in "
+                  f"{len(board.groups())} comparability groups, {len(board.rejected)} rejected, "
+                  f"{len(changed)} files changed", highlight=False)
+    return 2 if board.rejected else 0
+
+
+def cmd_view(args: argparse.Namespace, console: Console) -> int:
+    from .view import build_view
+
+    out = build_view(args.run_dir, args.out, data=args.data, max_samples=args.max_samples)
+    console.print(f"wrote {out / 'index.html'}", highlight=False)
+    return 0
+
+
 COMMANDS = {
+    "leaderboard": cmd_leaderboard,
+    "view": cmd_view,
     "run": cmd_run,
     "score": cmd_score,
     "report": cmd_report,

@@ -157,6 +157,13 @@ class ScoredRun:
         return self.plan.get((task, sample_id), {}).get("sample", {})
 
     def rows(self) -> dict[str, FamilyRow]:
+        """The run's family rows (computed once: pooled sets bootstrap their intervals)."""
+        cached = self.__dict__.get("_rows")
+        if cached is None:
+            cached = self.__dict__["_rows"] = self._compute_rows()
+        return cached
+
+    def _compute_rows(self) -> dict[str, FamilyRow]:
         out: dict[str, FamilyRow] = {}
         tasks = self.results.get("tasks", {})
         if "detection" in tasks:
