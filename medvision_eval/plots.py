@@ -88,6 +88,8 @@ def bars(runs: Sequence[ScoredRun], names: Sequence[str] | None = None) -> bytes
                    color=COLOURS[i % len(COLOURS)], label=name, error_kw={"elinewidth": 0.8})
         ax.set_xticks(x, [f"{s} {m}" if s != "all" else m for s, m in series], rotation=15, ha="right")
         ax.set_ylabel(ylabel)
+        if family != "detection":  # relative errors span orders of magnitude (angles near 0 degrees)
+            ax.set_yscale("symlog", linthresh=10.0)
     np.atleast_1d(axes)[0].legend(fontsize=7, frameon=False)
     fig.suptitle("Headline metrics with 95 % bootstrap intervals", fontsize=10)
     fig.tight_layout()
