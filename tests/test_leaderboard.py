@@ -166,3 +166,13 @@ def test_ci_runs_the_leaderboard_check():
     script = (REPO / ".ci" / "run").read_text()
     assert "medvision-eval leaderboard --check" in script
     assert "apt-get install -y chromium" in script
+
+
+def test_view_writes_a_static_page_with_the_prompt_and_answer(baseline_runs, capsys):
+    rc, out = cli(capsys, "view", str(baseline_runs / "prior"))
+    assert rc == 0 and "view/index.html" in out
+    page = (baseline_runs / "prior" / "view" / "index.html").read_text()
+    plan = [json.loads(x) for x in (baseline_runs / "prior" / "plan.jsonl").read_text().splitlines()]
+    first = plan[0]["prompt"][0]["content"][0]["text"]
+    assert first.splitlines()[0] in page  # the prompt text as stored per sample
+    assert len(list((baseline_runs / "prior" / "view" / "img").glob("*.png"))) == len(plan)
