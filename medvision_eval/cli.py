@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", type=Path, help="run directories or results.json files")
     report.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
     report.add_argument("--metrics", default=None, help="only these metrics (one vocabulary for all tasks): "
-                        "Recall (R), Precision (P), F1, IoU, SR, IoU>0.5, MAE, MRE, MRE<0.1, MRE<0.2, MRE<0.3; "
+                        "Recall (R), Precision (P), F1, IoU, SR, IoU>=0.5, MAE, MRE, MRE<0.1, MRE<0.2, MRE<0.3; "
                         "e.g. IoU,F1,MAE,MRE")
     report.add_argument("--out", type=Path, default=None, help="write to this file instead of the terminal")
     report.add_argument("--tables", action="store_true", help="with one run: print its paper-style tables")
@@ -261,7 +261,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     elif args.format == "csv":
         text = to_csv(rows)
     elif args.format == "json":
-        text = json.dumps(rows, indent=2) + "\n"
+        text = json.dumps(rows, indent=2, allow_nan=False, default=str) + "\n"
     else:
         if args.out:
             text = to_markdown(rows)
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from .plugins import PluginError, UnknownNameError
-    from .runner import RunError
+    from .errors import RunError
 
     started = time.perf_counter()
     try:

@@ -6,7 +6,8 @@ for every per-sample metric both runs report, the statistic is the NaN-ignoring 
 are means over each run's parsed samples, IoU/F1/SR means over all shared samples), and the
 paired bootstrap resamples the shared samples once for both runs: the interval of the
 difference A - B accounts for the pairing. Metric names are the report's vocabulary (``SR`` for
-the per-sample success flag); derived: ``IoU>0.5`` (IoU >= 0.5, as v1) when ``IoU`` is present.
+the per-sample success flag, :mod:`medvision_eval.metric_names`); derived: ``IoU>=0.5`` (the
+paper's IoU>0.5 column, which v1 computed as IoU >= 0.5) when ``IoU`` is present.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from .metric_names import canonical
 from .schema import Interval
 from .stats import DEFAULT_N_BOOT, mean_stat, paired_bootstrap
 
 SAMPLES_GLOB = "samples_*.jsonl"
-# Per-sample score names -> the report's metric vocabulary (medvision_eval.summary.KNOWN_METRICS).
-VOCABULARY = {"success": "SR"}
 
 
 class MetricComparison(BaseModel):
@@ -76,9 +76,9 @@ def load_sample_metrics(path: Path) -> dict[str, dict[str, float]]:
             sid = row.get("id", row.get("sample_id"))
             if sid is None:
                 continue
-            metrics = {VOCABULARY.get(k, k): _nan(v) for k, v in (row.get("metrics") or {}).items()}
+            metrics = {canonical(k): _nan(v) for k, v in (row.get("metrics") or {}).items()}
             if "IoU" in metrics:
-                metrics["IoU>0.5"] = float(metrics["IoU"] >= 0.5) if not math.isnan(metrics["IoU"]) else math.nan
+                metrics["IoU>=0.5"] = float(metrics["IoU"] >= 0.5) if not math.isnan(metrics["IoU"]) else math.nan
             out[str(sid)] = metrics
     return out
 

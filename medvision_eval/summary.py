@@ -26,12 +26,14 @@ from .tasks import groups as G
 
 # -- the metric vocabulary ---------------------------------------------------------------------
 
-DETECTION_METRICS = ("Recall", "Precision", "F1", "IoU", "SR", "IoU>0.5")
+DETECTION_METRICS = ("Recall", "Precision", "F1", "IoU", "SR", "IoU>=0.5")
+# The paper's Table 2 column heading of IoU>=0.5 (v1 computed it as IoU >= 0.5).
+TABLE2_COLUMN = {"IoU>=0.5": "IoU>0.5"}
 MEASURE_METRICS = ("MAE", "MRE", "SR", "MRE<0.1", "MRE<0.2", "MRE<0.3")
 AD_METRICS = ("MAE", "MRE", "SR", "MRE<0.1")
 KNOWN_METRICS: tuple[str, ...] = tuple(dict.fromkeys(DETECTION_METRICS + MEASURE_METRICS))
-ALIASES = {"r": "Recall", "p": "Precision", "iou>=0.5": "IoU>0.5"}
-SHORT = {"Recall": "R", "Precision": "P"}
+ALIASES = {"r": "Recall", "p": "Precision"}
+SHORT = {"Recall": "R", "Precision": "P", "IoU>=0.5": "IoU>0.5"}  # headings as the paper prints them
 LOWER_IS_BETTER = frozenset({"MAE", "MRE"})
 FAMILIES = ("detection", "tl_size", "ad_measure")
 FAMILY_TITLES = {
@@ -46,20 +48,23 @@ def resolve_metrics(text: str | None) -> list[str] | None:
     if not text:
         return None
     out: list[str] = []
+    from .metric_names import canonical as vocabulary_name
+
     lookup = {m.lower(): m for m in KNOWN_METRICS} | ALIASES
     unknown = []
     for raw in text.split(","):
         name = raw.strip()
         if not name:
             continue
-        canonical = lookup.get(name.lower())
+        canonical = lookup.get(vocabulary_name(name).lower(), lookup.get(name.lower()))
         if canonical is None:
             unknown.append(name)
         elif canonical not in out:
             out.append(canonical)
     if unknown:
         raise ValueError(f"--metrics: unknown metric(s) {', '.join(repr(u) for u in unknown)}; "
-                         f"known: {', '.join(KNOWN_METRICS)} (R and P are short for Recall and Precision)")
+                         f"known: {', '.join(KNOWN_METRICS)} (R and P are short for Recall and Precision; "
+                         "IoU>0.5 is accepted for IoU>=0.5)")
     if not out:
         raise ValueError(f"--metrics: no metric given; known: {', '.join(KNOWN_METRICS)}")
     return out
@@ -135,9 +140,11 @@ class ScoredRun:
     def load(cls, run_dir: Path, results: dict[str, Any] | None = None) -> "ScoredRun":
         run_dir = Path(run_dir)
         if results is None:
-            from .report import load_results
+            from .results import load_results
 
             results = load_results(run_dir)
+        if hasattr(results, "model_dump"):  # the typed RunResults; this module reads its JSON form
+            results = results.model_dump(mode="json")
         samples = {p.name[len("samples_"):-len(".jsonl")]: read_jsonl(p) for p in sorted(run_dir.glob("samples_*.jsonl"))}
         plan: dict[tuple[str, str], dict[str, Any]] = {}
         if (run_dir / "plan.jsonl").exists():
@@ -200,15 +207,16 @@ def detection_row(task: dict[str, Any], rows: Sequence[dict[str, Any]], run: Sco
         t2 = table2.get(kind)
         if t2 and t2.get("total_samples"):
             row.n[kind] = int(t2["total_samples"])
-            row.sets[kind] = {m: _cell(metrics.get(f"{kind}/{m}"), t2.get(m)) for m in DETECTION_METRICS}
+            row.sets[kind] = {m: _cell(metrics.get(f"{kind}/{m}"), t2.get(TABLE2_COLUMN.get(m, m)))
+                              for m in DETECTION_METRICS}
             continue
         members = [r for r, s in zip(rows, sets) if s == kind]
         if not members:
             continue
         per = {m: _metric_array(members, m) for m in ("Recall", "Precision", "F1", "IoU")}
-        per["SR"] = _metric_array(members, "success")
+        per["SR"] = _metric_array(members, "SR") if "SR" in (members[0].get("metrics") or {}) else _metric_array(members, "success")
         iou = per["IoU"]
-        per["IoU>0.5"] = np.where(np.isnan(iou), 0.0, (iou >= 0.5).astype(np.float64))
+        per["IoU>=0.5"] = np.where(np.isnan(iou), 0.0, (iou >= 0.5).astype(np.float64))
         ivs = mean_intervals(per, seed=seed)
         row.sets[kind] = {m: Cell(_finite(ivs[m].value), _finite(ivs[m].low), _finite(ivs[m].high)) for m in DETECTION_METRICS}
         row.n[kind] = len(members)
@@ -219,7 +227,7 @@ def detection_row(task: dict[str, Any], rows: Sequence[dict[str, Any]], run: Sco
 def tl_row(task: dict[str, Any]) -> FamilyRow:
     row = FamilyRow("tl_size")
     metrics = task.get("metrics", {})
-    row.sets["all"] = {m: _cell(metrics.get(m)) for m in MEASURE_METRICS}
+    row.sets["all"] = {m: _cell(metrics.get(f"all/{m}", metrics.get(m))) for m in MEASURE_METRICS}
     row.n["all"] = int(task.get("n_samples", 0))
     return row
 
@@ -304,12 +312,13 @@ def data_identity(data_root: Any) -> str:
 
 def comparability(results: dict[str, Any]) -> dict[str, str]:
     """What must be equal for two runs to be ranked together."""
-    limit = results.get("config", {}).get("limit")
+    selection = results.get("selection") or {}
+    limit = selection.get("limit", results.get("config", {}).get("limit"))
     env = results.get("environment") or {}
     harness = (env.get("packages") or {}).get("medvision-eval") or results.get("scored_with") or "?"
     return {
         "protocol": str(results.get("protocol", {}).get("name", "?")),
-        "data": data_identity(results.get("data_root")),
+        "data": data_identity(selection.get("data_root") or results.get("data_root")),
         "limit": "none" if limit is None else str(limit),
         "harness": str(harness),
     }

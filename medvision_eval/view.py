@@ -47,7 +47,8 @@ def open_data(run: ScoredRun, data: str | None):
     from .data import MedVisionData
     from .data.demo import DEMO_VERSION, demo_dir
 
-    root = Path(data) if data else Path(str(run.results.get("data_root") or ""))
+    recorded = (run.results.get("selection") or {}).get("data_root") or run.results.get("data_root") or ""
+    root = Path(data) if data else Path(str(recorded))
     if not root.exists():
         if root.name == f"demo-{DEMO_VERSION}":
             root = demo_dir()

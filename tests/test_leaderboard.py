@@ -80,14 +80,14 @@ def test_report_metrics_use_one_vocabulary(baseline_runs, capsys, monkeypatch):
     rc, out = cli(capsys, "report", *runs, "--metrics", "nonsense")
     assert rc == 2
     assert "unknown metric(s) 'nonsense'" in out
-    assert "known: Recall, Precision, F1, IoU, SR, IoU>0.5, MAE, MRE, MRE<0.1" in out
+    assert "known: Recall, Precision, F1, IoU, SR, IoU>=0.5, MAE, MRE, MRE<0.1" in out
 
 
 def test_compare_uses_the_metric_vocabulary(baseline_runs, capsys):
     rc, out = cli(capsys, "compare", str(baseline_runs / "oracle"), str(baseline_runs / "random"), "--json")
     assert rc == 0
     names = {m["metric"] for t in json.loads(out)["tasks"] for m in t["metrics"]}
-    assert {"IoU", "F1", "SR", "IoU>0.5", "MAE", "MRE"} <= names and "success" not in names
+    assert {"IoU", "F1", "SR", "IoU>=0.5", "MAE", "MRE"} <= names and "success" not in names
 
 
 # -- leaderboard ---------------------------------------------------------------------------------

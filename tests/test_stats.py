@@ -70,7 +70,7 @@ def test_compare_runs_pairs_by_id(tmp_path):
     (task,) = result.tasks
     assert task.task == "detection" and task.n_shared == 199 and task.n_a == 200 and task.n_b == 200
     metrics = {m.metric: m for m in task.metrics}
-    assert set(metrics) == {"IoU", "IoU>0.5", "MAE"}  # the report's metric vocabulary
+    assert set(metrics) == {"IoU", "IoU>=0.5", "MAE"}  # the one metric vocabulary
     assert metrics["IoU"].diff.value == pytest.approx(0.05)
     assert metrics["IoU"].diff.low == pytest.approx(0.05) and metrics["IoU"].diff.high == pytest.approx(0.05)
     assert metrics["MAE"].diff.value == pytest.approx(-0.1) and metrics["MAE"].n_valid_b == 198
