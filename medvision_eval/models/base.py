@@ -32,6 +32,10 @@ class PerceivedGeometry(BaseModel):
     canvas: tuple[int, int]
     content: tuple[int, int]
     v1: tuple[int, int]
+    # The number type v1 computed the stated pixel size in: the float32 header spacing divided by
+    # a Python float ratio stays float32 (numpy 2) for every v1 family with a fixed or computed
+    # size; Qwen2.5-VL/Lingshu divide by a ratio of numpy int64s, which makes it float64.
+    v1_float32: bool = True
 
     @classmethod
     def identity(cls, width: int, height: int) -> "PerceivedGeometry":

@@ -54,7 +54,7 @@ class DetectionTask(FamilyTask):
     # -- scoring -------------------------------------------------------------------------------
     def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
         pred, ok = prediction_matrix(predictions, 4)
-        return detection_scores(pred, ok, self.targets(samples, 4))
+        return detection_scores(pred, ok, self.targets(samples, 4), v1_float32=self.protocol.parser == "lastk")
 
     def aggregate(
         self,

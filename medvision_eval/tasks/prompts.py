@@ -13,6 +13,8 @@ Everything here is a pure function of its arguments; the tasks fill in sample fi
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..models.base import PerceivedGeometry
 from ..protocol import Protocol
 
@@ -96,6 +98,27 @@ def stated_pixel_size(
     )
 
 
+def stated_pixel_size_v1(
+    spacing: tuple[float, float], original: tuple[int, int], perceived: tuple[int, int], *, float32: bool
+) -> tuple[float, float]:
+    """The pixel size exactly as v1 computed it: ``pixel / (resized / original)`` per axis.
+
+    ``resized / original`` is a Python float (a quotient of ints). With ``float32`` (every v1
+    model family except Qwen2.5-VL/Lingshu) the header spacing is the ``np.float32`` nibabel
+    returns, and numpy 2 keeps ``np.float32 / float`` in float32 (the Python float is rounded to
+    float32 first), so the third decimal can differ from the float64 value. Without it (Qwen
+    family: the ratio is a numpy float64) the division is float64.
+    """
+    out = []
+    for px, orig, seen in zip(spacing, original, perceived):
+        ratio = int(seen) / int(orig)
+        if float32:
+            out.append(float(np.float32(px) / np.float32(ratio)))
+        else:
+            out.append(float(np.float64(np.float32(px)) / ratio))
+    return out[0], out[1]
+
+
 def size_statement(
     protocol: Protocol,
     spacing: tuple[float, float],
@@ -108,8 +131,10 @@ def size_statement(
     ``corrected``: image size of the canvas the model sees, pixel size scaled by the
     image content inside that canvas (the issue #20 fix; equal to canvas without padding).
     """
-    perceived = geometry.content if protocol.perceived == "fixed" else geometry.v1
-    pw, ph = stated_pixel_size(spacing, geometry.original, perceived)
+    if protocol.perceived == "fixed":
+        pw, ph = stated_pixel_size(spacing, geometry.original, geometry.content)
+    else:  # v1: its size, its arithmetic
+        pw, ph = stated_pixel_size_v1(spacing, geometry.original, geometry.v1, float32=geometry.v1_float32)
     lines = []
     if protocol.state_image_size:
         lines.append(IMAGE_SIZE.format(w=geometry.canvas[0], h=geometry.canvas[1]))
