@@ -21,7 +21,7 @@ from . import __version__
 from .models.base import ModelAdapter, PerceivedGeometry, RunContext
 from .plugins import PluginError, Registry, installed, load_target
 from .protocol import Protocol, get_protocol
-from .schema import ImagePart, Request, Response, Sample, stable_hash
+from .schema import ImagePart, Request, Response, Sample, arrange_messages, stable_hash
 from .store import (
     RUN_CONFIG,
     PlanEntry,
@@ -256,7 +256,7 @@ class Runner:
                     geometry = geometry_cache.get(size)
                     if geometry is None:
                         geometry = geometry_cache[size] = adapter.perceived_geometry(*size)
-                    messages = task.messages(sample, geometry)
+                    messages = arrange_messages(task.messages(sample, geometry), adapter.image_first)
                     prompt_hash = stable_hash([m.model_dump(mode="json") for m in messages])
                     key = cache_key(identity, fingerprint, sample.id, prompt_hash, generation)
                     item.entries.append(

@@ -35,6 +35,8 @@ class AdapterSettings(BaseModel):
     system_prompt: str | None = None
     # Perceived-geometry family name (models/geometry.py NAMED); None = adapter default.
     geometry: str | None = None
+    # Message order: image parts before text parts (ModelAdapter.image_first).
+    image_first: bool = False
 
     @field_validator("geometry")
     @classmethod

@@ -71,6 +71,19 @@ class ModelAdapter(ABC):
         public = {k: v for k, v in sorted(self.args.items()) if k not in self.secret_args}
         return {"adapter": f"{type(self).__module__}:{type(self).__qualname__}", "args": public}
 
+    @property
+    def image_first(self) -> bool:
+        """Message order this model was run with: image parts before text parts when True.
+
+        Default False (text first, as the v1 vLLM wrappers); a preset or ``image_first=true``
+        in ``--model-args`` sets it. The planner applies it to every request
+        (:func:`medvision_eval.schema.arrange_messages`).
+        """
+        value = self.args.get("image_first", False)
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+
     def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
         """Default: the model sees the image as given."""
         return PerceivedGeometry.identity(width, height)
