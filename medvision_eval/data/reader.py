@@ -243,6 +243,8 @@ class MedVisionData:
                     why = lm_problem
                 if why:
                     self._bad[sid] = why
+                if info.get("image_modality"):  # the plan's own spelling (v1 groups by it verbatim)
+                    extra = {**extra, "image_modality": str(info["image_modality"])}
                 out.append(Sample(
                     id=sid, task=config.task, config=config.name, dataset=config.dataset, split=split,
                     index=start + len(out), image=ImageRef(path=rel, slice_axis=axis, slice_index=idx),

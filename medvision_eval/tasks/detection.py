@@ -66,7 +66,9 @@ class DetectionTask(FamilyTask):
     ) -> TaskResult:
         samples, scores = self.sorted_by_id(samples, scores)
         per = per_sample_table_metrics(scores)
-        keys = [G.detection_group(s.label, s.modality, G.plane_letter(s.plane, s.image.slice_axis)) for s in samples]
+        v1 = self.protocol.parser == "lastk"
+        keys = [G.detection_group(s.label, G.table_modality(s, v1), G.plane_letter(s.plane, s.image.slice_axis))
+                for s in samples]
         names, codes = G.index_groups(keys)
         group_rows, sets = group_table(names, codes, per)
         table2 = set_table(group_rows, sets)

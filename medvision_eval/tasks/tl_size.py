@@ -76,7 +76,9 @@ class TumorLesionSizeTask(MeasurementTask):
     ) -> TaskResult:
         samples, scores = self.sorted_by_id(samples, scores)
         per = M.per_sample_table_metrics(scores)
-        keys = [G.tl_group(s.label, s.modality, G.plane_letter(s.plane, s.image.slice_axis)) for s in samples]
+        v1 = self.protocol.parser == "lastk"
+        keys = [G.tl_group(s.label, G.table_modality(s, v1), G.plane_letter(s.plane, s.image.slice_axis))
+                for s in samples]
         names, codes = G.index_groups(keys)
         rows = M.group_rows(names, codes, per, key="label")
         everything = np.ones(len(names), dtype=bool)
