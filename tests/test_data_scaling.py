@@ -56,3 +56,13 @@ def test_corrected_soft_tissue_window_on_scaled_ct_is_not_blank(tmp_path):
     # with the old double scaling the tissue read about -984 HU and the window was all black
     doubled = sl - 1024.0
     assert render.to_uint8(doubled, "window", modality="CT", label="liver", dataset="X").max() == 0
+
+
+def test_partly_nan_slice_renders_as_v1_under_paper_and_filled_under_corrected():
+    x = np.array([[0.0, 50.0], [np.nan, 100.0]], dtype=np.float32)
+    # v1: img.max() > img.min() is False with NaNs, so np.zeros_like -> black
+    np.testing.assert_array_equal(render.to_uint8(x, "minmax"), np.zeros((2, 2), np.uint8))
+    filled = render.minmax_uint8(x)  # corrected's fallback: NaN as the slice minimum
+    np.testing.assert_array_equal(filled, [[0, 127], [0, 255]])
+    window = render.to_uint8(x, get_protocol("corrected").render, modality="MR", label="brain", dataset="X")
+    assert window.max() == 255 and window[1, 0] == 0

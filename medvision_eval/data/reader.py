@@ -375,7 +375,8 @@ class MedVisionData:
             nan = int(np.isnan(arr).sum())
             if nan == arr.size:
                 raise SampleDataError(f"{where}: every voxel is NaN")
-            self._problem(f"warning: {where}: {nan} NaN voxels rendered as the slice minimum")
+            self._problem(f"warning: {where}: {nan} NaN voxels; paper renders the slice black as v1 did, "
+                          "corrected renders them as the slice minimum")
             finite = arr[~np.isnan(arr)]
             lo, hi = finite.min(), finite.max()
         if lo == hi:
