@@ -296,12 +296,22 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     else:
         from .data import MedVisionData, load_catalogue
 
+        from .data.catalogue import official_lists
+
         catalogue = MedVisionData(Path(args.data)).catalogue if args.data else load_catalogue()
+        lists = Table(title="official task lists (tasks_list/*.json; samples = the list's counts, before --limit)")
+        for col in ("task", "list", "configs", "samples"):
+            lists.add_column(col, justify="right" if col in ("configs", "samples") else "left")
+        for family, named in official_lists().items():
+            for name, entries in named.items():
+                lists.add_row(family, name, str(len(entries)), str(sum(entries.values())))
+        console.print(lists)
         table = Table(title="benchmark configs")
-        for col in ("name", "task", "modality", "plane", "lists", "restricted"):
+        for col in ("name", "task", "modality", "plane", "size", "lists", "restricted"):
             table.add_column(col)
         for c in catalogue.all():
-            table.add_row(c.name, c.task, c.modality, c.plane, ",".join(c.lists), "yes" if c.restricted else "")
+            size = "" if c.paper_count is None else str(c.paper_count)
+            table.add_row(c.name, c.task, c.modality, c.plane, size, ",".join(c.lists), "yes" if c.restricted else "")
     console.print(table)
     return 0
 
