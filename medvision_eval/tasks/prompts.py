@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.base import PerceivedGeometry
+from ..schema import PerceivedGeometry
 from ..protocol import Protocol
 
 # -- v1 format requirements (exact) ---------------------------------------------------------
