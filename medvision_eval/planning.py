@@ -72,7 +72,10 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
         except (KeyError, ValueError) as exc:
             raise RunError(f"--tasks {spec}: {exc}") from exc
         item = planned.setdefault(name, PlannedTask(name=name, task=task))
+        input_hw = getattr(adapter, "input_hw", None)
         for bench_config in configs:
+            if input_hw and not bench_config.reshape_hw:  # the model's official reshape_image_hw
+                bench_config = bench_config.model_copy(update={"reshape_hw": tuple(input_hw)})
             for sample in _selected(data.samples(bench_config, split="test"), config.limit):
                 if not task.keep(sample) or (name, sample.id) in seen:
                     continue

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import later
 from ..hookspecs import ModelEntry
 
 M = "medvision_eval.models"
@@ -93,6 +94,12 @@ def _paper() -> list[ModelEntry]:
                              "image_first": True},
                    description="Gemini 2.5 Flash with the code-execution tool, dynamic thinking"),
     ]
+    # The later official MedVision-V0-7B (Qwen2.5-VL-7B, CoT SFT + GRPO RFT): evaluated as
+    # eval__medvision-model-rft does - 512x512 input, the verl RFT system prompt, 4096 new tokens.
+    out.append(_vllm_preset("medvision-v0-7b", later.MEDVISION_V0_HUB_ID, "qwen2_5_vl", 10,
+                            "MedVision-V0-7B (later official model; 512x512 input, RFT system prompt)",
+                            max_new_tokens=later.LATER_MAX_NEW_TOKENS_LOCAL, system_prompt=later.RFT_SYSTEM_PROMPT,
+                            reshape_image_hw=later.MEDVISION_V0_INPUT_HW))
     # The paper's SFT checkpoints (Qwen2.5-VL, merged LoRA; evaluated with the same vLLM scripts).
     for size in ("7b", "32b"):
         for task, tag in (("detect", "detect"), ("tl", "TL"), ("ad", "AD")):
