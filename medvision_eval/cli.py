@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     judge = sub.add_parser(
         "judge", help="re-read a run's unparsed answers with an LLM judge (strict parse first), then re-score",
-        epilog="example:\n  medvision-eval judge runs/qwen --judge openai --judge-args base_url=http://127.0.0.1:8000/v1,model=gemma-4-31b-it",
+        epilog="example (the judge can be any registered model, e.g. --judge openai --judge-args base_url=...,model=...):\n"
+               "  medvision-eval judge runs/prior --judge oracle",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     judge.add_argument("run_dir", type=Path)
     judge.add_argument("--judge", required=True, help="any registered model (see: medvision-eval list models)")

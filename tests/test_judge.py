@@ -159,3 +159,23 @@ def test_medvision_v0_preset_and_reshape_input(tmp_path, kits_root):
     config = RunConfig(tasks=["detection:KiTS23"], model="rec", output=str(tmp_path / "run"))
     Runner(config, registry=Registry.discover(entry_points=False), adapter=model, data=MedVisionData(kits_root)).execute()
     assert model.sizes and set(model.sizes) == {(512, 512)}  # every slice zoomed to 512 x 512 as v1 reshape_image_hw
+
+
+def test_judge_command_end_to_end(tmp_path, demo_root):
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "MEDVISION_DATA_DIR": str(demo_root)}
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "medvision_eval.cli", "run", "--tasks", "ad_measure", "--model", "prior",
+                    "--output", str(run), "--protocol", "corrected", "--data", str(demo_root)],
+                   check=True, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "medvision_eval.cli", "judge", str(run), "--judge", "oracle"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "ad_measure:" in done.stdout
+    header = json.loads((run / "judged_ad_measure.jsonl").read_text().splitlines()[0])["header"]
+    assert "oracle" in json.dumps(header["judge"]["model"]).lower()
+    bad = subprocess.run([sys.executable, "-m", "medvision_eval.cli", "judge", str(run), "--judge", "no-such-model"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and (bad.stdout + bad.stderr).strip().startswith("error: unknown model")
