@@ -80,8 +80,8 @@ def det(i, modality, raw):
 ])
 def test_table_modality_paper_is_v1_exact(raw, code, paper_key, corrected_key):
     s = det(0, code, raw)
-    assert G.detection_group(s.label, G.table_modality(s, True), "A") == paper_key
-    assert G.detection_group(s.label, G.table_modality(s, False), "A") == corrected_key
+    assert G.detection_group(s.label, get_protocol("paper").table_modality(s), "A") == paper_key
+    assert G.detection_group(s.label, get_protocol("corrected").table_modality(s), "A") == corrected_key
     task = DetectionTask(get_protocol("paper"))
     samples = [det(i, code, raw) for i in range(3)]
     preds = [task.parse("0.1, 0.1, 0.5, 0.5")] * 3

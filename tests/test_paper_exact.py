@@ -119,6 +119,7 @@ def test_paper_overlaps_equal_v1_bit_for_bit_on_random_boxes():
 # -- v1 float32 pixel-size statement ------------------------------------------------------------
 
 from medvision_eval.models import geometry as GEO  # noqa: E402
+from medvision_eval.protocol import stated_pixel_size_v1  # noqa: E402
 from medvision_eval.tasks import prompts  # noqa: E402
 from medvision_eval.tasks.tl_size import TumorLesionSizeTask  # noqa: E402
 
@@ -161,7 +162,7 @@ def test_qwen_family_states_float64_as_v1():
     # v1 divided by a ratio of numpy int64s (image_grid_thw), so the Qwen/Lingshu statement is float64
     geometry = GEO.perceive(GEO.named("qwen2_5_vl"), 504, 504)
     assert not geometry.v1_float32 and geometry.v1 == (504, 504)
-    pw, _ = prompts.stated_pixel_size_v1((float(np.float32(0.7)),) * 2, (176, 176), (896, 896), float32=False)
+    pw, _ = stated_pixel_size_v1((float(np.float32(0.7)),) * 2, (176, 176), (896, 896), float32=False)
     assert f"{pw:.3f}" == "0.137"
-    pw, _ = prompts.stated_pixel_size_v1((float(np.float32(0.7)),) * 2, (176, 176), (896, 896), float32=True)
+    pw, _ = stated_pixel_size_v1((float(np.float32(0.7)),) * 2, (176, 176), (896, 896), float32=True)
     assert f"{pw:.3f}" == "0.138"

@@ -36,24 +36,6 @@ def modality_short(modality: str) -> str:
     return MODALITY_SHORT.get(modality, modality)
 
 
-# v1 ``group_by_anatomy_modality_slice`` / ``group_by_label_modality_slice``: exactly these five
-# plan spellings are shortened; any other string (e.g. "mri", "Ultrasound", "MRA") is kept verbatim.
-V1_MODALITY_SHORT = {"MRI": "MR", "CT": "CT", "ultrasound": "US", "X-ray": "XR", "PET": "PET"}
-
-
-def table_modality(sample, v1: bool) -> str:
-    """The modality a sample's table group is keyed by.
-
-    ``v1`` (paper): the plan's ``image_modality`` mapped exactly as v1 maps it (unknown spellings
-    verbatim); without a plan spelling (built-in catalogue fallback) the catalogue code. Otherwise
-    the normalised code of the sample (``normalise_modality``: case and spelling variants folded).
-    """
-    raw = sample.extra.get("image_modality") if v1 else None
-    if raw is not None:
-        return V1_MODALITY_SHORT.get(raw, raw)
-    return modality_short(sample.modality)
-
-
 def plane_letter(plane: str, slice_axis: int | None = None) -> str:
     if plane:
         return plane[:1].upper()
