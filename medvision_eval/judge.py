@@ -18,7 +18,6 @@ The score step then scores the judged parses (``scoring.score_run`` reads these 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,7 +86,6 @@ This task prescribes a single reasoning step whose result IS the final answer, s
 """
 
 ELISION = "\n...[{n} characters elided]...\n"
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def window(text: str) -> str:
@@ -150,7 +148,7 @@ def verify(response: str, obj: dict[str, Any] | None, arity: int) -> tuple[str, 
         return "invalid", None, "missing or over-long span"
     if span not in response:
         return "invalid", None, "span does not occur in the response"
-    read = _NUMBER.findall(span)
+    read = later.find_numbers(span)  # the official span transcription regex
     claimed = fa.get("values")
     if not isinstance(claimed, list) or len(claimed) != arity:
         return "invalid", None, f"expected {arity} values"

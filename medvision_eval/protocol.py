@@ -88,7 +88,7 @@ class Protocol(BaseModel):
     # Rendering: per-slice min-max (v1) or CT windows by anatomy group + percentiles elsewhere.
     render: Literal["minmax", "window"]
     # Parsing: v1 last-k regex over the whole text, or the strict parser inside <answer> tags.
-    parser: Literal["lastk", "strict"]
+    parser: Literal["lastk", "strict", "answer_lastk"]
     # Prompt additions of later versions.
     state_image_size: bool
     answer_tags: bool
@@ -132,7 +132,7 @@ class Protocol(BaseModel):
     def v1_arithmetic(self) -> bool:
         """Reproduce v1's number types: its parser yields float32 arrays, so box overlaps mix
         float32 and float64 exactly as v1 (``metrics.box_overlaps_v1_float32``)."""
-        return self.parser == "lastk"
+        return self.parser in ("lastk", "answer_lastk")  # the later code keeps v1's np.float32 parse
 
     def table_modality(self, sample: Sample) -> str:
         """The modality a sample's table group is keyed by.
@@ -191,6 +191,10 @@ class Protocol(BaseModel):
                 if rules.box and not self.strict_boxes:
                     rules = dataclasses.replace(rules, box=False)
                 return parse_strict(text, rules)
+            if self.parser == "answer_lastk":
+                from .later import parse_answer_last_k
+
+                return parse_answer_last_k(text, rules.k)
             return parse_last_k(text, rules.k)
         except Exception as exc:  # pragma: no cover - the parsers do not raise; never crash a run
             return Prediction(status=ParseStatus.malformed, detail=f"parser error: {exc!r}")
@@ -217,6 +221,20 @@ PROTOCOLS: dict[str, Protocol] = {
         near_zero_angle=0.1,
         strict_boxes=True,
         full_precision_targets=True,
+    ),
+    # The later official protocol (YongchengYAO/MedVision after c221615): HU windows (v1.1.0),
+    # image-size statement and the issue #20 perceived size, answer tags, the last k numbers inside
+    # the first <answer> block (parse_utils @ 2f20f64's mirror), GT < 0.1 degree angles dropped.
+    # Its LLM-judge re-parse of failed answers is ``medvision-eval judge`` (judge.py).
+    "v2": Protocol(
+        name="v2",
+        render="window",
+        parser="answer_lastk",
+        state_image_size=True,
+        answer_tags=True,
+        perceived="fixed",
+        near_zero_angle=0.1,
+        strict_boxes=False,
     ),
 }
 

@@ -179,3 +179,23 @@ def test_judge_command_end_to_end(tmp_path, demo_root):
     bad = subprocess.run([sys.executable, "-m", "medvision_eval.cli", "judge", str(run), "--judge", "no-such-model"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and (bad.stdout + bad.stderr).strip().startswith("error: unknown model")
+
+
+def test_v2_protocol_parses_inside_the_answer_tag_and_runs(tmp_path, demo_root):
+    from medvision_eval.protocol import get_protocol
+    from medvision_eval.tasks.parsing import StrictRules
+
+    v2 = get_protocol("v2")
+    rules = StrictRules(k=2, unit="mm")
+    assert v2.parse("<think>3 and 4</think><answer>major 1,234.5, minor 2e-3</answer> 99", rules).values == (1234.5, float(__import__("numpy").float32(0.002)))  # np.float32 as v1
+    assert v2.parse("the axes are 12 and 7", rules).status == ParseStatus.malformed  # no tag
+    assert v2.parse("<answer>12</answer>", rules).status == ParseStatus.malformed  # one number, two needed
+    assert v2.parse("<answer>0.1</answer>", StrictRules(k=1, unit="mm")).values == (float(__import__("numpy").float32(0.1)),)
+    assert v2.v1_arithmetic and v2.render == "window" and v2.perceived == "fixed" and v2.near_zero_angle == 0.1
+    config = RunConfig(tasks=["ad_measure", "detection"], model="answerer", output=str(tmp_path / "run"), protocol="v2")
+    registry = Registry.discover(entry_points=False)
+    Runner(config, registry=registry, adapter=Answerer(), data=MedVisionData(demo_root)).execute()
+    results = score_run(tmp_path / "run", registry=registry)
+    assert results.protocol["name"] == "v2" if isinstance(results.protocol, dict) else results.protocol.name == "v2"
+    summary = judge_run(tmp_path / "run", Judge(FakeJudge()), registry=registry)
+    assert summary["ad_measure"]["conclusion_off_format"] > 0
