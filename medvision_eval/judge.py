@@ -190,8 +190,9 @@ class Judge:
                 "prompt": {f: prompt_fingerprint(f) for f in sorted(FAMILY_SPECS)}}
 
     def generation(self) -> GenerationSettings:
-        base = self.adapter.generation_settings()
-        return base.model_copy(update={"temperature": later.JUDGE_TEMPERATURE})
+        """The official judge decoding (judge_config @ 2f20f64): greedy, top_p 1, seed 1024, 4096 tokens."""
+        return GenerationSettings(max_new_tokens=later.JUDGE_MAX_TOKENS, temperature=later.JUDGE_TEMPERATURE,
+                                  top_p=later.JUDGE_TOP_P, seed=later.JUDGE_SEED)
 
     def key(self, family: str, response: str) -> str:
         return stable_hash({"judge": self.identity(), "family": family, "response": response}, n=32)
