@@ -263,3 +263,22 @@ def test_list_models_shows_checkpoints_and_help(trained, monkeypatch, capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "examples:" in text and "--paper-mix" in text and "medvision-eval --tasks tl_size --model lora:" in text
+
+
+def test_qlora_trains_on_a_4bit_base_and_evaluates(tiny, demo_root, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from tiny_vlms import make_request
+
+    r = train(spec(tiny, demo_root, tmp_path / "q", qlora=True, max_steps=3, eval_steps=100,
+                   data=DataSpec(tasks=["ad_measure"], limits={"ad_measure": 6})), progress=False)
+    assert any(type(m).__name__ == "Linear4bit" for m in r.model.modules())
+    assert all(torch.isfinite(torch.tensor([x for _, x in r.manifest.losses["train"]])))
+    assert r.manifest.hyperparameters["qlora"] is True
+    out = LoRAAdapter(path=str(r.final), max_new_tokens=4).generate([make_request()])
+    assert out[0].ok
+
+
+def test_a_finished_run_rerun_trains_nothing(tiny, demo_root, trained):
+    again = train(spec(tiny, demo_root, trained.output), progress=False)
+    assert again.already_done and again.manifest.losses == trained.manifest.losses
+    assert again.final == trained.final

@@ -169,6 +169,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     first = f"{losses[0][1]:.4f}" if losses else "–"
     last = f"{losses[-1][1]:.4f}" if losses else "–"
     resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
+    if result.already_done:
+        resumed = " (already finished earlier: nothing to do; --overwrite trains again)"
     console.print(f"trained on {result.n_train} examples (val {result.n_val}), {result.manifest.losses.get('steps')} "
                   f"steps, loss {first} -> {last}, {result.seconds:.1f}s{resumed}")
     console.print(f"checkpoint: {result.final}  (evaluate: medvision-eval --tasks "

@@ -271,6 +271,7 @@ class TrainResult:
     n_train: int
     n_val: int
     model: Any = None  # the trained peft model (main process)
+    already_done: bool = False  # OUTPUT/final existed: nothing was trained
 
 
 def train(spec: TrainSpec, *, overwrite: bool = False, console: Any = None, progress: bool = True,
@@ -287,6 +288,14 @@ def train(spec: TrainSpec, *, overwrite: bool = False, console: Any = None, prog
 
     registry = registry or Registry.discover()
     out, resume = prepare_output(spec, overwrite=overwrite)
+    done = out / "final" / MANIFEST
+    if done.is_file() and not overwrite:  # a finished run re-run: nothing to do
+        from medvision_eval.models.lora import read_manifest
+
+        manifest = read_manifest(done.parent)
+        return TrainResult(output=out, final=done.parent, manifest=manifest, seconds=time.perf_counter() - t0,
+                           resumed_from=None, n_train=int(manifest.data.get("n_train", 0)),
+                           n_val=int(manifest.data.get("n_val", 0)), already_done=True)
     adapter = resolve_model(spec, registry)
     eval_order = bool(getattr(adapter, "image_first", False))
     image_first = eval_order if spec.image_first is None else bool(spec.image_first)
