@@ -229,7 +229,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     elif args.format == "csv":
         text = to_csv(rows)
     elif args.format == "json":
-        text = json.dumps(rows, indent=2) + "\n"
+        text = json.dumps(rows, indent=2, allow_nan=False, default=str) + "\n"
     else:
         if args.out:
             text = to_markdown(rows)
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from .plugins import PluginError, UnknownNameError
-    from .runner import RunError
+    from .errors import RunError
 
     started = time.perf_counter()
     try:
