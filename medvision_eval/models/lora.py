@@ -173,7 +173,8 @@ class LoRASettings(HFSettings):
     max_model_len: int | None = None
 
 
-_BASE_ARG_KEYS = set(HFSettings.model_fields) - {"pretrained"}
+# The base's recorded settings a checkpoint inherits; its message order comes from the manifest.
+_BASE_ARG_KEYS = set(HFSettings.model_fields) - {"pretrained", "image_first"}
 
 
 class LoRAAdapter(HFAdapter):
@@ -198,7 +199,7 @@ class LoRAAdapter(HFAdapter):
         self.settings = s.model_copy(update={"pretrained": pretrained})
         self.manifest = manifest
         self.path = str(Path(path).resolve())
-        self.image_first = manifest.image_first if s.image_first is None else bool(s.image_first)
+        self._image_first = manifest.image_first if s.image_first is None else bool(s.image_first)
         self.default_batch_size = s.batch_size  # type: ignore[misc]
         self._processor = None
         self._model = None
@@ -207,6 +208,11 @@ class LoRAAdapter(HFAdapter):
         self._llm: Any = None
         self._fingerprint = local_fingerprint(pretrained)
         self._check_base()
+
+    @property
+    def image_first(self) -> bool:
+        """The order the checkpoint was trained in (manifest), unless ``image_first=`` overrides it."""
+        return self._image_first
 
     # -------------------------------------------------------------- checks before any sample
     def _check_base(self) -> None:

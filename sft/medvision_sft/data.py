@@ -82,7 +82,8 @@ def parse_limits(text: str | None, families: Sequence[str], *, what: str) -> dic
 def answer_text(task: Any, sample: Sample, decimals: int) -> str:
     """The target as the paper's SFT data wrote it: comma-separated values, ``decimals`` places."""
     spec = task.answer_spec(sample)
-    values = spec.truth if spec.truth is not None else task.true_values(sample)
+    truth = getattr(spec, "truth", None)  # older AnswerSpec carried derived targets; now Task.true_values
+    values = truth if truth is not None else task.true_values(sample)
     return spec.model_copy(update={"decimals": decimals}).render(list(values))
 
 
