@@ -75,7 +75,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="first N samples of each config in dataset order (the paper used 1000)")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
                    help="requests per adapter call (default: the adapter's)")
-    p.add_argument("--protocol", default="paper", choices=["paper", "corrected"],
+    from .protocol import protocol_names
+
+    p.add_argument("--protocol", default="paper", choices=protocol_names(),
                    help="paper: the v1 code exactly (default); corrected: fixed prompts, parser, windows")
     p.add_argument("--seed", type=int, default=0, help="seed for baselines and bootstrap intervals (default 0)")
     p.add_argument("--shard", type=parse_shard, default=None,
@@ -333,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, console)
     except (RunError, PluginError, UnknownNameError, FileNotFoundError, ValueError, ValidationError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted after {time.perf_counter() - started:.1f}s; every answer so far is "
