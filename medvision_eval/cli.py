@@ -78,7 +78,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     from .protocol import protocol_names
 
     p.add_argument("--protocol", default="paper", choices=protocol_names(),
-                   help="paper: the v1 code exactly (default); corrected: fixed prompts, parser, windows")
+                   help="paper: the v1 code exactly (default); corrected: fixed prompts, parser, windows; "
+                        "v2: the later official protocol (its LLM-judge step: medvision-eval judge)")
     p.add_argument("--seed", type=int, default=0, help="seed for baselines and bootstrap intervals (default 0)")
     p.add_argument("--shard", type=parse_shard, default=None,
                    help="run shard i of n (by sample id); combine shard dirs with 'medvision-eval merge'")
