@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import RunConfig, parse_task_spec
 from .errors import RunError
-from .schema import AnswerSpec, Message, PerceivedGeometry, Sample, stable_hash
+from .schema import AnswerSpec, Message, PerceivedGeometry, Sample, arrange_messages, stable_hash
 from .store import PlanEntry, cache_key_function
 
 
@@ -73,7 +73,10 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
             raise RunError(f"--tasks {spec}: {exc}") from exc
         item = planned.setdefault(name, PlannedTask(name=name, task=task))
         key_of = cache_key_function(identity, fingerprint, generation)
+        input_hw = getattr(adapter, "input_hw", None)
         for bench_config in configs:
+            if input_hw and not bench_config.reshape_hw:  # the model's official reshape_image_hw
+                bench_config = bench_config.model_copy(update={"reshape_hw": tuple(input_hw)})
             for sample in _selected(data.samples(bench_config, split="test"), config.limit):
                 if not task.keep(sample) or (name, sample.id) in seen:
                     continue
@@ -84,10 +87,12 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
                 size = tuple(sample.image_size)
                 if size not in geometries:
                     geometries[size] = adapter.perceived_geometry(*size)
-                messages = task.messages(sample, geometries[size])
-                prompt_hash = stable_hash([m.model_dump(mode="json") for m in messages])
+                messages = arrange_messages(task.messages(sample, geometries[size]), getattr(adapter, "image_first", False))
+                prompt = [m.model_dump(mode="json") for m in messages]  # stored: view/debugging need no re-planning
+                prompt_hash = stable_hash(prompt)
                 key = key_of(sample.id, prompt_hash)
-                item.entries.append(PlanEntry(task=name, key=key, prompt_hash=prompt_hash, order=order, sample=sample))
+                item.entries.append(PlanEntry(task=name, key=key, prompt_hash=prompt_hash, order=order, sample=sample,
+                                              prompt=prompt))
                 item.requests[key] = PlannedRequest(sample, messages, task.answer_spec(sample))
     return Plan(list(planned.values()))
 
