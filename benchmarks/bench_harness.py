@@ -102,7 +102,7 @@ def overhead(data_root: Path, out: Path) -> dict[str, float]:
     # steady state: from the first completed batch (first volume decoded) to the end
     first_t, first_done = next((t, d) for t, d in stamps if d > 0)
     last_t, last_done = stamps[-1]
-    steady = (last_done - first_done) / (last_t - first_t)
+    steady = (last_done - first_done) / (last_t - first_t) if last_t > first_t else float("nan")  # nan: one batch
     return {"samples": n, "plan_s": t_plan, "execute_s": total, "rate_all": n / total, "rate_steady": steady}
 
 
@@ -203,13 +203,9 @@ def _mr_volume(rng, shape=(256, 256, 155)):
     return image, mask
 
 
-def build_paper_data(root: Path, ct: int = 30, mr: int = 20, ceph: int = 260) -> Path:
-    """The paper-shaped data directory (official layout + catalogue), built once."""
-    from medvision_eval.data import demo
+def _write_paper_volumes(ds: Path, rng, ct: int, mr: int, ceph: int) -> None:
     from medvision_eval.data.planfile import write_json
 
-    rng = np.random.default_rng(13)
-    ds = root / "Datasets"
     for i in range(ct):
         image, mask = _ct_volume(rng)
         _nifti(ds / "PaperCT" / "Images" / f"ct_{i:03d}_0000.nii.gz", image, (0.7, 0.7, 2.5))
@@ -228,6 +224,18 @@ def build_paper_data(root: Path, ct: int = 30, mr: int = 20, ceph: int = 260) ->
         _nifti(ds / "PaperCeph" / "Images" / f"ceph_{i:03d}.nii.gz", img, (1.0, 0.1, 0.1))
         write_json(ds / "PaperCeph" / "Landmarks" / f"ceph_{i:03d}.json.gz",
                    {"slice_landmarks_x": [{"slice_idx": 0, "landmarks": pts}], "slice_landmarks_y": [], "slice_landmarks_z": []})
+
+
+def build_paper_data(root: Path, ct: int = 30, mr: int = 20, ceph: int = 260) -> Path:
+    """The paper-shaped data directory (official layout + catalogue), built once (volumes kept
+    across an interrupted build)."""
+    from medvision_eval.data import annotate, demo
+
+    rng = np.random.default_rng(13)
+    ds = root / "Datasets"
+    if not (root / ".volumes").exists():
+        _write_paper_volumes(ds, rng, ct, mr, ceph)
+        (root / ".volumes").write_text("ok\n")
     print("  volumes written; planning (official planner)", flush=True)
     common = {"image_folder": "Images", "mask_folder": "Masks", "image_prefix": "", "image_suffix": "_0000.nii.gz",
               "mask_prefix": "", "mask_suffix": ".nii.gz"}
@@ -235,8 +243,17 @@ def build_paper_data(root: Path, ct: int = 30, mr: int = 20, ceph: int = 260) ->
                "labels_map": {str(k): v for k, v in CT_LABELS.items()}}
     mr_task = {**common, "image_modality": "MRI", "image_description": "brain magnetic resonance imaging (MRI) scan",
                "labels_map": {str(k): v for k, v in MR_LABELS.items()}}
-    build_plan(ds / "PaperCT", "detection", [ct_task], dataset_info={"dataset": "PaperCT"}, split_ratio=0.0)
-    build_plan(ds / "PaperMR", "detection", [mr_task], dataset_info={"dataset": "PaperMR"}, split_ratio=0.0)
+    # box profiles only along the axes the configs slice (axial CT; axial + coronal MRI): the
+    # planner's other axes would triple the one-time build and add no test sample
+    full_profiles = annotate.detection_profiles
+    try:
+        annotate.detection_profiles = lambda mask, zooms: full_profiles(mask, zooms, axes=(2,))
+        build_plan(ds / "PaperCT", "detection", [ct_task], dataset_info={"dataset": "PaperCT"}, split_ratio=0.0)
+        annotate.detection_profiles = lambda mask, zooms: full_profiles(mask, zooms, axes=(1, 2))
+        build_plan(ds / "PaperMR", "detection", [mr_task], dataset_info={"dataset": "PaperMR"}, split_ratio=0.0)
+    finally:
+        annotate.detection_profiles = full_profiles
+    print("  detection plans written", flush=True)
     tl = dict(ct_task, target_label=6, cluster_size_threshold=200, landmark_folder="Landmarks-Label6",
               landmark_prefix="", landmark_suffix=".json.gz")
     build_plan(ds / "PaperCT", "tl_size", [tl], dataset_info={"dataset": "PaperCT"}, split_ratio=0.0)
@@ -268,7 +285,6 @@ def paper_data() -> Path:
     marker = root / ".complete"
     if not marker.exists():
         t0 = time.perf_counter()
-        shutil.rmtree(root, ignore_errors=True)
         print(f"building the paper-shaped data once into {root} ...", flush=True)
         build_paper_data(root)
         marker.write_text("ok\n")
