@@ -80,7 +80,7 @@ class Runner:
             from .data import MedVisionData, default_data_dir
 
             root = Path(self.config.data) if self.config.data else default_data_dir()
-            self._data = MedVisionData(root)
+            self._data = MedVisionData(root, families=self.registry.sample_builders())
         return self._data
 
     @property
