@@ -364,6 +364,9 @@ class MedVisionData:
     def image(self, sample: Sample, render: str = "minmax") -> Image.Image:
         """RGB image of a sample rendered as ``render`` ("minmax" v1 or "window"; the protocol's
         renderer, see ``Protocol.render_image``)."""
+        if not isinstance(render, str):
+            raise TypeError(f"MedVisionData.image takes a renderer name ('minmax' or 'window'), not {type(render).__name__}; "
+                            "to render as a protocol does, call protocol.render_image(data, sample)")
         arr = self.slice_array(sample)
         gray = render_mod.to_uint8(arr, render, modality=sample.modality, label=sample.label, dataset=sample.dataset)
         return render_mod.to_rgb(gray)
