@@ -1,4 +1,4 @@
-"""``medvision-eval``: run, score, report, compare, merge, list.
+"""``medvision-eval``: run, score, report, compare, merge, list, leaderboard, view.
 
 The bare form ``medvision-eval --tasks … --model …`` means ``medvision-eval run …``.
 """
@@ -20,7 +20,7 @@ from rich.text import Text
 
 from . import __version__
 
-SUBCOMMANDS = ("run", "score", "judge", "report", "compare", "merge", "list")
+SUBCOMMANDS = ("run", "score", "judge", "report", "compare", "merge", "list", "leaderboard", "view")
 
 RUN_EXAMPLES = """examples:
   medvision-eval --tasks detection,tl_size,ad_measure --model prior --output runs/prior
@@ -78,7 +78,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     from .protocol import protocol_names
 
     p.add_argument("--protocol", default="paper", choices=protocol_names(),
-                   help="paper: the v1 code exactly (default); corrected: fixed prompts, parser, windows")
+                   help="paper: the v1 code exactly (default); corrected: fixed prompts, parser, windows; "
+                        "v2: the later official protocol (its LLM-judge step: medvision-eval judge)")
     p.add_argument("--seed", type=int, default=0, help="seed for baselines and bootstrap intervals (default 0)")
     p.add_argument("--shard", type=parse_shard, default=None,
                    help="run shard i of n (by sample id); combine shard dirs with 'medvision-eval merge'")
@@ -125,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("runs", nargs="+", type=Path, help="run directories or results.json files")
     report.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
-    report.add_argument("--metrics", default=None, help="only these metrics, e.g. IoU,F1,MAE,MRE")
+    report.add_argument("--metrics", default=None, help="only these metrics (one vocabulary for all tasks): "
+                        "Recall (R), Precision (P), F1, IoU, SR, IoU>=0.5, MAE, MRE, MRE<0.1, MRE<0.2, MRE<0.3; "
+                        "e.g. IoU,F1,MAE,MRE")
     report.add_argument("--out", type=Path, default=None, help="write to this file instead of the terminal")
     report.add_argument("--tables", action="store_true", help="with one run: print its paper-style tables")
 
@@ -142,6 +145,29 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     merge.add_argument("output", type=Path)
     merge.add_argument("shards", nargs="+", type=Path)
+
+    board = sub.add_parser(
+        "leaderboard", help="build LEADERBOARD.md and a static site from leaderboard/runs/* and reported numbers",
+        epilog="examples:\n  medvision-eval leaderboard                # rebuild LEADERBOARD.md and leaderboard/index.html\n"
+        "  medvision-eval leaderboard --check        # exit 1 if the committed files are stale, 2 if a run is rejected\n\n"
+        "Every run in DIR/runs/ is re-scored from its stored answers with this version; a run whose answers are\n"
+        "missing or whose fingerprint does not match is rejected with the reason.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    board.add_argument("--dir", type=Path, default=Path("leaderboard"),
+                       help="leaderboard directory with runs/ and reported/ (default: leaderboard)")
+    board.add_argument("--markdown", type=Path, default=None, help="Markdown output (default: DIR/../LEADERBOARD.md)")
+    board.add_argument("--check", action="store_true",
+                       help="write nothing; exit 1 when the committed files differ from what the inputs produce")
+
+    view = sub.add_parser("view", help="a per-run HTML page: tables, plots and a gallery of what the model saw",
+                          epilog="examples:\n  medvision-eval view runs/prior              # writes runs/prior/view/index.html\n"
+                          "  medvision-eval view runs/prior --out /tmp/prior-view --max-samples 50",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    view.add_argument("run_dir", type=Path)
+    view.add_argument("--out", type=Path, default=None, help="output directory (default: RUN_DIR/view)")
+    view.add_argument("--data", default=None, help="data directory the run used, if it moved (default: the run's)")
+    view.add_argument("--max-samples", type=int, default=200,
+                      help="gallery size per task: the worst and unparsed samples first (default 200)")
 
     lst = sub.add_parser("list", help="list models, tasks or benchmark configs and who provides them")
     lst.add_argument("what", choices=["models", "tasks", "configs"])
@@ -247,10 +273,17 @@ def cmd_judge(args: argparse.Namespace, console: Console) -> int:
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .report import leaderboard_rows, load_results, print_results, rows_table, to_csv, to_markdown
 
+    from .summary import resolve_metrics
+
+    metrics = resolve_metrics(args.metrics)
     loaded = [(str(p), load_results(p)) for p in args.runs]
-    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    if args.format == "table" and len(loaded) == 1 and not args.out:
+    if args.format == "table" and len(loaded) == 1 and not args.out and not metrics:
         print_results(loaded[0][1], console, tables=args.tables)
+        return 0
+    if args.format == "table" and not args.out:
+        from .report import print_multi_report
+
+        print_multi_report(args.runs, console, metrics)
         return 0
     rows = leaderboard_rows(loaded, metrics)
     if args.format == "markdown":
@@ -345,7 +378,44 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
+    from .leaderboard import MARKDOWN, build, check, write
+
+    directory = args.dir
+    markdown_path = args.markdown or directory.parent / MARKDOWN
+    files, board = build(directory, markdown_path)
+    for r in board.rejected:
+        console.print(f"[red]error:[/red] run {directory / 'runs' / r.name} rejected: {escape(r.reason)}", highlight=False)
+    if args.check:
+        problems = check(files, directory, markdown_path)
+        for line in problems:
+            console.print(f"[red]stale:[/red] {escape(line)}", highlight=False)
+        if problems:
+            console.print("the committed leaderboard is not what its inputs produce: run 'medvision-eval leaderboard' "
+                          "and commit the result", highlight=False)
+            return 1
+        if board.rejected:
+            return 2
+        console.print(f"leaderboard up to date: {len(board.entries)} runs, {len(files)} files", highlight=False)
+        return 0
+    changed = write(files, directory, markdown_path)
+    console.print(f"wrote {markdown_path} and {directory / 'index.html'}: {len(board.entries)} runs in "
+                  f"{len(board.groups())} comparability groups, {len(board.rejected)} rejected, "
+                  f"{len(changed)} files changed", highlight=False)
+    return 2 if board.rejected else 0
+
+
+def cmd_view(args: argparse.Namespace, console: Console) -> int:
+    from .view import build_view
+
+    out = build_view(args.run_dir, args.out, data=args.data, max_samples=args.max_samples)
+    console.print(f"wrote {out / 'index.html'}", highlight=False)
+    return 0
+
+
 COMMANDS = {
+    "leaderboard": cmd_leaderboard,
+    "view": cmd_view,
     "run": cmd_run,
     "score": cmd_score,
     "judge": cmd_judge,
@@ -356,6 +426,16 @@ COMMANDS = {
 }
 
 
+def _columns() -> int:
+    """Width when not a terminal: $COLUMNS if set (as a terminal would say), else 140."""
+    import os
+
+    try:
+        return max(40, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return 140
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
@@ -363,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else _columns())
     from pydantic import ValidationError
 
     from .plugins import PluginError, UnknownNameError

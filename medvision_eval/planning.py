@@ -87,9 +87,11 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
                 if size not in geometries:
                     geometries[size] = adapter.perceived_geometry(*size)
                 messages = arrange_messages(task.messages(sample, geometries[size]), getattr(adapter, "image_first", False))
-                prompt_hash = stable_hash([m.model_dump(mode="json") for m in messages])
+                prompt = [m.model_dump(mode="json") for m in messages]  # stored: view/debugging need no re-planning
+                prompt_hash = stable_hash(prompt)
                 key = cache_key(identity, fingerprint, sample.id, prompt_hash, generation)
-                item.entries.append(PlanEntry(task=name, key=key, prompt_hash=prompt_hash, order=order, sample=sample))
+                item.entries.append(PlanEntry(task=name, key=key, prompt_hash=prompt_hash, order=order, sample=sample,
+                                              prompt=prompt))
                 item.requests[key] = PlannedRequest(sample, messages, task.answer_spec(sample))
     return Plan(list(planned.values()))
 

@@ -57,6 +57,9 @@ class PlanEntry(BaseModel):
     prompt_hash: str
     order: int = 0  # position in the unsharded plan, so merged shards keep the run's order
     sample: Sample
+    # The exact messages sent (text, and image parts by reference); prompt_hash is their stable_hash.
+    # Stored so that debugging and 'medvision-eval view' need no re-planning. None in older plans.
+    prompt: list[dict[str, Any]] | None = None
 
 
 def cache_key(
