@@ -160,7 +160,7 @@ def load_reported(directory: Path) -> list[dict[str, Any]]:
                 raise LeaderboardError(f"{path}: field {field_name!r} missing (every reported row needs its citation)")
         data["_file"] = path.name
         out.append(data)
-    return out
+    return sorted(out, key=lambda d: (d.get("order", 0), d["_file"]))  # "order": the file's place on the page
 
 
 def collect(directory: Path, *, scratch: Path) -> Board:
@@ -255,7 +255,7 @@ def markdown(board: Board) -> str:
             out.append("|---|---|" + "---:|" * len(heads))
             for name, values in rows:
                 out.append(f"| {_md_escape(name)} | reported | " + " | ".join(_num(v) for v in values) + " |")
-            for e in paper_comparable(board):
+            for e in paper_comparable(board, rep):
                 row = e.run.rows().get(family)
                 if row is not None:
                     cells = [fmt_value(m, row.cell(s, m).value) for s in sets for m in metrics]
@@ -299,8 +299,11 @@ def markdown(board: Board) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def paper_comparable(board: Board) -> list[Entry]:
-    """Runs reproducing the paper's setting: shown beside the reported rows (not ranked with them)."""
+def paper_comparable(board: Board, reported: dict[str, Any]) -> list[Entry]:
+    """Runs reproducing a reported setting (``protocol: paper``, MedVision, ``--limit 1000``): shown
+    beside those reported rows, not ranked with them. Other reported sets get no reproduced rows."""
+    if reported.get("protocol") != PAPER_GROUP["protocol"]:
+        return []
     return [e for e in board.entries if all(e.key[k] == v for k, v in PAPER_GROUP.items())]
 
 
@@ -366,7 +369,7 @@ def html_page(board: Board, plot_files: dict[str, list[tuple[str, str]]]) -> str
             for name, values in rows:
                 p.append(f'<tr class="reported"><td class="l">{_h(name)}</td><td class="l">reported</td>'
                          + "".join(f"<td>{_h(_num(v))}</td>" for v in values) + "</tr>")
-            for e in paper_comparable(board):
+            for e in paper_comparable(board, rep):
                 row = e.run.rows().get(family)
                 if row is not None:
                     p.append(f'<tr class="reproduced"><td class="l">{_h(e.label)}</td><td class="l">reproduced, n={row.total_n()}</td>'

@@ -299,15 +299,21 @@ def fmt_interval(metric: str, cell: Cell) -> str:
 
 # -- comparability -----------------------------------------------------------------------------
 
-def data_identity(data_root: Any) -> str:
-    """``demo-1`` for the bundled demo data (its version is the directory name), else ``MedVision``."""
+def data_identity(data_root: Any, data_files: Any = None) -> str:
+    """``demo-1`` for the bundled demo data (its version is the directory name), ``demo`` for a
+    copy of it elsewhere (its datasets are the ``Demo*`` ones), else ``MedVision``."""
     import re
 
     if not data_root:
         return "unknown"
     name = Path(str(data_root)).name
     m = re.fullmatch(r"demo-(\d+)", name)
-    return f"demo-{m.group(1)}" if m else "MedVision"
+    if m:
+        return f"demo-{m.group(1)}"
+    datasets = {f.split("/")[1] for f in (data_files or {}) if f.startswith("Datasets/") and f.count("/") >= 2}
+    if datasets and all(d.startswith("Demo") for d in datasets):
+        return "demo"
+    return "MedVision"
 
 
 def comparability(results: dict[str, Any]) -> dict[str, str]:
@@ -318,7 +324,7 @@ def comparability(results: dict[str, Any]) -> dict[str, str]:
     harness = (env.get("packages") or {}).get("medvision-eval") or results.get("scored_with") or "?"
     return {
         "protocol": str(results.get("protocol", {}).get("name", "?")),
-        "data": data_identity(selection.get("data_root") or results.get("data_root")),
+        "data": data_identity(selection.get("data_root") or results.get("data_root"), selection.get("data_files")),
         "limit": "none" if limit is None else str(limit),
         "harness": str(harness),
     }

@@ -145,17 +145,20 @@ def test_runs_with_missing_answers_or_foreign_fingerprint_are_rejected(board_cop
     assert "3 runs in 1 comparability groups, 2 rejected" in out
 
 
-def test_committed_markdown_holds_every_reported_row_and_the_demo_rows():
+@pytest.mark.parametrize("source", ["paper-v1.json", "paper-revised.json"])
+def test_committed_markdown_holds_every_reported_row_and_the_demo_rows(source):
     text = (REPO / "LEADERBOARD.md").read_text()
-    reported = json.loads((REPO / "leaderboard" / "reported" / "paper-v1.json").read_text())
+    reported = json.loads((REPO / "leaderboard" / "reported" / source).read_text())
     assert "arXiv:2511.18676v1" in text
     sections = re.split(r"^## ", text, flags=re.M)
     by_family = {"table2": "Detection", "table3": "Tumour/lesion", "table4": "Angle/distance"}
     for key, prefix in by_family.items():
         section = next(s for s in sections if s.startswith(prefix))
+        block = section.split(f"### Reported — {reported['tables'][key]['title']}")[1].split("###")[0]
         for row in reported["tables"][key]["rows"]:
-            line = next((ln for ln in section.splitlines() if ln.startswith(f"| {row['model']} | reported |")), None)
-            assert line is not None, f"{row['model']} missing from {prefix}"
+            values = row.get("values") or [v for s in reported["tables"][key]["sets"] for v in row[s]]
+            line = f"| {row['model']} | reported | " + " | ".join(str(v) for v in values) + " |"
+            assert line in block.splitlines(), f"{row['model']} missing from {prefix} ({source})"
         for model in ("prior", "random", "oracle"):
             assert re.search(rf"^\| \d \| {model}\*? \| `{model}` \| \d+ \|", section, flags=re.M), (model, prefix)
     # a reported number appears exactly as the paper prints it
@@ -176,3 +179,14 @@ def test_view_writes_a_static_page_with_the_prompt_and_answer(baseline_runs, cap
     first = plan[0]["prompt"][0]["content"][0]["text"]
     assert first.splitlines()[0] in page  # the prompt text as stored per sample
     assert len(list((baseline_runs / "prior" / "view" / "img").glob("*.png"))) == len(plan)
+
+
+def test_data_identity_names_the_demo_data_and_its_copies():
+    from medvision_eval.summary import comparability, data_identity
+
+    assert data_identity("/root/.cache/medvision-eval/demo-1") == "demo-1"
+    assert data_identity("/tmp/x/data", {"Datasets/DemoCeph/plan.json.gz": "a", "catalogue.json": "b"}) == "demo"
+    assert data_identity("/data/MedVision", {"Datasets/KiTS23/plan.json.gz": "a"}) == "MedVision"
+    key = comparability({"protocol": {"name": "paper"}, "selection": {"limit": 1000, "data_root": "/d/MedVision"},
+                         "environment": {"packages": {"medvision-eval": "0.1.0"}}})
+    assert key == {"protocol": "paper", "data": "MedVision", "limit": "1000", "harness": "0.1.0"}
