@@ -65,7 +65,7 @@ def bare(model_dir: str, out: Path, batch_size: int, max_new_tokens: int) -> dic
     items.sort(key=lambda t: t[:3])
     prepared = []
     for _, _, _, task, planned in items:
-        image = runner.data.image(planned.sample, runner.protocol)
+        image = runner.protocol.render_image(runner.data, planned.sample)
         conv = [{"role": m.role, "content": [{"type": "image", "image": image} if p.type == "image"
                                               else {"type": "text", "text": p.text} for p in m.content]}
                 for m in planned.messages]
