@@ -130,8 +130,7 @@ class Executor:
                 self.sample_errors.append(f"error: sample {planned.sample.id}: {exc}")
                 continue
             requests.append(Request(sample_id=planned.sample.id, task=item.name, messages=planned.messages,
-                                    generation=generation, answer=planned.answer, prompt_hash=entry.prompt_hash,
-                                    sample=planned.sample))
+                                    generation=generation, answer=planned.answer, prompt_hash=entry.prompt_hash))
             ready.append(entry)
         return requests, ready, failed
 

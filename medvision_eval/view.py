@@ -182,7 +182,7 @@ def build_view(run_dir: Path, out: Path | None = None, *, data: str | None = Non
             img_html = '<div class="frame">(image unavailable)</div>'
             if sample:
                 try:
-                    image = dataset.image(Sample.model_validate(sample), protocol)
+                    image = protocol.render_image(dataset, Sample.model_validate(sample))
                 except Exception as exc:  # a broken volume shows as text, the page still builds
                     img_html = f'<div class="frame">image unavailable: {_h(exc)}</div>'
                 else:

@@ -47,11 +47,11 @@ def test_image_is_v1_minmax_of_the_untransposed_slice(kits_root):
     vol = nib.load(str(kits_root / s.image.path)).get_fdata().astype("float32")
     sl = vol[:, :, s.image.slice_index]
     expected = ((sl - sl.min()) / (sl.max() - sl.min()) * 255).astype(np.uint8)
-    img = data.image(s, get_protocol("paper"))
+    img = get_protocol("paper").render_image(data, s)
     assert img.mode == "RGB" and img.size == (30, 40)
     arr = np.asarray(img)
     assert np.array_equal(arr[..., 0], expected) and np.array_equal(arr[..., 2], expected)
-    windowed = np.asarray(data.image(s, get_protocol("corrected")))[..., 0]
+    windowed = np.asarray(get_protocol("corrected").render_image(data, s))[..., 0]
     assert windowed.shape == (40, 30) and not np.array_equal(windowed, expected)
 
 

@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from ..schema import ImageRef, Sample, Target
-from . import annotate, render
+from . import annotate
+from . import render as render_mod
 from .catalogue import CATALOGUE_FILE, BenchmarkConfig, Catalogue, load_catalogue, normalise_modality
 from .errors import DataNotFoundError, SampleDataError
 from .families import SampleBuilder
@@ -360,18 +361,21 @@ class MedVisionData:
             checked[rel] = path
         return path
 
-    def image(self, sample: Sample, protocol: Any = "minmax") -> Image.Image:
-        """RGB image of a sample under ``protocol.render`` ("minmax" v1 or "window")."""
-        mode = getattr(protocol, "render", protocol)
+    def image(self, sample: Sample, render: str = "minmax") -> Image.Image:
+        """RGB image of a sample rendered as ``render`` ("minmax" v1 or "window"; the protocol's
+        renderer, see ``Protocol.render_image``)."""
+        if not isinstance(render, str):
+            raise TypeError(f"MedVisionData.image takes a renderer name ('minmax' or 'window'), not {type(render).__name__}; "
+                            "to render as a protocol does, call protocol.render_image(data, sample)")
         arr = self.slice_array(sample)
-        gray = render.to_uint8(arr, mode, modality=sample.modality, label=sample.label, dataset=sample.dataset)
-        return render.to_rgb(gray)
+        gray = render_mod.to_uint8(arr, render, modality=sample.modality, label=sample.label, dataset=sample.dataset)
+        return render_mod.to_rgb(gray)
 
-    def images(self, samples: Iterable[Sample], protocol: Any = "minmax"):
+    def images(self, samples: Iterable[Sample], render: str = "minmax"):
         """Yield (sample, image or SampleDataError) grouped by volume, so each volume is decoded once."""
         for s in group_by_volume(list(samples)):
             try:
-                yield s, self.image(s, protocol)
+                yield s, self.image(s, render)
             except SampleDataError as exc:
                 yield s, exc
 
