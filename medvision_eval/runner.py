@@ -162,6 +162,9 @@ class Runner:
         finally:
             log.close()
             adapter.close()
+            close = getattr(self._data, "close", None)  # decoded volumes are not needed after the run
+            if close is not None:
+                close()
         problems = list(getattr(self.data, "problems", [])) + executor.sample_errors
         if problems:
             name = "data_problems.txt" if self.dist.is_main else f"data_problems.rank{self.rank}.txt"

@@ -56,12 +56,12 @@ def test_image_is_v1_minmax_of_the_untransposed_slice(kits_root):
 
 
 def test_volume_decoded_once_per_run(kits_root):
-    data = MedVisionData(kits_root, cache_volumes=2)
+    data = MedVisionData(kits_root, cache_bytes=0)  # room for the volume in use only
     samples = data.samples(KITS)
     results = list(data.images(samples * 3))  # grouped by volume
     assert len(results) == 12 and all(not isinstance(img, Exception) for _, img in results)
     assert data.decodes == 3  # three test volumes, each decoded once
-    roomy = MedVisionData(kits_root, cache_volumes=8)
+    roomy = MedVisionData(kits_root, cache_bytes=1 << 30)
     for s in samples * 3:
         roomy.image(s)
     assert roomy.decodes == 3
