@@ -47,6 +47,9 @@ def evaluate(
     from .runner import Runner
     from .scoring import cached_results, score_run
 
+    if model_args is not None and not isinstance(model_args, Mapping):
+        raise TypeError(f"model_args must be a mapping such as {{'pretrained': 'PATH', 'dtype': 'bfloat16'}}, "
+                        f"not {type(model_args).__name__}")
     specs = [t for t in (tasks.split(",") if isinstance(tasks, str) else list(tasks))]
     config = RunConfig(
         tasks=specs, model=model, model_args=dict(model_args or {}), data=str(data) if data is not None else None,

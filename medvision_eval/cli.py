@@ -37,25 +37,29 @@ Re-running the same command resumes: answered samples are never sent again; fail
 
 
 def split_top_level(text: str) -> list[str]:
-    """Split ``k=v,k2=v2`` on commas outside brackets, braces and quotes."""
-    items, depth, quote, start = [], 0, None, 0
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == "\\":
-                continue
-            if ch == quote and text[i - 1] != "\\":
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            items.append(text[start:i])
-            start = i + 1
-    items.append(text[start:])
-    return items
+    """Split ``k=v,k2=v2`` into items. A value starting with ``{``, ``[`` or ``"`` runs to the end of
+    its JSON value (its commas stay inside); any other value runs to the next comma, its quotes,
+    apostrophes and brackets taken literally (``system_prompt=Don't guess,n=1`` is two items)."""
+    decoder = json.JSONDecoder()
+    items, start, n = [], 0, len(text)
+    while True:
+        comma, eq = text.find(",", start), text.find("=", start)
+        if eq != -1 and (comma == -1 or eq < comma):
+            j = eq + 1
+            while j < n and text[j].isspace():
+                j += 1
+            if j < n and text[j] in '{["':
+                try:
+                    end = decoder.raw_decode(text, j)[1]
+                except ValueError:  # the rest is one item: parse_model_arg names the bad JSON
+                    items.append(text[start:])
+                    return items
+                comma = text.find(",", end)
+        if comma == -1:
+            items.append(text[start:])
+            return items
+        items.append(text[start:comma])
+        start = comma + 1
 
 
 def parse_model_arg(item: str, where: str) -> tuple[str, Any]:

@@ -116,7 +116,12 @@ class Registry:
                 continue
             caller = self.pm.subset_hook_caller(hook_name, remove_plugins=[p for p in plugins if p is not plugin])
             provider = self.providers.get(name, name)
-            for result in caller():
+            try:
+                results = caller()
+            except Exception as exc:  # a plugin's hook that fails must say whose it is
+                raise PluginError(f"plugin {name!r} from {provider}: {hook_name}() raised "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            for result in results:
                 for entry in result or []:
                     if not isinstance(entry, kind):
                         raise PluginError(f"plugin {name!r} from {provider}: {hook_name}() returned "
@@ -192,7 +197,10 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str | None, provider:
         if not hasattr(func, marker):
             raise PluginError(f"plugin {label!r} from {provider}: {attr}() lacks the @hookimpl marker "
                               f"(from medvision_eval.hookspecs import hookimpl)")
-    registered = pm.register(plugin, name=name)
+    try:
+        registered = pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:  # e.g. a hook function with arguments the spec lacks
+        raise PluginError(f"plugin {label!r} from {provider}: {' '.join(str(exc).split())}") from None
     providers[registered or label] = provider
 
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..hookspecs import ModelEntry
 from ..schema import Message, Request, Response, arrange_messages
@@ -118,6 +118,9 @@ def read_manifest(path: str | Path) -> Manifest:
         raise CheckpointError(f"lora checkpoint {str(root)!r}: missing file {MANIFEST}{hint}")
     try:
         manifest = Manifest.model_validate(json.loads(mf.read_text(encoding="utf-8")))
+    except ValidationError as exc:  # one line: field: problem; field: problem
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'manifest'}: {e['msg']}" for e in exc.errors())
+        raise CheckpointError(f"lora checkpoint {str(mf)!r}: unreadable manifest: {problems}") from None
     except (json.JSONDecodeError, ValueError) as exc:
         raise CheckpointError(f"lora checkpoint {str(mf)!r}: unreadable manifest: {exc}") from None
     if manifest.format != MANIFEST_FORMAT:
