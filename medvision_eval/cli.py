@@ -188,7 +188,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         f"in {summary.seconds:.1f}s -> {summary.output}"
     )
     if summary.problems:
-        console.print(f"[yellow]{len(summary.problems)} data problems (all in {summary.output / 'data_problems.txt'}):[/yellow]")
+        where = escape(str(summary.output / "data_problems.txt"))
+        console.print(f"[yellow]{len(summary.problems)} data problems (all in {where}):[/yellow]")
         for line in summary.problems[:5]:
             console.print(f"  {escape(line)}", highlight=False)
     if runner.rank != 0:
@@ -200,7 +201,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .report import print_results
 
     print_results(results, console, tables=args.tables)
-    console.print(f"wrote {summary.output / 'results.json'} and samples_<task>.jsonl")
+    console.print(f"wrote {escape(str(summary.output / 'results.json'))} and samples_<task>.jsonl")
     if summary.errors:
         console.print(f"[yellow]{summary.errors} samples failed; rerun the same command to retry them.[/yellow]")
     return 0
@@ -229,7 +230,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     elif args.format == "csv":
         text = to_csv(rows)
     elif args.format == "json":
-        text = json.dumps(rows, indent=2) + "\n"
+        from .store import strict_dumps
+
+        text = strict_dumps(rows, indent=2) + "\n"
     else:
         if args.out:
             text = to_markdown(rows)
@@ -239,7 +242,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")
-        console.print(f"wrote {args.out}")
+        console.print(f"wrote {escape(str(args.out))}")
     else:
         sys.stdout.write(text)
     return 0
@@ -333,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, console)
     except (RunError, PluginError, UnknownNameError, FileNotFoundError, ValueError, ValidationError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        from .secrets import mask
+
+        # escaped: a hint such as pip install 'medvision-eval[hf]' must keep its [extra]
+        console.print(f"[red]error:[/red] {escape(mask(str(exc)))}", highlight=False)
         return 2
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted after {time.perf_counter() - started:.1f}s; every answer so far is "
