@@ -173,6 +173,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         shard=args.shard,
     )
     runner = Runner(config)
+    if runner.rank == 0:  # temp files a SIGKILL left between write and rename
+        from .store import clean_temp_files
+
+        clean_temp_files(runner.output)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=args.quiet, transient=False) as progress:
         bars: dict[str, Any] = {}

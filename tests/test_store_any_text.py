@@ -112,3 +112,16 @@ def test_known_secrets_never_reach_a_written_file(tmp_path, monkeypatch):
                                   response=Response(error=f"401: invalid key {key} for project")))
     for path in tmp_path.iterdir():
         assert key[:6] not in path.read_text(), path
+
+
+def test_a_run_removes_temp_files_a_killed_run_left(demo_root, tmp_path):
+    from medvision_eval.cli import main
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stale = run_dir / ".results.json.ab12cd.tmp"
+    stale.write_text('{"tasks": {"detec')
+    assert main(["--tasks", "tl_size", "--model", "prior", "--data", str(demo_root), "--output", str(run_dir),
+                 "--limit", "2", "--quiet"]) == 0
+    assert not stale.exists() and not list(run_dir.glob(".*.tmp"))
+    assert_strict_file(run_dir / "results.json")
