@@ -353,9 +353,11 @@ class Runner:
             log.close()
             adapter.close()
         problems = list(getattr(self.data, "problems", [])) + self._sample_errors
+        name = "data_problems.txt" if self.rank == 0 else f"data_problems.rank{self.rank}.txt"
         if problems:
-            name = "data_problems.txt" if self.rank == 0 else f"data_problems.rank{self.rank}.txt"
             (self.output / name).write_text("".join(p + "\n" for p in problems), encoding="utf-8")
+        else:  # a stale list from an earlier invocation would describe files since fixed
+            (self.output / name).unlink(missing_ok=True)
         if self.world > 1:
             self._barrier()
         return RunSummary(

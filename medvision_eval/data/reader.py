@@ -226,13 +226,15 @@ class MedVisionData:
         lm_problem = self._landmark_problem(config, case, shape) if config.task == "ad_measure" else None
         case_id = str(case.get("case_ID", PurePosixPath(rel).name))
         out: list[Sample] = []
-        for entry in entries:
-            idx = int(entry["slice_idx"])
+        for position, entry in enumerate(entries):
+            idx, entry_problem = self._slice_index(config, case_id, axis, position, entry)
             for kind, payload in self._targets(config, facts, entry, plan_h, plan_w):
                 label_name, label_id, target, extra = payload
                 key = label_id if label_id is not None else extra.get("metric_key")
                 sid = f"{config.name}/{split}/{case_id}/{config.plane_code}{idx}/{key}"
-                why = problem
+                if entry_problem:  # no usable slice index: a stable id from the entry's position
+                    sid = f"{config.name}/{split}/{case_id}/{config.plane_code}?entry{position}/{key}"
+                why = problem or entry_problem
                 if why is None and kind == "ellipse-missing":
                     why = f"{self.root / rel}: slice {idx} has no measured ellipse in the plan (official loader: IndexError)"
                     self._problem(why)
@@ -252,6 +254,28 @@ class MedVisionData:
                 ))
         return out
 
+    def _slice_index(self, config: BenchmarkConfig, case_id: str, axis: int, position: int,
+                     entry: dict[str, Any]) -> tuple[int, str | None]:
+        """The entry's ``slice_idx``, or (-1, a problem naming the plan file and field)."""
+        raw = entry.get("slice_idx") if isinstance(entry, dict) else None
+        field = f"case {case_id!r} {annotate.PROFILE_KEYS[axis]}[{position}].slice_idx"
+        plan = self.dataset_dir(config) / plan_filename(config.planner_kind, _planner_version(config))
+        if raw is None:
+            problem = f"{plan}: {field} is missing; every slice entry needs its slice index"
+        elif isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            problem = f"{plan}: {field} = {raw!r} is not an integer slice index"
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = float("nan")
+            if not (np.isfinite(value) and value == int(value)):
+                problem = f"{plan}: {field} = {raw!r} is not an integer slice index"
+            else:
+                return int(value), None
+        self._problem(problem)
+        return -1, problem
+
     def _landmark_problem(self, config: BenchmarkConfig, case: dict[str, Any], shape: tuple[int, ...]) -> str | None:
         raw = case.get("landmark_file")
         if not raw:
@@ -270,6 +294,10 @@ class MedVisionData:
         except (OSError, EOFError, ValueError) as exc:
             self._problem(f"warning: {path}: unreadable landmark file ({exc})")
             return None
+        structural = self._landmark_structure(path, data)
+        if structural:
+            self._problem(structural)
+            return structural
         outside = set()
         for key in annotate.AXIS_KEYS.values():
             for s in data.get(key, []):
@@ -281,6 +309,35 @@ class MedVisionData:
             msg = f"{path}: landmarks {', '.join(sorted(outside, key=lambda k: (len(k), k)))} lie outside the volume of shape {tuple(shape)}"
             self._problem(msg)
             return msg
+        return None
+
+    @staticmethod
+    def _landmark_structure(path: Path, data: Any) -> str | None:
+        """A problem naming the file and the field when a landmark file is not the official
+        ``{"slice_landmarks_x|y|z": [{"slice_idx": i, "landmarks": {name: [x, y, z]}}]}``."""
+        if not isinstance(data, dict):
+            return (f"{path}: top level is a {type(data).__name__}; expected an object with "
+                    f"{', '.join(annotate.AXIS_KEYS.values())}")
+        for key in annotate.AXIS_KEYS.values():
+            slices = data.get(key, [])
+            if not isinstance(slices, list):
+                return f"{path}: {key} is a {type(slices).__name__}; expected a list of slices"
+            for i, entry in enumerate(slices):
+                if not isinstance(entry, dict):
+                    return f"{path}: {key}[{i}] is a {type(entry).__name__}; expected an object"
+                lms = entry.get("landmarks", {})
+                items = lms if isinstance(lms, list) else [lms]
+                for j, item in enumerate(items):
+                    where = f"{key}[{i}].landmarks" + (f"[{j}]" if isinstance(lms, list) else "")
+                    if not isinstance(item, dict):
+                        return f"{path}: {where} is a {type(item).__name__}; expected {{name: [x, y, z]}}"
+                    for name, point in item.items():
+                        if not isinstance(point, list):
+                            continue
+                        for c, v in enumerate(point):
+                            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                                return (f"{path}: {where}.{name}[{c}] = {v!r} is not a finite number "
+                                        "(landmark coordinates are voxel indices)")
         return None
 
     def _targets(self, config: BenchmarkConfig, facts: dict[str, Any], entry: dict[str, Any], h: int, w: int):
