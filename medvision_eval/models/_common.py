@@ -317,6 +317,36 @@ class RemoteAdapter(SettingsAdapter):
     def _answer(self, request: Request) -> Response:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _endpoint(self) -> str:
+        return self.settings.base_url or ""
+
+    def _require_key(self) -> None:
+        """Raise ModelArgsError when the backend needs a key and none is set (gemini)."""
+
+    def preflight(self) -> None:
+        """Before any sample: the key is there and the endpoint accepts connections. A refused
+        connection or unknown host is a ModelUnavailableError at once (no per-request retries)."""
+        import socket
+        from urllib.parse import urlsplit
+
+        self._require_key()
+        url = self._endpoint()
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ModelArgsError(f"base_url={url!r} is not a URL (e.g. http://127.0.0.1:8000/v1)")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise ModelArgsError(f"base_url={url!r} has an invalid port") from None
+        try:
+            socket.create_connection((parts.hostname, port), timeout=min(max(self.settings.timeout, 0.1), 10.0)).close()
+        except OSError as e:
+            reason = e.strerror or str(e) or type(e).__name__
+            raise ModelUnavailableError(
+                f"cannot connect to {url} ({parts.hostname}:{port}): {reason}. Is the server running and the "
+                "address right? No sample was sent"
+            ) from None
+
     def _with_retries(self, attempt: Callable[[], tuple[str, Any]]) -> Response:
         """Run ``attempt`` under :func:`retry_policy`; a Response with text, or with the error
         (secrets masked before it is cut) once retries are exhausted or the error is fatal."""

@@ -140,6 +140,12 @@ class GeminiAdapter(RemoteAdapter):
     def _unavailable_message(self) -> str:
         return f"Gemini model {self.settings.model!r} is failing: " + self._failure_summary()
 
+    def _endpoint(self) -> str:
+        return self.settings.base_url or "https://generativelanguage.googleapis.com"
+
+    def _require_key(self) -> None:
+        self._key()
+
     def _key(self) -> str:
         names = (self.settings.api_key_env,) if self.settings.api_key_env else KEY_ENVS
         for n in names:
