@@ -84,7 +84,7 @@ def parse_error_rate(text: str) -> float:
         value = -1.0
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"--max-error-rate {text}: give a fraction between 0 and 1, "
-                                         "e.g. 0.01 to accept 1 %% failed samples")
+                                         "e.g. 0.01 to accept 1 % failed samples")
     return value
 
 
@@ -420,9 +420,7 @@ def _run_and_score(args: argparse.Namespace, console: Console, runner: Any, cach
 
     print_results(results, console, tables=args.tables)
     console.print(f"wrote {escape(str(summary.output / 'results.json'))} and samples_<task>.jsonl")
-    counts = results.get("counts", {}) if isinstance(results, dict) else {}
-    planned = int(counts.get("planned", summary.planned))
-    answered = int(counts.get("answered", planned - summary.errors))
+    planned, answered = results.counts.planned, results.counts.answered
     return exit_code({"planned": planned, "answered": answered, "failed": planned - answered}, args.max_error_rate, console)
 
 
@@ -564,8 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from .plugins import PluginError, UnknownNameError
+    from .errors import RunError
     from .rundir import RunDirError, is_disk_full
-    from .runner import RunError
 
     def fail(message: str, code: int) -> int:
         # escaped: a hint such as pip install 'medvision-eval[hf]' must keep its [extra]

@@ -5,42 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .store import (
-    RUN_CONFIG,
-    PlanEntry,
-    ResponseLog,
-    load_plan,
-    load_responses,
-    read_json,
-    write_json,
-    write_plan,
-)
+from .results import RunRecord, load_run_record
+from .store import RUN_CONFIG, PlanEntry, ResponseLog, atomic_write_text, load_plan, load_responses, write_plan
 
 # Parts of run.json that must agree between shards of one evaluation.
 _MUST_MATCH = ("model_identity", "protocol", "generation")
+_CONFIG_MUST_MATCH = ("tasks", "limit", "protocol", "seed")
 
 
 def merge_runs(output: Path, shards: list[Path]) -> dict[str, Any]:
     output = Path(output)
     if not shards:
         raise ValueError("merge: give at least one shard directory")
-    records = []
-    first: dict[str, Any] | None = None
+    first: RunRecord | None = None
     for shard in shards:
-        path = Path(shard) / RUN_CONFIG
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found: {shard} is not a run directory")
-        record = read_json(path)
+        record = load_run_record(shard)
         if first is None:
             first = record
-        else:
-            for key in _MUST_MATCH:
-                if record.get(key) != first.get(key):
-                    raise ValueError(f"merge: {shard} differs from {shards[0]} in {key}; these are not shards of one run")
-            for key in ("tasks", "limit", "protocol", "seed"):
-                if record["config"].get(key) != first["config"].get(key):
-                    raise ValueError(f"merge: {shard} differs from {shards[0]} in --{key}")
-        records.append(record)
+            continue
+        for key in _MUST_MATCH:
+            if getattr(record, key) != getattr(first, key):
+                raise ValueError(f"merge: {shard} differs from {shards[0]} in {key}; these are not shards of one run")
+        for key in _CONFIG_MUST_MATCH:
+            if getattr(record.config, key) != getattr(first.config, key):
+                raise ValueError(f"merge: {shard} differs from {shards[0]} in --{key}")
     assert first is not None
 
     entries: dict[str, PlanEntry] = {}
@@ -49,11 +37,13 @@ def merge_runs(output: Path, shards: list[Path]) -> dict[str, Any]:
             entries.setdefault(entry.key, entry)
     merged_plan = sorted(entries.values(), key=lambda e: (e.order, e.task, e.sample.id))
 
-    merged_config = dict(first)
-    merged_config["config"] = dict(first["config"], shard=None, output=str(output))
-    merged_config["merged_from"] = [str(s) for s in shards]
+    merged = first.model_copy(update={
+        "config": first.config.model_copy(update={"shard": None, "output": str(output)}),
+        "selection": first.selection.model_copy(update={"shard": None}) if first.selection else None,
+        "merged_from": [str(s) for s in shards],
+    })
     output.mkdir(parents=True, exist_ok=True)
-    write_json(output / RUN_CONFIG, merged_config)
+    atomic_write_text(output / RUN_CONFIG, merged.model_dump_json(indent=2) + "\n")
     write_plan(output, merged_plan)
 
     existing = load_responses(output)

@@ -6,21 +6,15 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from .store import RESULTS, read_json
+from .metric_names import matches
+from .results import RunResults, TaskResult, load_results
 
-
-def load_results(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    file = path / RESULTS if path.is_dir() else path
-    if not file.exists():
-        raise FileNotFoundError(f"{file} not found (run 'medvision-eval score {path}' first?)")
-    return read_json(file)
+__all__ = ["load_results", "print_results", "leaderboard_rows", "rows_table", "to_csv", "to_markdown"]
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -39,13 +33,13 @@ def parse_line(stats: dict[str, int]) -> str:
     return f"{total} samples: " + ", ".join(parts) if parts else f"{total} samples"
 
 
-def task_table(name: str, task: dict[str, Any]) -> Table:
-    table = Table(title=f"{name}  [{task.get('protocol', '')}]  {parse_line(task.get('parse_stats', {}))}")
+def task_table(name: str, task: TaskResult) -> Table:
+    table = Table(title=f"{name}  [{task.protocol}]  {parse_line(task.parse_stats)}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI", justify="right")
-    for metric, iv in task.get("metrics", {}).items():
-        table.add_row(metric, fmt(iv.get("value")), f"[{fmt(iv.get('low'))}, {fmt(iv.get('high'))}]")
+    for metric, iv in task.metrics.items():
+        table.add_row(metric, fmt(iv.value), f"[{fmt(iv.low)}, {fmt(iv.high)}]")
     return table
 
 
@@ -63,37 +57,34 @@ def rows_table(title: str, rows: Sequence[dict[str, Any]]) -> Table:
     return table
 
 
-def print_results(results: dict[str, Any], console: Console, *, tables: bool = False) -> None:
-    model = results.get("model", {}).get("name", "?")
-    counts = results.get("counts", {})
+def print_results(results: RunResults, console: Console, *, tables: bool = False) -> None:
+    counts = results.counts
     console.print(
-        f"[bold]{model}[/bold]  protocol={results.get('protocol', {}).get('name')}  "
-        f"planned={counts.get('planned')} answered={counts.get('answered')} "
-        f"errors={counts.get('errors')} no_response={counts.get('no_response')}"
+        f"[bold]{results.model.name}[/bold]  protocol={results.protocol.get('name')}  "
+        f"planned={counts.planned} answered={counts.answered} "
+        f"errors={counts.errors} no_response={counts.no_response}"
     )
-    for name, task in results.get("tasks", {}).items():
+    for name, task in results.tasks.items():
         console.print(task_table(name, task))
         if tables:
-            for title, rows in task.get("tables", {}).items():
+            for title, rows in task.tables.items():
                 if rows:
                     console.print(rows_table(f"{name}: {title}", rows))
-        for note in task.get("notes", []):
+        for note in task.notes:
             console.print(f"  [dim]{note}[/dim]")
 
 
-def leaderboard_rows(all_results: Sequence[tuple[str, dict[str, Any]]], metrics: Sequence[str] | None) -> list[dict]:
+def leaderboard_rows(all_results: Sequence[tuple[str, RunResults]], metrics: Sequence[str] | None) -> list[dict]:
+    """One row per run; ``metrics`` selects headline keys (``all/IoU``) or names in scope all (``IoU``)."""
     rows = []
     for source, res in all_results:
-        row: dict[str, Any] = {
-            "run": source,
-            "model": res.get("model", {}).get("name"),
-            "protocol": res.get("protocol", {}).get("name"),
-        }
-        for task_name, task in res.get("tasks", {}).items():
-            for metric, iv in task.get("metrics", {}).items():
-                if metrics and metric not in metrics:
+        row: dict[str, Any] = {"run": source, "model": res.model.name, "protocol": res.protocol.get("name")}
+        for task_name, task in res.tasks.items():
+            for metric, iv in task.metrics.items():
+                if metrics and not any(matches(metric, m) for m in metrics):
                     continue
-                row[f"{task_name}:{metric}"] = iv.get("value")
+                finite = iv.value is not None and math.isfinite(iv.value)
+                row[f"{task_name}:{metric}"] = iv.value if finite else None
         rows.append(row)
     return rows
 

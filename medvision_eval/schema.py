@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"  # of results.json; the model is results.RunResults
 
 
 class ParseStatus(str, Enum):
@@ -173,9 +173,35 @@ class Prediction(BaseModel):
 
 
 class Interval(BaseModel):
-    value: float
-    low: float
-    high: float
+    """A point value with its 95 % interval; ``None`` where undefined (written as JSON null)."""
+
+    value: float | None
+    low: float | None
+    high: float | None
+
+
+class PerceivedGeometry(BaseModel):
+    """Image geometry as the model perceives it, all sizes (width, height) in pixels.
+
+    ``canvas``  the image the vision encoder actually receives (after resize and padding);
+    ``content`` the part of ``canvas`` covered by the image (== canvas when nothing is padded);
+    ``v1``      what the official v1 code stated for this model (kept for the ``paper`` protocol,
+                wrong for padding/tiling models: official issue #20).
+
+    Adapters answer it (``ModelAdapter.perceived_geometry``); tasks read it to state sizes.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    original: tuple[int, int]
+    canvas: tuple[int, int]
+    content: tuple[int, int]
+    v1: tuple[int, int]
+
+    @classmethod
+    def identity(cls, width: int, height: int) -> "PerceivedGeometry":
+        size = (int(width), int(height))
+        return cls(original=size, canvas=size, content=size, v1=size)
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:

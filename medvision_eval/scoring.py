@@ -15,24 +15,24 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .factory import build_task
 from .plugins import Registry
 from .protocol import Protocol
-from .runner import build_task
-from .schema import SCHEMA_VERSION, ParseStatus, Prediction
+from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
+from .schema import ParseStatus, Prediction
 from .store import (
+    strict_dumps,
+    PLAN,
     RESULTS,
     RUN_CONFIG,
     PlanEntry,
     ResponseRecord,
-    PLAN,
+    atomic_write_text,
     load_plan,
     load_responses,
     response_files,
-    read_json,
-    write_json,
     write_jsonl,
 )
-from .tasks.base import TaskResult
 
 NO_RESPONSE = "no response recorded (run interrupted or not yet predicted)"
 
@@ -99,27 +99,24 @@ def inputs_digest(run_dir: Path) -> str:
     return h.hexdigest()
 
 
-def cached_results(run_dir: Path) -> dict[str, Any] | None:
+def cached_results(run_dir: Path) -> RunResults | None:
     """results.json if it was scored from exactly the run's current inputs, else None."""
     path = Path(run_dir) / RESULTS
     if not path.exists():
         return None
     try:
-        results = read_json(path)
+        results = load_results(path)
     except ValueError:
         return None
-    return results if results.get("inputs_digest") == inputs_digest(run_dir) else None
+    return results if results.inputs_digest == inputs_digest(run_dir) else None
 
 
-def score_run(run_dir: Path, *, registry: Registry | None = None) -> dict[str, Any]:
+def score_run(run_dir: Path, *, registry: Registry | None = None) -> RunResults:
     """Score a run directory; writes ``samples_<task>.jsonl`` and ``results.json``; returns results."""
     run_dir = Path(run_dir)
-    config_path = run_dir / RUN_CONFIG
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} not found: {run_dir} is not a medvision-eval run directory")
-    record = read_json(config_path)
-    protocol = Protocol.model_validate(record["protocol"])
-    seed = int(record["config"].get("seed", 0))
+    record = load_run_record(run_dir)
+    protocol = Protocol.model_validate(record.protocol)
+    seed = record.config.seed
     registry = registry or Registry.discover()
     plan = load_plan(run_dir)
     responses = load_responses(run_dir)
@@ -128,42 +125,50 @@ def score_run(run_dir: Path, *, registry: Registry | None = None) -> dict[str, A
     for entry in plan:
         by_task.setdefault(entry.task, []).append(entry)
 
-    tasks_out: dict[str, Any] = {}
-    totals = {"planned": len(plan), "answered": 0, "errors": 0, "no_response": 0}
+    tasks_out: dict[str, TaskResult] = {}
+    counts = Counts(planned=len(plan))
     for name, entries in by_task.items():
         task = build_task(registry, name, protocol)
         result, rows = score_task(task, entries, responses, seed=seed)
         write_jsonl(run_dir / f"samples_{name}.jsonl", rows)
-        tasks_out[name] = result.model_dump(mode="json")
+        tasks_out[name] = result
         for row in rows:
             if row["response"] is not None and row["error"] is None:
-                totals["answered"] += 1
+                counts.answered += 1
             elif row["error"] == NO_RESPONSE:
-                totals["no_response"] += 1
+                counts.no_response += 1
             else:
-                totals["errors"] += 1
+                counts.errors += 1
 
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "scored_with": __version__,
-        "model": {
-            "name": record["config"]["model"],
-            "identity": record.get("model_identity"),
-            "info": record.get("model_info"),
-            "generation": record.get("generation"),
-            "backend": record.get("backend"),
-            "batch_size": record.get("batch_size"),
-            "world_size": record.get("world_size", 1),
-        },
-        "protocol": record["protocol"],
-        "config": record["config"],
-        "data_root": record.get("data_root"),
-        "environment": record.get("environment"),
-        "counts": totals,
-        "task_fingerprints": {n: t["fingerprint"] for n, t in tasks_out.items()},
-        "tasks": tasks_out,
-        "inputs_digest": inputs_digest(run_dir),
-    }
-    write_json(run_dir / RESULTS, results)
-    return results
+    results = RunResults(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        scored_with=__version__,
+        model=ModelRecord(
+            name=record.config.model,
+            identity=record.model_identity,
+            info=record.model_info,
+            generation=record.generation,
+            backend=record.backend,
+            batch_size=record.batch_size,
+            world_size=record.world_size,
+        ),
+        protocol=record.protocol,
+        config=record.config,
+        selection=record.selection or legacy_selection(record),
+        environment=record.environment,
+        counts=counts,
+        task_fingerprints={n: t.fingerprint for n, t in tasks_out.items()},
+        tasks=tasks_out,
+        inputs_digest=inputs_digest(run_dir),
+        merged_from=record.merged_from,
+    )
+    # strict JSON: a non-finite metric is null, with its reason under "null_reasons" (JSON pointer -> why)
+    text = strict_dumps(results.model_dump(mode="json"), indent=2) + "\n"
+    atomic_write_text(run_dir / RESULTS, text)
+    return RunResults.model_validate_json(text)  # exactly what the file holds (non-finite -> None)
+
+
+def legacy_selection(record: RunRecord) -> Selection:
+    """What a run.json written before selections were recorded says about its samples."""
+    return Selection(tasks=record.config.tasks, protocol=str(record.protocol.get("name")), limit=record.config.limit,
+                     shard=record.config.shard, world_size=record.world_size, data_root=record.data_root)

@@ -74,7 +74,7 @@ def test_example_plugin_task_and_model_run_end_to_end(tmp_path):
         out = run_cli("--tasks", "tl_area", "--model", model, "--data", str(data), "--output", str(tmp_path / model))
         assert out.returncode == 0, out.stdout + out.stderr
         results = json.loads((tmp_path / model / "results.json").read_text())
-        return results["tasks"]["tl_area"]["metrics"]["MAE"]["value"]
+        return results["tasks"]["tl_area"]["metrics"]["all/MAE"]["value"]
 
     assert mae("oracle") < 0.01  # the plugin's own truth reaches the oracle (area, not diameters)
     assert mae("prior") < mae("midpoint")  # train-split means of the plugin's target beat a constant

@@ -49,7 +49,7 @@ def test_prior_run_completes_prints_table_and_writes_outputs(demo_dir, tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "95% CI" in out.stdout and "detection" in out.stdout and "tl_size" in out.stdout
     results = json.loads((tmp_path / "prior" / "results.json").read_text())
-    assert results["schema_version"] == "1.0"
+    assert results["schema_version"] == "2.0"
     assert results["protocol"]["name"] == "paper"
     assert set(results["task_fingerprints"]) == {"detection", "tl_size", "ad_measure"}
     assert results["environment"]["packages"]["medvision-eval"]
@@ -67,8 +67,8 @@ def test_oracle_is_perfect_and_random_is_near_zero(demo_dir, tmp_path):
     m = metrics(tmp_path / "oracle")
     assert m["detection"]["all/IoU"] == pytest.approx(1.0, abs=1e-3)
     assert m["detection"]["all/F1"] == pytest.approx(1.0, abs=1e-3)
-    assert m["tl_size"]["MAE"] == pytest.approx(0.0, abs=1e-3)
-    assert m["ad_measure"]["MAE"] == pytest.approx(0.0, abs=1e-3)
+    assert m["tl_size"]["all/MAE"] == pytest.approx(0.0, abs=1e-3)
+    assert m["ad_measure"]["all/MAE"] == pytest.approx(0.0, abs=1e-3)
     out = cli("--tasks", "detection", "--model", "random", "--output", str(tmp_path / "random"), "--data", str(demo_dir))
     assert out.returncode == 0, out.stdout + out.stderr
     # Random boxes overlap big structures by chance (the EPI brain fills 42 % of its slice), so
@@ -164,13 +164,13 @@ def test_report_and_compare_read_run_directories(demo_dir, tmp_path):
     md = cli("report", str(tmp_path / "oracle"), str(tmp_path / "prior"), "--format", "markdown", "--metrics", "MAE,SR")
     assert md.returncode == 0, md.stderr
     lines = md.stdout.strip().splitlines()
-    assert lines[0] == "| run | model | protocol | tl_size:MAE | tl_size:SR |"
+    assert lines[0] == "| run | model | protocol | tl_size:all/MAE | tl_size:all/SR |"
     assert lines[2].split(" | ")[1:3] == ["oracle", "paper"] and lines[3].split(" | ")[1] == "prior"
-    oracle_mae = json.loads((tmp_path / "oracle" / "results.json").read_text())["tasks"]["tl_size"]["metrics"]["MAE"]["value"]
+    oracle_mae = json.loads((tmp_path / "oracle" / "results.json").read_text())["tasks"]["tl_size"]["metrics"]["all/MAE"]["value"]
     assert f"{oracle_mae:.4f}" in lines[2]
     csv_out = tmp_path / "board.csv"
     assert cli("report", str(tmp_path / "oracle"), str(tmp_path / "prior"), "--format", "csv", "--out", str(csv_out)).returncode == 0
-    assert csv_out.read_text().splitlines()[0].startswith("run,model,protocol,tl_size:MAE")
+    assert csv_out.read_text().splitlines()[0].startswith("run,model,protocol,tl_size:all/MAE")
 
     cmp = cli("compare", str(tmp_path / "oracle"), str(tmp_path / "prior"), "--json")
     assert cmp.returncode == 0, cmp.stderr
@@ -178,7 +178,7 @@ def test_report_and_compare_read_run_directories(demo_dir, tmp_path):
     (task,) = result["tasks"]
     assert task["task"] == "tl_size" and task["n_shared"] == task["n_a"] == task["n_b"] > 0
     mae = next(m for m in task["metrics"] if m["metric"] == "MAE")
-    prior_mae = json.loads((tmp_path / "prior" / "results.json").read_text())["tasks"]["tl_size"]["metrics"]["MAE"]["value"]
+    prior_mae = json.loads((tmp_path / "prior" / "results.json").read_text())["tasks"]["tl_size"]["metrics"]["all/MAE"]["value"]
     assert mae["a"]["value"] == pytest.approx(oracle_mae) and mae["b"]["value"] == pytest.approx(prior_mae)
     assert mae["diff"]["value"] == pytest.approx(oracle_mae - prior_mae)
     assert mae["diff"]["low"] <= mae["diff"]["value"] <= mae["diff"]["high"]

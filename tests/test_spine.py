@@ -36,11 +36,11 @@ def test_run_persists_every_answer_and_scores(tmp_path):
     records = load_responses(summary.output)
     assert len(records) == 40
     results = score_run(summary.output, registry=registry())
-    assert results["tasks"]["toy"]["metrics"]["MAE"]["value"] == pytest.approx(0.0, abs=0.051)
+    assert results.tasks["toy"].metrics["all/MAE"].value == pytest.approx(0.0, abs=0.051)
     rows = read_samples(summary.output)
     assert [r["id"] for r in rows] == [f"ToyA/test/{i:04d}" for i in range(20)] + [f"ToyB/test/{i:04d}" for i in range(20)]
     assert all(r["status"] == "ok" and r["response"].startswith("The answer is") for r in rows)
-    assert json.loads((summary.output / "results.json").read_text())["schema_version"] == "1.0"
+    assert json.loads((summary.output / "results.json").read_text())["schema_version"] == "2.0"
 
 
 def test_rerun_makes_zero_model_calls(tmp_path):
@@ -62,7 +62,7 @@ def test_errors_are_recorded_not_cached_and_retried(tmp_path):
     first = make_runner(tmp_path, CountingModel(fail_ids=fail)).execute()
     assert first.errors == 2 and first.sent == 40
     results = score_run(first.output, registry=registry())
-    assert results["tasks"]["toy"]["parse_stats"]["error"] == 2
+    assert results.tasks["toy"].parse_stats["error"] == 2
     rows = {r["id"]: r for r in read_samples(first.output)}
     assert rows["ToyA/test/0003"]["status"] == "error" and "HTTP 500" in rows["ToyA/test/0003"]["error"]
 
@@ -71,8 +71,8 @@ def test_errors_are_recorded_not_cached_and_retried(tmp_path):
     assert sorted(retry.calls) == sorted(fail)
     assert second.errors == 0
     results = score_run(second.output, registry=registry())
-    assert results["tasks"]["toy"]["parse_stats"]["error"] == 0
-    assert results["counts"] == {"planned": 40, "answered": 40, "errors": 0, "no_response": 0}
+    assert results.tasks["toy"].parse_stats["error"] == 0
+    assert results.counts.model_dump() == {"planned": 40, "answered": 40, "errors": 0, "no_response": 0}
 
 
 def test_bad_sample_data_is_a_sample_error_and_the_run_goes_on(tmp_path):
@@ -134,8 +134,8 @@ def test_batch_size_is_respected_and_scores_do_not_depend_on_it(tmp_path):
     assert max(a.batch_sizes) == 7
     b = CountingModel()
     make_runner(tmp_path / "b", b, batch_size=1).execute()
-    ra = score_run(tmp_path / "a" / "run", registry=registry())["tasks"]
-    rb = score_run(tmp_path / "b" / "run", registry=registry())["tasks"]
+    ra = score_run(tmp_path / "a" / "run", registry=registry()).tasks
+    rb = score_run(tmp_path / "b" / "run", registry=registry()).tasks
     assert ra == rb
 
 

@@ -119,10 +119,10 @@ def test_tl_table3_by_hand():
     assert np.isnan(table["kidney tumor @ CT (A)"]["MRE"])
     overall = table["Overall"]  # v1: the all-failed kidney group leaves the overall line entirely
     assert overall["num_samples"] == 4 and overall["SR"] == 0.75 and overall["MAE"] == liver["MAE"]
-    assert result.metrics["SR"].value == 0.75 and result.metrics["SR_all"].value == pytest.approx(3 / 6)
+    assert result.metrics["all/SR"].value == 0.75 and result.metrics["all/SR_cov"].value == pytest.approx(3 / 6)
     # coverage-penalised: failures count as answering 0 -> AE = mean target, RE ~ 1
-    assert result.metrics["MAE_cov"].value == pytest.approx((0.75 + 2.5 + 7.5 + 0 + 15 + 15) / 6)
-    assert result.metrics["MRE_cov"].value == pytest.approx((0.1 + 0.25 + 1 + 0 + 1 + 1) / 6)
+    assert result.metrics["all/MAE_cov"].value == pytest.approx((0.75 + 2.5 + 7.5 + 0 + 15 + 15) / 6)
+    assert result.metrics["all/MRE_cov"].value == pytest.approx((0.1 + 0.25 + 1 + 0 + 1 + 1) / 6)
 
 
 def ad_sample(i, dataset, kind, key, value):

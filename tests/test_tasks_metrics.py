@@ -10,6 +10,7 @@ import pytest
 import shapely
 
 import v1_reference as ref
+from medvision_eval.metric_names import canonical
 from medvision_eval.protocol import get_protocol
 from medvision_eval.schema import ImageRef, Sample, Target
 from medvision_eval.tasks.ad_measure import AngleDistanceTask
@@ -82,7 +83,7 @@ def random_targets(rng: np.random.Generator, n: int) -> np.ndarray:
 def compare(vec: dict[str, np.ndarray], expected: list[dict[str, float]], names: tuple[str, ...]) -> None:
     for name in names:
         want = np.array([e[name] for e in expected], dtype=np.float64)
-        got = np.asarray(vec[name], dtype=np.float64)
+        got = np.asarray(vec[canonical(name)], dtype=np.float64)  # v1 "success" is our "SR"
         assert np.array_equal(np.isnan(got), np.isnan(want)), name
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-12, equal_nan=True, err_msg=name)
 
@@ -97,8 +98,8 @@ def test_detection_matches_v1_on_generated_cases():
     expected = [ref.detection_sample(text, list(t)) for text, t in zip(texts, targets)]
     compare(scores, expected, ("IoU", "F1", "Precision", "Recall", "MAE", "success"))
     # the generator reached every branch
-    assert (scores["success"] == 0).sum() > 1000
-    assert ((scores["success"] == 1) & (scores["IoU"] == 0)).sum() > 500  # inverted/zero-area/far
+    assert (scores["SR"] == 0).sum() > 1000
+    assert ((scores["SR"] == 1) & (scores["IoU"] == 0)).sum() > 500  # inverted/zero-area/far
     assert (scores["IoU"] > 0.5).sum() > 50
     assert (scores["MAE"] > 1).sum() > 100  # pixel answers count as successes
 
@@ -136,7 +137,7 @@ def test_value_metrics_match_v1_on_generated_cases(family):
         want = np.array([(b is not None and b < round(level * 10)) for b in (ref.mre_bucket(e["MRE"]) for e in expected)])
         np.testing.assert_array_equal(below_rate_indicator(scores["MRE"], level), want.astype(float))
     # MRE<1.0 is the success indicator (last bucket is [0.9, inf))
-    np.testing.assert_array_equal(below_rate_indicator(scores["MRE"], 1.0), scores["success"])
+    np.testing.assert_array_equal(below_rate_indicator(scores["MRE"], 1.0), scores["SR"])
 
 
 def test_box_overlaps_agree_with_shapely():

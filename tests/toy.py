@@ -131,7 +131,7 @@ class ToyTask(Task):
             fingerprint=self.fingerprint(),
             n_samples=len(samples),
             parse_stats=stats,
-            metrics={"MAE": Interval(value=mae, low=mae, high=mae)},
+            metrics={"all/MAE": Interval(value=mae, low=mae, high=mae)},
         )
 
 

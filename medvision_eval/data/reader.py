@@ -16,6 +16,7 @@ official dataset order and ``--limit N`` means ``samples[:N]``. ``MedVision_DISA
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
@@ -26,7 +27,7 @@ from PIL import Image
 
 from ..schema import ImageRef, Sample, Target
 from . import annotate, render
-from .catalogue import BenchmarkConfig, Catalogue, load_catalogue, normalise_modality
+from .catalogue import CATALOGUE_FILE, BenchmarkConfig, Catalogue, load_catalogue, normalise_modality
 from .errors import DataNotFoundError, SampleDataError
 from .planfile import plan_filename, read_json
 from .volumes import VolumeCache, VolumeHeader, read_header, take_slice
@@ -145,6 +146,19 @@ class MedVisionData:
         if not 1 <= config.task_id <= len(tasks):
             raise DataNotFoundError(f"{config.name}: the plan has {len(tasks)} tasks, no Task{config.task_id:02d}")
         return tasks[config.task_id - 1]
+
+    def identity(self) -> dict[str, str]:
+        """sha256 (16 hex) of every annotation file planning has read so far, by path under the root:
+        the plan files and the root's catalogue.json. Two runs with equal identities saw the same samples."""
+        files = sorted(self._plans) + [p for p in [self.root / CATALOGUE_FILE] if p.is_file()]
+        out = {}
+        for path in files:
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            out[path.relative_to(self.root).as_posix()] = digest.hexdigest()[:16]
+        return out
 
     # --------------------------------------------------------------------------- samples
     def samples(self, config: BenchmarkConfig | str, split: str = "test") -> list[Sample]:

@@ -12,31 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from ..schema import GenerationSettings, PerceivedGeometry, Request, Response, Sample
 
-from ..schema import GenerationSettings, Request, Response, Sample
-
-
-class PerceivedGeometry(BaseModel):
-    """Image geometry as the model perceives it, all sizes (width, height) in pixels.
-
-    ``canvas``  the image the vision encoder actually receives (after resize and padding);
-    ``content`` the part of ``canvas`` covered by the image (== canvas when nothing is padded);
-    ``v1``      what the official v1 code stated for this model (kept for the ``paper`` protocol,
-                wrong for padding/tiling models: official issue #20).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    original: tuple[int, int]
-    canvas: tuple[int, int]
-    content: tuple[int, int]
-    v1: tuple[int, int]
-
-    @classmethod
-    def identity(cls, width: int, height: int) -> "PerceivedGeometry":
-        size = (int(width), int(height))
-        return cls(original=size, canvas=size, content=size, v1=size)
+__all__ = ["ModelAdapter", "PerceivedGeometry", "RunContext"]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import PerceivedGeometry
+from ..schema import PerceivedGeometry
 
 Family = Literal[
     "identity", "qwen2_vl", "fixed", "clip_pad_square", "internvl", "llava_onevision", "mllama"

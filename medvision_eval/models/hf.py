@@ -29,7 +29,7 @@ from ._common import (
     to_hf_chat,
     with_system,
 )
-from .base import PerceivedGeometry
+from ..schema import PerceivedGeometry
 from .errors import BackendNotInstalledError, ModelArgsError, ModelUnavailableError
 from .geometry import GeometrySpec, perceive, spec_from_hf
 

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..models.base import PerceivedGeometry
+from ..schema import PerceivedGeometry
 from ..schema import AnswerSpec, Prediction, Sample
 from . import groups as G
 from . import measure as M
@@ -136,8 +136,8 @@ class AngleDistanceTask(MeasurementTask):
         group_of = [ad_group(n, first[n].dataset, metric_type(first[n])) for n in names]
         everything = np.ones(len(names), dtype=bool)
         table4 = [M.weighted_row("Overall", rows, everything, OVERALL_SPEC, include_by=None, key="group")]
-        metrics = M.weighted_intervals("", per, codes, len(names), everything, OVERALL_SPEC, include_by=None, seed=seed)
-        metrics.update(M.coverage_intervals("", per, seed=seed))
+        metrics = M.weighted_intervals("all/", per, codes, len(names), everything, OVERALL_SPEC, include_by=None, seed=seed)
+        metrics.update(M.coverage_intervals("all/", per, seed=seed))
         ordered = [g for _, g in PAPER_GROUPS] + sorted(set(group_of) - {g for _, g in PAPER_GROUPS})
         for group in ordered:
             include = np.array([g == group for g in group_of], dtype=bool)

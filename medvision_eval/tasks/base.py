@@ -13,28 +13,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from ..protocol import Protocol
-from ..schema import AnswerSpec, Interval, Message, Prediction, Sample, stable_hash
+from ..results import TaskResult
+from ..schema import AnswerSpec, Message, Prediction, Sample, stable_hash
+
+__all__ = ["Task", "TaskResult"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.catalogue import BenchmarkConfig, Catalogue
-    from ..models.base import PerceivedGeometry
-
-
-class TaskResult(BaseModel):
-    """Aggregated results of one task family in one run (a block of results.json)."""
-
-    task: str
-    protocol: str
-    fingerprint: str
-    n_samples: int
-    parse_stats: dict[str, int]  # ParseStatus value -> count
-    metrics: dict[str, Interval]  # headline numbers with 95 % bootstrap intervals
-    # Paper-style tables: table name -> rows (each row a flat dict, first key the group name).
-    tables: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
-    notes: list[str] = Field(default_factory=list)
+    from ..schema import PerceivedGeometry
 
 
 class Task(ABC):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..metric_names import canonical
 from ..schema import ImagePart, Message, ParseStatus, Prediction, Sample, TextPart
 from . import prompts
 from .base import Task
@@ -17,7 +18,12 @@ from .parsing import StrictRules, parse_last_k, parse_strict
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.catalogue import BenchmarkConfig, Catalogue
-    from ..models.base import PerceivedGeometry
+    from ..schema import PerceivedGeometry
+
+
+def vocabulary(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-sample metric arrays under the names of :mod:`medvision_eval.metric_names`."""
+    return {canonical(name): values for name, values in scores.items()}
 
 
 class FamilyTask(Task):
@@ -108,4 +114,4 @@ class MeasurementTask(FamilyTask):
 
     def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
         pred, ok = prediction_matrix(predictions, self.k)
-        return value_scores(pred, ok, self.targets(samples, self.k))
+        return vocabulary(value_scores(pred, ok, self.targets(samples, self.k)))

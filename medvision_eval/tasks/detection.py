@@ -14,13 +14,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..models.base import PerceivedGeometry
+from ..schema import PerceivedGeometry
+from ..metric_names import canonical
 from ..schema import AnswerSpec, Interval, Prediction, Sample
 from ..stats import mean_intervals
 from . import groups as G
 from . import prompts
 from .base import TaskResult
-from .common import FamilyTask
+from .common import FamilyTask, vocabulary
 from .label_maps import MINIMUM_GROUP_SIZE
 from .metrics import at_least_indicator, detection_scores, prediction_matrix
 from .parsing import StrictRules
@@ -54,7 +55,7 @@ class DetectionTask(FamilyTask):
     # -- scoring -------------------------------------------------------------------------------
     def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
         pred, ok = prediction_matrix(predictions, 4)
-        return detection_scores(pred, ok, self.targets(samples, 4))
+        return vocabulary(detection_scores(pred, ok, self.targets(samples, 4)))
 
     def aggregate(
         self,
@@ -100,7 +101,7 @@ class DetectionTask(FamilyTask):
 def per_sample_table_metrics(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The per-sample quantities every detection table averages: overlaps, SR, indicators, MAE."""
     per = {name: scores[name] for name in OVERLAPS}
-    per["SR"] = scores["success"]
+    per["SR"] = scores["SR"]
     for t in V1_THRESHOLDS:
         for name in ("IoU", "F1", "Precision", "Recall"):
             per[f"{name}>{t:.1f}"] = at_least_indicator(scores[name], t)
@@ -201,14 +202,15 @@ def headline(
         if not mask.any():  # no group of this set reaches the size floor: nothing to report
             continue
         for col in TABLE2_COLUMNS:
-            arrays[f"{kind}/{col}"] = np.where(mask, per[col], np.nan)
+            arrays[f"{kind}/{canonical(col)}"] = np.where(mask, per[col], np.nan)
     for col in TABLE2_COLUMNS + ("MAE",):
-        arrays[f"all/{col}"] = per[col]
+        arrays[f"all/{canonical(col)}"] = per[col]
     intervals = mean_intervals(arrays, seed=seed)
     for row in table2:  # point values exactly as the table prints them
         for col in TABLE2_COLUMNS:
-            if f"{row['set']}/{col}" not in intervals:
+            name = f"{row['set']}/{canonical(col)}"
+            if name not in intervals:
                 continue
-            iv = intervals[f"{row['set']}/{col}"]
-            intervals[f"{row['set']}/{col}"] = Interval(value=row[col], low=iv.low, high=iv.high)
+            iv = intervals[name]
+            intervals[name] = Interval(value=row[col], low=iv.low, high=iv.high)
     return intervals

@@ -25,7 +25,7 @@ COVERAGE_METRICS = ("MAE_cov", "MRE_cov")
 
 
 def per_sample_table_metrics(scores: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    per = {"MAE": scores["MAE"], "MRE": scores["MRE"], "SR": scores["success"]}
+    per = {"MAE": scores["MAE"], "MRE": scores["MRE"], "SR": scores["SR"]}
     for k in MRE_LEVELS:
         per[f"MRE<{k:.1f}"] = below_rate_indicator(scores["MRE"], k)
     per["MAE_cov"] = scores["MAE_cov"]
@@ -94,5 +94,5 @@ def weighted_intervals(
 
 def coverage_intervals(prefix: str, per: Mapping[str, np.ndarray], *, seed: int) -> dict[str, Interval]:
     arrays = {f"{prefix}{m}": per[m] for m in COVERAGE_METRICS}
-    arrays[f"{prefix}SR_all"] = per["SR"]
+    arrays[f"{prefix}SR_cov"] = per["SR"]
     return mean_intervals(arrays, seed=seed)

@@ -13,7 +13,7 @@ Everything here is a pure function of its arguments; the tasks fill in sample fi
 
 from __future__ import annotations
 
-from ..models.base import PerceivedGeometry
+from ..schema import PerceivedGeometry
 from ..protocol import Protocol
 
 # -- v1 format requirements (exact) ---------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..models.base import PerceivedGeometry
+from ..schema import PerceivedGeometry
 from ..schema import AnswerSpec, Prediction, Sample
 from . import groups as G
 from . import measure as M
@@ -82,8 +82,8 @@ class TumorLesionSizeTask(MeasurementTask):
         everything = np.ones(len(names), dtype=bool)
         overall = M.weighted_row("Overall", rows, everything, OVERALL_SPEC, include_by="MRE", key="label")
         coverage = M.pooled_row("All samples (coverage-penalised)", per, key="label")
-        metrics = M.weighted_intervals("", per, codes, len(names), everything, OVERALL_SPEC, include_by="MRE", seed=seed)
-        metrics.update(M.coverage_intervals("", per, seed=seed))
+        metrics = M.weighted_intervals("all/", per, codes, len(names), everything, OVERALL_SPEC, include_by="MRE", seed=seed)
+        metrics.update(M.coverage_intervals("all/", per, seed=seed))
         table3 = sorted(rows, key=lambda r: (-r["num_samples"], r["label"])) + [overall]
         return TaskResult(
             task=self.name,
@@ -96,7 +96,7 @@ class TumorLesionSizeTask(MeasurementTask):
             notes=[
                 "v1 semantics: MAE/MRE over both diameters and over parsed samples only; MRE<k over all samples.",
                 "v1 overall line: groups without any parsed answer are left out entirely (their samples too), "
-                "which can raise the overall SR; SR_all in metrics counts every sample.",
+                "which can raise the overall SR; all/SR_cov in metrics counts every sample.",
                 "MAE_cov/MRE_cov (not in the paper): means over all samples, a failure counted as answering 0.",
             ],
         )

@@ -61,11 +61,11 @@ class LesionAreaTask(Task):
         target = np.array([self.true_values(s)[0] for s in samples], dtype=float)
         pred = np.array([p.values[0] if p.status == ParseStatus.ok else np.nan for p in predictions], dtype=float)
         return {"AE": np.abs(pred - target), "RE": np.abs(pred - target) / (target + 1e-15),
-                "success": (~np.isnan(pred)).astype(float)}
+                "SR": (~np.isnan(pred)).astype(float)}
 
     def aggregate(self, samples, predictions, scores, *, seed=0):
         order = sorted(range(len(samples)), key=lambda i: samples[i].id)  # order-independent
-        per = {"MAE": scores["AE"][order], "MRE": scores["RE"][order], "SR": scores["success"][order]}
+        per = {"all/MAE": scores["AE"][order], "all/MRE": scores["RE"][order], "all/SR": scores["SR"][order]}
         counts = Counter(p.status.value for p in predictions)
         return TaskResult(
             task=self.name,

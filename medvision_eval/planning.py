@@ -1,0 +1,97 @@
+"""The planner: which samples a run asks, with which messages, under which cache keys.
+
+Planning reads annotations only (no voxels). Its output, a :class:`Plan`, is everything the
+executor needs: per task, the samples in dataset order, their messages (image parts carry a
+``ref`` only) and their cache keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import RunConfig, parse_task_spec
+from .errors import RunError
+from .schema import AnswerSpec, Message, PerceivedGeometry, Sample, stable_hash
+from .store import PlanEntry, cache_key
+
+
+def in_shard(sample_id: str, index: int, count: int) -> bool:
+    """Deterministic split by sample id: independent of order, batch size and machine."""
+    if count == 1:
+        return True
+    digest = hashlib.sha256(sample_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """What the executor turns into a :class:`~medvision_eval.schema.Request` for one sample."""
+
+    sample: Sample
+    messages: list[Message]
+    answer: AnswerSpec
+
+
+@dataclass
+class PlannedTask:
+    name: str
+    task: Any  # tasks.base.Task
+    entries: list[PlanEntry] = field(default_factory=list)
+    requests: dict[str, PlannedRequest] = field(default_factory=dict)  # cache key -> request
+
+
+@dataclass
+class Plan:
+    tasks: list[PlannedTask]
+
+    @property
+    def entries(self) -> list[PlanEntry]:
+        return [e for t in self.tasks for e in t.entries]
+
+    def __len__(self) -> int:
+        return sum(len(t.entries) for t in self.tasks)
+
+
+def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any) -> Plan:
+    """Plan every ``--tasks`` spec of ``config``; ``tasks`` maps family name -> built task."""
+    identity = adapter.identity()
+    generation = adapter.generation_settings().model_dump()
+    geometries: dict[tuple[int, int], PerceivedGeometry] = {}
+    planned: dict[str, PlannedTask] = {}
+    seen: set[tuple[str, str]] = set()
+    order = 0
+    for spec in config.tasks:
+        name, selector = parse_task_spec(spec)
+        task = tasks[name]
+        fingerprint = task.fingerprint()
+        try:
+            configs = task.configs(data.catalogue, selector)
+        except (KeyError, ValueError) as exc:
+            raise RunError(f"--tasks {spec}: {exc}") from exc
+        item = planned.setdefault(name, PlannedTask(name=name, task=task))
+        for bench_config in configs:
+            for sample in _selected(data.samples(bench_config, split="test"), config):
+                if not task.keep(sample) or (name, sample.id) in seen:
+                    continue
+                seen.add((name, sample.id))
+                order += 1
+                if config.shard and not in_shard(sample.id, *config.shard):
+                    continue
+                size = tuple(sample.image_size)
+                if size not in geometries:
+                    geometries[size] = adapter.perceived_geometry(*size)
+                messages = task.messages(sample, geometries[size])
+                prompt_hash = stable_hash([m.model_dump(mode="json") for m in messages])
+                key = cache_key(identity, fingerprint, sample.id, prompt_hash, generation)
+                item.entries.append(PlanEntry(task=name, key=key, prompt_hash=prompt_hash, order=order, sample=sample))
+                item.requests[key] = PlannedRequest(sample, messages, task.answer_spec(sample))
+    return Plan(list(planned.values()))
+
+
+def _selected(samples: Sequence[Sample], config: RunConfig) -> Sequence[Sample]:
+    """``--limit N``: the first N samples of a config in dataset order, as the paper did;
+    ``--limit 0.1``: the first ceil(0.1 * n) of its n samples, as lmms-eval."""
+    return samples if config.limit is None else samples[: config.limit_for(len(samples))]
