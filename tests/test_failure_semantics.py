@@ -282,3 +282,30 @@ def test_gen_kwargs_and_show_config(tmp_path):
     bad = cli("--tasks", "tl_size", "--model", "openai", "--model-args", "model=m", "--gen_kwargs", "num_beams=4",
               "--output", str(tmp_path / "r"))
     one_error(bad, EXIT_USAGE, "'num_beams' is not a generation setting")
+
+
+def test_an_endpoint_that_keeps_failing_mid_run_exits_3(demo_root, tmp_path):
+    from http.server import BaseHTTPRequestHandler
+
+    from loopback import LoopbackServer
+
+    class Broken(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            data = b'{"error": "overloaded"}'
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = LoopbackServer(Broken, "/v1")
+    try:
+        out = cli("--tasks", "tl_size", "--model", "openai", "--model-args",
+                  f"model=m,base_url={server.url},max_retries=0,failure_threshold=3,concurrency=1",
+                  "--data", str(demo_root), "--output", str(tmp_path / "r"), "--quiet", timeout=120)
+    finally:
+        server.close()
+    one_error(out, EXIT_UNAVAILABLE, "model unavailable", "3 in a row", "HTTP 503")

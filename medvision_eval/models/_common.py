@@ -410,6 +410,5 @@ class RemoteAdapter(SettingsAdapter):
     def _failure_summary(self) -> str:
         return (
             f"{self._failed} of {self._answered} requests failed, {self._consecutive} in a row "
-            f"(failure_threshold={self.settings.failure_threshold:g}); last error: {self._last_error}. "
-            "Stored answers are kept; re-run to resume."
+            f"(failure_threshold={self.settings.failure_threshold:g}); last error: {self._last_error}"
         )
