@@ -127,7 +127,7 @@ def test_failures_are_recorded_and_only_they_are_retried(demo_dir, tmp_path):
     run_dir = tmp_path / "flaky"
     base = ["--tasks", TASKS, "--model", "oracle", "--data", str(demo_dir), "--output", str(run_dir)]
     first = cli(*base, "--model-args", "error_rate=0.3")
-    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.returncode == 1, first.stdout + first.stderr  # failures beyond --max-error-rate 0
     results = json.loads((run_dir / "results.json").read_text())
     failed = {r["id"] for rows in sample_lines(run_dir).values() for r in rows if r["status"] == "error"}
     assert failed and results["counts"]["errors"] == len(failed)
