@@ -134,7 +134,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    "a fraction below 1 takes that share of each config (lmms-eval's --limit 0.1)")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=parse_batch_size, default=None,
                    help="requests per adapter call (default: the adapter's)")
-    p.add_argument("--protocol", default="paper", choices=["paper", "corrected"],
+    from .protocol import protocol_names
+
+    p.add_argument("--protocol", default="paper", choices=protocol_names(),
                    help="paper: the v1 code exactly (default); corrected: fixed prompts, parser, windows")
     p.add_argument("--seed", type=int, default=0, help="seed for baselines and bootstrap intervals (default 0)")
     p.add_argument("--shard", type=parse_shard, default=None,

@@ -124,7 +124,7 @@ class Executor:
         for entry in batch:
             planned = item.requests[entry.key]
             try:
-                attach_images(planned.messages, lambda: self.data.image(planned.sample, self.protocol))
+                attach_images(planned.messages, lambda: self.protocol.render_image(self.data, planned.sample))
             except SampleDataError as exc:
                 failed.append((entry, Response(error=f"data: {exc}")))
                 self.sample_errors.append(f"error: sample {planned.sample.id}: {exc}")

@@ -59,4 +59,9 @@ def build_task(registry: Registry, name: str, protocol: Protocol) -> Task:
         cls = load_target(provided.entry.target)
     except PluginError as exc:
         raise RunError(f"task {name!r} ({provided.provider}): {exc}") from exc
-    return cls(protocol)
+    from .tasks.base import UnsupportedProtocolError
+
+    try:
+        return cls(protocol)
+    except UnsupportedProtocolError as exc:
+        raise RunError(str(exc)) from None

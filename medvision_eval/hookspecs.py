@@ -1,7 +1,8 @@
 """The plugin contract.
 
-A plugin is any module or object with functions decorated by :data:`hookimpl`. Built-in
-tasks and models register through exactly these hooks; third-party packages are found
+A plugin is any module or object with functions decorated by :data:`hookimpl` (an undecorated
+or misspelt ``medvision_eval_*`` function is an error at discovery). Built-in tasks, models and
+sample families register through exactly these hooks; third-party packages are found
 through the entry-point group ``medvision_eval``::
 
     # pyproject.toml of a plugin package
@@ -54,6 +55,21 @@ class ModelEntry(BaseModel):
     unavailable: str | None = None
 
 
+class FamilyEntry(BaseModel):
+    """A sample family: how samples are built from a MedVision data directory.
+
+    ``target`` is ``"module:Class"`` of a :class:`~medvision_eval.data.families.SampleBuilder`.
+    ``name`` is what ``BenchmarkConfig.task`` / ``Sample.task`` say and what a task's ``family`` names.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    target: str
+    description: str = ""
+    override: bool = False
+
+
 class Specs:
     @hookspec
     def medvision_eval_tasks(self) -> list[TaskEntry]:
@@ -62,3 +78,10 @@ class Specs:
     @hookspec
     def medvision_eval_models(self) -> list[ModelEntry]:
         """Return the models (adapters and presets) this plugin provides."""
+
+    @hookspec
+    def medvision_eval_families(self) -> list[FamilyEntry]:
+        """Return the sample families (sample builders over a data directory) this plugin provides."""
+
+
+HOOK_NAMES = ("medvision_eval_tasks", "medvision_eval_models", "medvision_eval_families")

@@ -12,10 +12,8 @@ from PIL import Image
 from medvision_eval.hookspecs import ModelEntry, TaskEntry, hookimpl
 from medvision_eval.models.base import ModelAdapter
 from medvision_eval.schema import (
-    AnswerSpec,
     ImagePart,
     ImageRef,
-    Interval,
     Message,
     ParseStatus,
     Prediction,
@@ -24,7 +22,7 @@ from medvision_eval.schema import (
     Target,
     TextPart,
 )
-from medvision_eval.tasks.base import Task, TaskResult
+from medvision_eval.tasks.base import Task
 
 
 @dataclass(frozen=True)
@@ -95,18 +93,17 @@ class ToyData:
 
 
 class ToyTask(Task):
-    name = "toy"
-    prompt_version = "1"
+    """A complete task on the base contract: prompt, parse, score; the base builds the result."""
 
-    def configs(self, catalogue, selector):
-        return catalogue.configs("toy", selector)
+    name = "toy"
+    k, unit, answer_names = 1, "mm", ("value",)
 
     def messages(self, sample, geometry):
         text = f"How long is the {sample.label}? Image {geometry.canvas[0]}x{geometry.canvas[1]}."
         return [Message(role="user", content=[TextPart(text=text), ImagePart(ref=sample.image.key())])]
 
-    def answer_spec(self, sample):
-        return AnswerSpec(k=1, names=("value",), unit="mm", low=0.0, high=100.0)
+    def plausible_range(self, sample):
+        return 0.0, 100.0
 
     def parse(self, text):
         nums = re.findall(r"-?\d+\.?\d*", text or "")
@@ -114,25 +111,13 @@ class ToyTask(Task):
             return Prediction(status=ParseStatus.missing)
         return Prediction(status=ParseStatus.ok, values=(float(nums[-1]),))
 
+    def parse_for(self, sample, text):
+        return self.parse(text)
+
     def score(self, samples: Sequence[Sample], predictions):
         target = np.array([s.target.values[0] for s in samples])
         pred = np.array([p.values[0] if p.status == ParseStatus.ok else np.nan for p in predictions])
-        return {"AE": np.abs(pred - target)}
-
-    def aggregate(self, samples, predictions, scores, *, seed=0):
-        ae = scores["AE"]
-        stats = {s.value: 0 for s in ParseStatus}
-        for p in predictions:
-            stats[p.status.value] += 1
-        mae = float(np.nanmean(ae)) if np.isfinite(ae).any() else float("nan")
-        return TaskResult(
-            task=self.name,
-            protocol=self.protocol.name,
-            fingerprint=self.fingerprint(),
-            n_samples=len(samples),
-            parse_stats=stats,
-            metrics={"all/MAE": Interval(value=mae, low=mae, high=mae)},
-        )
+        return {"MAE": np.abs(pred - target)}
 
 
 class CountingModel(ModelAdapter):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -29,6 +29,7 @@ from ..schema import ImageRef, Sample, Target
 from . import annotate, render
 from .catalogue import CATALOGUE_FILE, BenchmarkConfig, Catalogue, load_catalogue, normalise_modality
 from .errors import DataNotFoundError, SampleDataError
+from .families import SampleBuilder
 from .planfile import plan_filename, read_json
 from .volumes import VolumeCache, VolumeHeader, read_header, take_slice
 
@@ -48,6 +49,13 @@ def _planner_version(config: BenchmarkConfig) -> str:
     return config.planner_version
 
 
+def discovered_families() -> dict[str, SampleBuilder]:
+    """The sample builders every installed plugin registers (the three built-ins included)."""
+    from ..plugins import Registry
+
+    return Registry.discover().sample_builders()
+
+
 def group_by_volume(samples: Sequence[Sample]) -> list[Sample]:
     """Samples reordered so each volume's slices are consecutive (stable within a volume)."""
     first: dict[str, int] = {}
@@ -59,12 +67,18 @@ def group_by_volume(samples: Sequence[Sample]) -> list[Sample]:
 class MedVisionData:
     """A MedVision data directory."""
 
-    def __init__(self, root: str | Path, *, cache_volumes: int = 8, sample_filtering: bool | None = None) -> None:
+    def __init__(self, root: str | Path, *, cache_volumes: int = 8, sample_filtering: bool | None = None,
+                 families: Mapping[str, SampleBuilder] | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise DataNotFoundError(f"data directory {self.root} does not exist; pass --data DIR or set MEDVISION_DATA_DIR "
                                     "to the folder that holds Datasets/ (unset it to use the demo data)")
-        self.catalogue: Catalogue = load_catalogue(self.root)
+        # sample builders by family name (default: every family the installed plugins register)
+        self.families: dict[str, SampleBuilder] = dict(families if families is not None else discovered_families())
+        catalogue = load_catalogue(self.root)
+        added = [c for b in self.families.values() for c in b.configs(catalogue) if c.name not in catalogue]
+        # configs a plugin family derives count as the data root's own when the root declares its own
+        self.catalogue: Catalogue = catalogue.merged(added, local=bool(catalogue.local)) if added else catalogue
         self.problems: list[str] = []
         self._cache = VolumeCache(cache_volumes)
         self._plans: dict[Path, dict[str, Any]] = {}
@@ -77,11 +91,23 @@ class MedVisionData:
                           "multi-instance samples, not comparable with the paper")
 
     # ---------------------------------------------------------------------------- paths
-    def _problem(self, message: str) -> None:
+    def report(self, message: str) -> None:
+        """Record a data problem once (printed and written to data_problems.txt by the run)."""
         seen = self.__dict__.setdefault("_problem_set", set())
         if message not in seen:
             seen.add(message)
             self.problems.append(message)
+
+    _problem = report
+
+    def builder(self, config: BenchmarkConfig) -> SampleBuilder:
+        """The sample builder of a config's family."""
+        try:
+            return self.families[config.task]
+        except KeyError:
+            known = ", ".join(sorted(self.families)) or "none"
+            raise DataNotFoundError(f"{config.name}: no sample family {config.task!r} is registered "
+                                    f"(known: {known}); install the plugin that provides it") from None
 
     def resolve(self, dataset: str, path: str) -> str:
         """A plan path as a posix path relative to the root; raises SampleDataError if it escapes."""
@@ -129,7 +155,7 @@ class MedVisionData:
 
     def plan(self, config: BenchmarkConfig) -> dict[str, Any]:
         d = self.dataset_dir(config)
-        path = d / plan_filename(config.planner_kind, _planner_version(config))
+        path = d / plan_filename(self.builder(config).planner_kind, _planner_version(config))
         if path not in self._plans:
             if not path.is_file():
                 found = sorted(p.name for p in d.glob("benchmark_plan_*.json*"))
@@ -237,19 +263,20 @@ class MedVisionData:
         plan_h, plan_w = int(plan_shape[a]), int(plan_shape[b])
         spacing = (float(zooms[b]), float(zooms[a]))  # (width, height)
         entries = case.get(annotate.PROFILE_KEYS[axis], []) or []
-        lm_problem = self._landmark_problem(config, case, shape) if config.task == "ad_measure" else None
+        builder = self.builder(config)
+        lm_problem = builder.case_problem(self, config, case, shape)
         case_id = str(case.get("case_ID", PurePosixPath(rel).name))
         out: list[Sample] = []
         for position, entry in enumerate(entries):
             idx, entry_problem = self._slice_index(config, case_id, axis, position, entry)
-            for kind, payload in self._targets(config, facts, entry, plan_h, plan_w):
+            for kind, payload in builder.targets(self, config, facts, entry, plan_h, plan_w):
                 label_name, label_id, target, extra = payload
                 key = label_id if label_id is not None else extra.get("metric_key")
                 sid = f"{config.name}/{split}/{case_id}/{config.plane_code}{idx}/{key}"
                 if entry_problem:  # no usable slice index: a stable id from the entry's position
                     sid = f"{config.name}/{split}/{case_id}/{config.plane_code}?entry{position}/{key}"
                 why = problem or entry_problem
-                if why is None and kind == "ellipse-missing":
+                if why is None and kind.endswith("-missing"):
                     why = f"{self.root / rel}: slice {idx} has no measured ellipse in the plan (official loader: IndexError)"
                     self._problem(why)
                 if why is None and not 0 <= idx < shape[axis]:
@@ -289,139 +316,6 @@ class MedVisionData:
                 return int(value), None
         self._problem(problem)
         return -1, problem
-
-    def _landmark_problem(self, config: BenchmarkConfig, case: dict[str, Any], shape: tuple[int, ...]) -> str | None:
-        raw = case.get("landmark_file")
-        if not raw:
-            return None
-        try:
-            rel = self.resolve(config.dataset, raw)
-        except SampleDataError as exc:
-            self._problem(str(exc))
-            return str(exc)
-        path = self.root / rel
-        try:
-            data = read_json(path)
-        except FileNotFoundError:
-            self._problem(f"warning: {path}: landmark file not found (targets come from the plan file)")
-            return None
-        except (OSError, EOFError, ValueError) as exc:
-            self._problem(f"warning: {path}: unreadable landmark file ({exc})")
-            return None
-        structural = self._landmark_structure(path, data)
-        if structural:
-            self._problem(structural)
-            return structural
-        outside = set()
-        for key in annotate.AXIS_KEYS.values():
-            for s in data.get(key, []):
-                lms = s.get("landmarks", {})
-                for item in (lms if isinstance(lms, list) else [lms]):
-                    pts = {k: v for k, v in item.items() if isinstance(v, list)}
-                    outside.update(annotate.points_inside(pts, shape))
-        if outside:
-            msg = f"{path}: landmarks {', '.join(sorted(outside, key=lambda k: (len(k), k)))} lie outside the volume of shape {tuple(shape)}"
-            self._problem(msg)
-            return msg
-        return None
-
-    @staticmethod
-    def _landmark_structure(path: Path, data: Any) -> str | None:
-        """A problem naming the file and the field when a landmark file is not the official
-        ``{"slice_landmarks_x|y|z": [{"slice_idx": i, "landmarks": {name: [x, y, z]}}]}``."""
-        if not isinstance(data, dict):
-            return (f"{path}: top level is a {type(data).__name__}; expected an object with "
-                    f"{', '.join(annotate.AXIS_KEYS.values())}")
-        for key in annotate.AXIS_KEYS.values():
-            slices = data.get(key, [])
-            if not isinstance(slices, list):
-                return f"{path}: {key} is a {type(slices).__name__}; expected a list of slices"
-            for i, entry in enumerate(slices):
-                if not isinstance(entry, dict):
-                    return f"{path}: {key}[{i}] is a {type(entry).__name__}; expected an object"
-                lms = entry.get("landmarks", {})
-                items = lms if isinstance(lms, list) else [lms]
-                for j, item in enumerate(items):
-                    where = f"{key}[{i}].landmarks" + (f"[{j}]" if isinstance(lms, list) else "")
-                    if not isinstance(item, dict):
-                        return f"{path}: {where} is a {type(item).__name__}; expected {{name: [x, y, z]}}"
-                    for name, point in item.items():
-                        if not isinstance(point, list):
-                            continue
-                        for c, v in enumerate(point):
-                            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
-                                return (f"{path}: {where}.{name}[{c}] = {v!r} is not a finite number "
-                                        "(landmark coordinates are voxel indices)")
-        return None
-
-    def _targets(self, config: BenchmarkConfig, facts: dict[str, Any], entry: dict[str, Any], h: int, w: int):
-        profiles = entry.get("slice_profile", []) or []
-        if config.task == "detection":
-            for prof in profiles:
-                boxes = prof.get("bboxes", []) or []
-                if not boxes or (self.sample_filtering and not annotate.keep_box(boxes)):
-                    continue
-                # v1 doc_to_target_BoxCoordinate reads the first box (the only one when filtered)
-                box = boxes[0]
-                lab = int(prof["label"])
-                rel = annotate.relative_box(box["min_coords"], box["max_coords"], h, w)
-                dh, dw = box["dimensions"]
-                extra = {"box_area_ratio": float(dh * dw) / float(h * w) if h and w else float("nan"),
-                         "box_pixels": [*box["min_coords"], *box["max_coords"]], "unit": "relative"}
-                yield "box", (facts["labels"].get(lab, str(lab)), lab,
-                              Target(values=rel, unit="relative", names=("x1", "y1", "x2", "y2")), extra)
-        elif config.task == "tl_size":
-            try:
-                ellipses = annotate.tl_measurements(profiles)
-            except ValueError as exc:
-                raise DataNotFoundError(f"{config.name}: slice {entry.get('slice_idx')}: {exc} (the official loader fails too)") from exc
-            # loader: more than one cluster (v1.1.0+ plans: n_total_clusters; v1.0.0: measured ellipses) -> dropped
-            if self.sample_filtering and not annotate.keep_tl(entry, len(ellipses)):
-                return
-            target_label = facts["target_label"]
-            name = facts["labels"].get(target_label, "lesion") if target_label is not None else "lesion"
-            if not ellipses:  # kept by the loader with an empty profile; v1 doc_to_target fails on it
-                nan = float("nan")
-                yield "ellipse-missing", (name, target_label, Target(values=(nan, nan), unit="mm", names=("major", "minor")),
-                                          {"unit": "mm", "metric_keys": ["L-1-2", "L-3-4"]})
-                return
-            first = ellipses[0]  # v1 doc_to_target_TumorLesionSize reads [0]
-            unit = first["unit"]
-            values = (annotate.as_float16(first["major"]), annotate.as_float16(first["minor"]))
-            yield "ellipse", (name, target_label, Target(values=values, unit=unit, names=("major", "minor")),
-                              {"unit": unit, "metric_keys": ["L-1-2", "L-3-4"],
-                               "plan_values": [first["major"], first["minor"]], "n_measured": len(ellipses)})
-        else:
-            info = self._info_cache(config)
-            for prof in profiles:
-                mtype = prof.get("metric_type")
-                if config.metric_type and mtype != config.metric_type:
-                    continue
-                yield "metric", self._ad_payload(info, prof)
-
-    def _info_cache(self, config: BenchmarkConfig) -> dict[str, Any]:
-        return self.task_info(config)
-
-    @staticmethod
-    def _ad_payload(info: dict[str, Any], prof: dict[str, Any]):
-        mtype, key, mapname = prof["metric_type"], prof["metric_key"], prof["metric_map_name"]
-        entry = info.get(mapname, {}).get(key, {})
-        if mtype == "angle":
-            lines = [info.get(entry.get("element_map_name", "lines_map"), {}).get(k, {}) for k in entry.get("element_keys", [])]
-            point_keys = [p for line in lines for p in line.get("element_keys", [])]
-            pmap = info.get(lines[0].get("element_map_name", "landmarks_map"), {}) if lines else {}
-        else:
-            point_keys = list(entry.get("element_keys", []))
-            pmap = info.get(entry.get("element_map_name", "landmarks_map"), {})
-        names = [pmap.get(k, k) for k in point_keys]
-        unit = prof.get("metric_unit") or ("degree" if mtype == "angle" else "mm")
-        extra = {"metric_type": mtype, "metric_key": key, "metric_map_name": mapname,
-                 "metric_name": entry.get("name", ""), "unit": unit, "landmark_keys": point_keys,
-                 "landmarks": names, **{f"p{i + 1}": n for i, n in enumerate(names)}}
-        label = f"{mtype}_{key}"
-        extra["plan_values"] = [float(prof["metric_value"])]
-        value = annotate.as_float16(prof["metric_value"])  # the HF feature is float16
-        return label, None, Target(values=(value,), unit=unit, names=(mtype,)), extra
 
     # ---------------------------------------------------------------------------- images
     def slice_array(self, sample: Sample) -> np.ndarray:

@@ -9,7 +9,7 @@ falls back to ``sample.label``), ``extra["unit"]`` (falls back to the target's u
 Parse: the last number (paper; a negative answer counts as parsed, as in ``parse_outputs`` +
 ``summarize_AD_task`` that made the tables, although eval-time ``process_results`` rejected it)
 or one non-negative number inside ``<answer>`` (corrected). Under ``corrected``, angle samples
-with ground truth below ``protocol.near_zero_angle`` are left out (``keep``).
+with ground truth below 0.1 degrees are left out (``Protocol.keep``).
 Aggregate: v1 labels ``<dataset>_<metric_type>_<metric_key>``, the overall line and the groups
 FeTA-Distance, Ceph-Angle, Ceph-Distance; other datasets get ``<dataset>-<Angle|Distance>``.
 """
@@ -21,12 +21,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..schema import PerceivedGeometry
-from ..schema import AnswerSpec, Prediction, Sample
+from ..schema import AnswerSpec, PerceivedGeometry, Sample
 from . import groups as G
 from . import measure as M
 from . import prompts
-from .base import TaskResult
+from .base import Summary
 from .common import MeasurementTask
 from .parsing import StrictRules
 from .tl_size import physical_diagonal
@@ -73,19 +72,13 @@ class AngleDistanceTask(MeasurementTask):
     k: ClassVar[int] = 1
 
     @staticmethod
-    def unit(sample: Sample) -> str:
+    def unit_of(sample: Sample) -> str:
         return str(sample.extra.get("unit") or sample.target.unit or ("degree" if metric_type(sample) == "angle" else "mm"))
-
-    def keep(self, sample: Sample) -> bool:
-        limit = self.protocol.near_zero_angle
-        if limit is None or metric_type(sample) != "angle":
-            return True
-        return bool(sample.target.values and sample.target.values[0] >= limit)
 
     # -- prompting ---------------------------------------------------------------------------
     def task_sentence(self, sample: Sample) -> str:
         name = str(sample.extra.get("metric_name") or "")
-        unit = self.unit(sample)
+        unit = self.unit_of(sample)
         points = landmark_names(sample) + ["?"] * 4
         if metric_type(sample) == "angle":
             template = prompts.ANGLE_NAMED if name else prompts.ANGLE_UNNAMED
@@ -99,8 +92,8 @@ class AngleDistanceTask(MeasurementTask):
             prompts.AD_TASK_HEAD.format(image_description=sample.image_description)
             + self.task_sentence(sample)
             + prompts.ADDITIONAL_INFO
-            + prompts.size_statement(self.protocol, sample.pixel_spacing, geometry, "mm")
-            + prompts.format_block(self.protocol, prompts.V1_FORMAT_AD, prompts.LATER_FORMAT_AD)
+            + self.protocol.size_statement(sample.pixel_spacing, geometry, "mm")
+            + self.protocol.format_block(prompts.V1_FORMAT_AD, prompts.LATER_FORMAT_AD)
         )
 
     def answer_spec(self, sample: Sample) -> AnswerSpec:
@@ -108,26 +101,16 @@ class AngleDistanceTask(MeasurementTask):
         high = 90.0 if kind == "angle" else physical_diagonal(sample)  # GT angle is acute (planner)
         name = str(sample.extra.get("metric_name") or kind)
         return AnswerSpec(k=1, names=(name,), unit="degree" if kind == "angle" else "mm", low=0.0, high=high,
-                          template=self.answer_template(), decimals=3, truth=self.true_values(sample))
+                          template=self.protocol.answer_template(), decimals=3, truth=self.true_values(sample))
 
-    def strict_rules(self) -> StrictRules:
-        # parse(text) alone cannot know the metric, so degree and length units are both accepted.
-        return StrictRules(k=1, unit="angle-or-length", nonnegative=True)
-
-    def strict_rules_for(self, sample: Sample) -> StrictRules:
+    def strict_rules(self, sample: Sample | None = None) -> StrictRules:
+        if sample is None:  # parse(text) alone cannot know the metric: degree and length units both accepted
+            return StrictRules(k=1, unit="angle-or-length", nonnegative=True)
         # The score step knows the sample: an angle takes degree units only, a distance mm/cm only.
         return StrictRules(k=1, unit="degree" if metric_type(sample) == "angle" else "mm", nonnegative=True)
 
     # -- scoring -------------------------------------------------------------------------------
-    def aggregate(
-        self,
-        samples: Sequence[Sample],
-        predictions: Sequence[Prediction],
-        scores: dict[str, np.ndarray],
-        *,
-        seed: int = 0,
-    ) -> TaskResult:
-        samples, scores = self.sorted_by_id(samples, scores)
+    def summarize(self, samples: Sequence[Sample], scores: dict[str, np.ndarray], *, seed: int) -> Summary:
         per = M.per_sample_table_metrics(scores)
         labels = [ad_label(s) for s in samples]
         names, codes = G.index_groups(labels)
@@ -149,20 +132,13 @@ class AngleDistanceTask(MeasurementTask):
         for row, group in zip(rows, group_of):
             row["group"] = group
         labels_table = sorted(rows, key=lambda r: (-r["num_samples"], r["label"]))
-        return TaskResult(
-            task=self.name,
-            protocol=self.protocol.name,
-            fingerprint=self.fingerprint(),
-            n_samples=len(samples),
-            parse_stats=self.parse_stats(predictions),
+        return Summary(
             metrics=metrics,
             tables={"table4": table4, "labels": labels_table, "coverage": [M.pooled_row("All samples", per, key="group")]},
             notes=[
                 "v1 semantics: one value; MAE/MRE over parsed samples, MRE<k over all samples; a negative "
                 "answer counts as parsed under 'paper' (as in the tables' parse_outputs path).",
-                "Angle MRE explodes near 0 degrees (GT is the acute inter-line angle); 'corrected' drops GT < "
-                f"{self.protocol.near_zero_angle} degrees." if self.protocol.near_zero_angle is not None else
-                "Angle MRE explodes near 0 degrees (GT is the acute inter-line angle); 'paper' keeps every sample.",
+                "Angle MRE explodes near 0 degrees (GT is the acute inter-line angle); " + self.protocol.filter_note(),
                 "MAE_cov/MRE_cov (not in the paper): means over all samples, a failure counted as answering 0.",
             ],
         )

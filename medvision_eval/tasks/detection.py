@@ -16,11 +16,11 @@ import numpy as np
 
 from ..schema import PerceivedGeometry
 from ..metric_names import canonical
-from ..schema import AnswerSpec, Interval, Prediction, Sample
+from ..schema import Interval, Prediction, Sample
 from ..stats import mean_intervals
 from . import groups as G
 from . import prompts
-from .base import TaskResult
+from .base import Summary
 from .common import FamilyTask, vocabulary
 from .label_maps import MINIMUM_GROUP_SIZE
 from .metrics import at_least_indicator, detection_scores, prediction_matrix
@@ -40,32 +40,27 @@ class DetectionTask(FamilyTask):
     k: ClassVar[int] = 4
 
     # -- prompting ---------------------------------------------------------------------------
+    unit: ClassVar[str] = "relative"
+    answer_names: ClassVar[tuple[str, ...]] = ("x1", "y1", "x2", "y2")
+    decimals: ClassVar[int] = 4
+
     def prompt(self, sample: Sample, geometry: PerceivedGeometry | None = None) -> str:
         """Detection states neither image size nor spacing: its answer is relative."""
         task = prompts.DETECTION_TASK.format(image_description=sample.image_description, label_name=sample.label)
-        return task + prompts.format_block(self.protocol, prompts.V1_FORMAT_BOX, prompts.LATER_FORMAT_BOX)
+        return task + self.protocol.format_block(prompts.V1_FORMAT_BOX, prompts.LATER_FORMAT_BOX)
 
-    def answer_spec(self, sample: Sample) -> AnswerSpec:
-        return AnswerSpec(k=4, names=("x1", "y1", "x2", "y2"), unit="relative", low=0.0, high=1.0,
-                          template=self.answer_template())
+    def plausible_range(self, sample: Sample) -> tuple[float, float]:
+        return 0.0, 1.0
 
-    def strict_rules(self) -> StrictRules:
-        return StrictRules(k=4, unit="relative", nonnegative=True, box=self.protocol.strict_boxes)
+    def strict_rules(self, sample: Sample | None = None) -> StrictRules:
+        return StrictRules(k=4, unit="relative", nonnegative=True, box=True)  # box checks: if the protocol asks
 
     # -- scoring -------------------------------------------------------------------------------
     def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
         pred, ok = prediction_matrix(predictions, 4)
         return vocabulary(detection_scores(pred, ok, self.targets(samples, 4)))
 
-    def aggregate(
-        self,
-        samples: Sequence[Sample],
-        predictions: Sequence[Prediction],
-        scores: dict[str, np.ndarray],
-        *,
-        seed: int = 0,
-    ) -> TaskResult:
-        samples, scores = self.sorted_by_id(samples, scores)
+    def summarize(self, samples: Sequence[Sample], scores: dict[str, np.ndarray], *, seed: int) -> Summary:
         per = per_sample_table_metrics(scores)
         keys = [G.detection_group(s.label, s.modality, G.plane_letter(s.plane, s.image.slice_axis)) for s in samples]
         names, codes = G.index_groups(keys)
@@ -75,12 +70,7 @@ class DetectionTask(FamilyTask):
         ratio = box_ratio_table(samples, scores)
         metrics = headline(per, codes, sets, table2, seed=seed)
         empty = [kind for kind in SETS if f"{kind}/IoU" not in metrics]
-        return TaskResult(
-            task=self.name,
-            protocol=self.protocol.name,
-            fingerprint=self.fingerprint(),
-            n_samples=len(samples),
-            parse_stats=self.parse_stats(predictions),
+        return Summary(
             metrics=metrics,
             tables={"table2": table2, "groups": group_rows, "iou_sweep": sweep, "box_ratio": ratio},
             notes=[

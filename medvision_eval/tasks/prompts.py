@@ -13,8 +13,11 @@ Everything here is a pure function of its arguments; the tasks fill in sample fi
 
 from __future__ import annotations
 
+from ..protocol import ANSWER_TAG_INSTRUCTION, FORMAT_HEAD, IMAGE_SIZE, PIXEL_SIZE, Protocol, stated_pixel_size
 from ..schema import PerceivedGeometry
-from ..protocol import Protocol
+
+__all__ = ["ANSWER_TAG_INSTRUCTION", "FORMAT_HEAD", "IMAGE_SIZE", "PIXEL_SIZE", "format_block", "size_statement",
+           "stated_pixel_size"]
 
 # -- v1 format requirements (exact) ---------------------------------------------------------
 V1_FORMAT_BOX = (
@@ -31,11 +34,6 @@ V1_FORMAT_TL = (
 V1_FORMAT_AD = "The answer should be a single decimal number without any units or additional text."
 
 # -- later official versions: answer tags + shortened format sentences ----------------------
-ANSWER_TAG_INSTRUCTION = (
-    "The reasoning process and the final answer must be enclosed within <think> </think> and "
-    "<answer> </answer> tags, respectively. For example: <think> reasoning process here </think> "
-    "<answer> answer here </answer>. "
-)
 LATER_FORMAT_BOX = ANSWER_TAG_INSTRUCTION + V1_FORMAT_BOX
 LATER_FORMAT_TL = (
     ANSWER_TAG_INSTRUCTION + "The answer should be two decimal numbers separated by a comma. "
@@ -69,9 +67,6 @@ DISTANCE_UNNAMED = (
     "estimate the distance between 2 landmark points in {unit}: (landmark 1) {p1}, (landmark 2) {p2}.\n"
 )
 ADDITIONAL_INFO = "Additional information:\n"
-FORMAT_HEAD = "Format requirement:\n"
-PIXEL_SIZE = "The pixel size for this image is {pw:.3f} {unit} (width) x {ph:.3f} {unit} (height)."
-IMAGE_SIZE = "The image size is {w} pixels (width) x {h} pixels (height)."
 
 ALL_TEMPLATES: dict[str, str] = {
     name: value for name, value in globals().items() if name.isupper() and isinstance(value, str)
@@ -79,39 +74,10 @@ ALL_TEMPLATES: dict[str, str] = {
 
 
 def format_block(protocol: Protocol, v1_text: str, later_text: str) -> str:
-    """The 'Format requirement' body: v1 wording, or the answer-tag wording of later versions."""
-    return FORMAT_HEAD + (later_text if protocol.answer_tags else v1_text)
+    """Kept for plugins written against 0.1: ``protocol.format_block(v1_text, later_text)``."""
+    return protocol.format_block(v1_text, later_text)
 
 
-def stated_pixel_size(
-    spacing: tuple[float, float], original: tuple[int, int], perceived: tuple[int, int]
-) -> tuple[float, float]:
-    """Pixel size of the image the model perceives: spacing x original / perceived, per axis.
-
-    v1: ``adjusted = pixel / (resized / original)`` for height and width independently.
-    """
-    return (
-        spacing[0] * original[0] / perceived[0],
-        spacing[1] * original[1] / perceived[1],
-    )
-
-
-def size_statement(
-    protocol: Protocol,
-    spacing: tuple[float, float],
-    geometry: PerceivedGeometry,
-    unit: str,
-) -> str:
-    """The 'Additional information' lines of the measurement tasks (without the header).
-
-    ``paper``: pixel size scaled by the size v1 stated for the model (``geometry.v1``).
-    ``corrected``: image size of the canvas the model sees, pixel size scaled by the
-    image content inside that canvas (the issue #20 fix; equal to canvas without padding).
-    """
-    perceived = geometry.content if protocol.perceived == "fixed" else geometry.v1
-    pw, ph = stated_pixel_size(spacing, geometry.original, perceived)
-    lines = []
-    if protocol.state_image_size:
-        lines.append(IMAGE_SIZE.format(w=geometry.canvas[0], h=geometry.canvas[1]))
-    lines.append(PIXEL_SIZE.format(pw=pw, ph=ph, unit=unit))
-    return "\n".join(lines) + "\n"
+def size_statement(protocol: Protocol, spacing: tuple[float, float], geometry: PerceivedGeometry, unit: str) -> str:
+    """Kept for plugins written against 0.1: ``protocol.size_statement(spacing, geometry, unit)``."""
+    return protocol.size_statement(spacing, geometry, unit)

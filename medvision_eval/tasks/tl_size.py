@@ -20,13 +20,12 @@ from typing import ClassVar
 import numpy as np
 
 from ..schema import PerceivedGeometry
-from ..schema import AnswerSpec, Prediction, Sample
+from ..schema import Sample
 from . import groups as G
 from . import measure as M
 from . import prompts
-from .base import TaskResult
+from .base import Summary
 from .common import MeasurementTask
-from .parsing import StrictRules
 
 # v1 overall line: every metric over groups with a non-NaN MRE, divided by their total samples.
 OVERALL_SPEC = {m: "included" for m in M.OVERALL_METRICS}
@@ -42,39 +41,25 @@ class TumorLesionSizeTask(MeasurementTask):
     prompt_version: ClassVar[str] = "v1.0"
     description: ClassVar[str] = "Major and minor diameter of a tumour/lesion in mm; MAE, MRE (paper Table 3)."
     k: ClassVar[int] = 2
+    unit: ClassVar[str] = "mm"
+    answer_names: ClassVar[tuple[str, ...]] = ("major axis", "minor axis")
 
     @staticmethod
-    def unit(sample: Sample) -> str:
+    def unit_of(sample: Sample) -> str:
         return str(sample.extra.get("unit") or sample.target.unit or "mm")
 
     # -- prompting ---------------------------------------------------------------------------
     def prompt(self, sample: Sample, geometry: PerceivedGeometry) -> str:
-        unit = self.unit(sample)
+        unit = self.unit_of(sample)
         return (
             prompts.TL_TASK.format(image_description=sample.image_description, label_name=sample.label, unit=unit)
             + prompts.ADDITIONAL_INFO
-            + prompts.size_statement(self.protocol, sample.pixel_spacing, geometry, unit)
-            + prompts.format_block(self.protocol, prompts.V1_FORMAT_TL, prompts.LATER_FORMAT_TL)
+            + self.protocol.size_statement(sample.pixel_spacing, geometry, unit)
+            + self.protocol.format_block(prompts.V1_FORMAT_TL, prompts.LATER_FORMAT_TL)
         )
 
-    def answer_spec(self, sample: Sample) -> AnswerSpec:
-        return AnswerSpec(k=2, names=("major axis", "minor axis"), unit="mm", low=0.0,
-                          high=physical_diagonal(sample), template=self.answer_template(), decimals=3,
-                          truth=self.true_values(sample))
-
-    def strict_rules(self) -> StrictRules:
-        return StrictRules(k=2, unit="mm", nonnegative=True)
-
     # -- scoring -------------------------------------------------------------------------------
-    def aggregate(
-        self,
-        samples: Sequence[Sample],
-        predictions: Sequence[Prediction],
-        scores: dict[str, np.ndarray],
-        *,
-        seed: int = 0,
-    ) -> TaskResult:
-        samples, scores = self.sorted_by_id(samples, scores)
+    def summarize(self, samples: Sequence[Sample], scores: dict[str, np.ndarray], *, seed: int) -> Summary:
         per = M.per_sample_table_metrics(scores)
         keys = [G.tl_group(s.label, s.modality, G.plane_letter(s.plane, s.image.slice_axis)) for s in samples]
         names, codes = G.index_groups(keys)
@@ -85,12 +70,7 @@ class TumorLesionSizeTask(MeasurementTask):
         metrics = M.weighted_intervals("all/", per, codes, len(names), everything, OVERALL_SPEC, include_by="MRE", seed=seed)
         metrics.update(M.coverage_intervals("all/", per, seed=seed))
         table3 = sorted(rows, key=lambda r: (-r["num_samples"], r["label"])) + [overall]
-        return TaskResult(
-            task=self.name,
-            protocol=self.protocol.name,
-            fingerprint=self.fingerprint(),
-            n_samples=len(samples),
-            parse_stats=self.parse_stats(predictions),
+        return Summary(
             metrics=metrics,
             tables={"table3": table3, "coverage": [coverage]},
             notes=[

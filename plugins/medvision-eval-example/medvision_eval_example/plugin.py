@@ -1,6 +1,6 @@
-"""The plugin module named by the ``medvision_eval`` entry point: two hook implementations."""
+"""The plugin module named by the ``medvision_eval`` entry point: three hook implementations."""
 
-from medvision_eval.hookspecs import ModelEntry, TaskEntry, hookimpl
+from medvision_eval.hookspecs import FamilyEntry, ModelEntry, TaskEntry, hookimpl
 
 
 @hookimpl
@@ -22,5 +22,21 @@ def medvision_eval_tasks():
             name="tl_area",
             target="medvision_eval_example.tl_area:LesionAreaTask",
             description="Area of the tumour/lesion ellipse in mm² (example plugin).",
+        ),
+        TaskEntry(
+            name="structure_count",
+            target="medvision_eval_example.structures:StructureCountTask",
+            description="Number of labelled structures on a slice (example plugin; its own sample family).",
+        ),
+    ]
+
+
+@hookimpl
+def medvision_eval_families():
+    return [
+        FamilyEntry(
+            name="structure_count",
+            target="medvision_eval_example.structures:StructureCountSamples",
+            description="one sample per annotated slice of the detection plans; target: number of labels",
         )
     ]
