@@ -123,9 +123,9 @@ class HFAdapter(SettingsAdapter):
             raise ModelUnavailableError(f"could not load {s.pretrained}: {short_error(e, 2000)}{hint}") from e
 
     def _check_loadable(self) -> None:
-        if self._load_error is not None:
-            raise ModelUnavailableError(f"{self.settings.pretrained} failed to load earlier: "
-                                        f"{short_error(self._load_error, 2000)}")
+        error = getattr(self, "_load_error", None)  # subclasses may build their own state
+        if error is not None:
+            raise ModelUnavailableError(f"{self.settings.pretrained} failed to load earlier: {short_error(error, 2000)}")
 
     # -------------------------------------------------------------- loading
     def _load_config(self) -> Any:
