@@ -20,7 +20,7 @@ from rich.text import Text
 
 from . import __version__
 
-SUBCOMMANDS = ("run", "score", "report", "compare", "merge", "list")
+SUBCOMMANDS = ("run", "score", "judge", "report", "compare", "merge", "list")
 
 RUN_EXAMPLES = """examples:
   medvision-eval --tasks detection,tl_size,ad_measure --model prior --output runs/prior
@@ -137,7 +137,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     from .protocol import protocol_names
 
     p.add_argument("--protocol", default="paper", choices=protocol_names(),
-                   help="paper: the v1 code exactly (default); corrected: fixed prompts, parser, windows")
+                   help="paper: the v1 code exactly (default); corrected: fixed prompts, parser, windows; "
+                        "v2: the later official protocol (its LLM-judge step: medvision-eval judge)")
     p.add_argument("--seed", type=int, default=0, help="seed for baselines and bootstrap intervals (default 0)")
     p.add_argument("--shard", type=parse_shard, default=None,
                    help="run shard i of n (by sample id); combine shard dirs with 'medvision-eval merge'")
@@ -209,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     score.add_argument("run_dir", type=Path)
     score.add_argument("--tables", action="store_true", help="also print the paper-style group tables")
+
+    judge = sub.add_parser(
+        "judge", help="re-read a run's unparsed answers with an LLM judge (strict parse first), then re-score",
+        epilog="example (the judge can be any registered model, e.g. --judge openai --judge-args base_url=...,model=...):\n"
+               "  medvision-eval judge runs/prior --judge oracle",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    judge.add_argument("run_dir", type=Path)
+    judge.add_argument("--judge", required=True, help="any registered model (see: medvision-eval list models)")
+    judge.add_argument("--judge-args", "--judge_args", dest="judge_args", default=None, type=parse_model_args,
+                       help="key=value[,key=value] arguments of the judge model")
+    judge.add_argument("--tables", action="store_true", help="also print the paper-style group tables")
 
     report = sub.add_parser("report", help="tables from one or many runs (a leaderboard)",
                             epilog="examples:\n  medvision-eval report runs/*\n"
@@ -435,6 +447,22 @@ def cmd_score(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace, console: Console) -> int:
+    from .factory import build_adapter
+    from .judge import Judge, judge_run
+    from .plugins import Registry
+    from .report import print_results
+    from .scoring import score_run
+
+    registry = Registry.discover()
+    adapter = build_adapter(registry, args.judge, dict(args.judge_args or {}))
+    summary = judge_run(args.run_dir, Judge(adapter), registry=registry)
+    for task, modes in summary.items():
+        console.print(f"{task}: " + ", ".join(f"{k} {v}" for k, v in sorted(modes.items())))
+    print_results(score_run(args.run_dir, registry=registry), console, tables=args.tables)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .report import leaderboard_rows, load_results, print_results, rows_table, to_csv, to_markdown
 
@@ -518,12 +546,22 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     else:
         from .data import MedVisionData, load_catalogue
 
+        from .data.catalogue import official_lists
+
         catalogue = MedVisionData(Path(args.data)).catalogue if args.data else load_catalogue()
+        lists = Table(title="official task lists (tasks_list/*.json; samples = the list's counts, before --limit)")
+        for col in ("task", "list", "configs", "samples"):
+            lists.add_column(col, justify="right" if col in ("configs", "samples") else "left")
+        for family, named in official_lists().items():
+            for name, entries in named.items():
+                lists.add_row(family, name, str(len(entries)), str(sum(entries.values())))
+        console.print(lists)
         table = Table(title="benchmark configs")
-        for col in ("name", "task", "modality", "plane", "lists", "restricted"):
+        for col in ("name", "task", "modality", "plane", "size", "lists", "restricted"):
             table.add_column(col)
         for c in catalogue.all():
-            table.add_row(c.name, c.task, c.modality, c.plane, ",".join(c.lists), "yes" if c.restricted else "")
+            size = "" if c.paper_count is None else str(c.paper_count)
+            table.add_row(c.name, c.task, c.modality, c.plane, size, ",".join(c.lists), "yes" if c.restricted else "")
     console.print(table)
     return 0
 
@@ -531,6 +569,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 COMMANDS = {
     "run": cmd_run,
     "score": cmd_score,
+    "judge": cmd_judge,
     "report": cmd_report,
     "compare": cmd_compare,
     "merge": cmd_merge,

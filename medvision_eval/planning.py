@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import RunConfig, parse_task_spec
 from .errors import RunError
-from .schema import AnswerSpec, Message, PerceivedGeometry, Sample, stable_hash
+from .schema import AnswerSpec, Message, PerceivedGeometry, Sample, arrange_messages, stable_hash
 from .store import PlanEntry, cache_key
 
 
@@ -72,7 +72,10 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
         except (KeyError, ValueError) as exc:
             raise RunError(f"--tasks {spec}: {exc}") from exc
         item = planned.setdefault(name, PlannedTask(name=name, task=task))
+        input_hw = getattr(adapter, "input_hw", None)
         for bench_config in configs:
+            if input_hw and not bench_config.reshape_hw:  # the model's official reshape_image_hw
+                bench_config = bench_config.model_copy(update={"reshape_hw": tuple(input_hw)})
             for sample in _selected(data.samples(bench_config, split="test"), config):
                 if not task.keep(sample) or (name, sample.id) in seen:
                     continue
@@ -83,7 +86,7 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
                 size = tuple(sample.image_size)
                 if size not in geometries:
                     geometries[size] = adapter.perceived_geometry(*size)
-                messages = task.messages(sample, geometries[size])
+                messages = arrange_messages(task.messages(sample, geometries[size]), getattr(adapter, "image_first", False))
                 prompt_hash = stable_hash([m.model_dump(mode="json") for m in messages])
                 key = cache_key(identity, fingerprint, sample.id, prompt_hash, generation)
                 item.entries.append(PlanEntry(task=name, key=key, prompt_hash=prompt_hash, order=order, sample=sample))

@@ -46,6 +46,34 @@ def stated_pixel_size(
     return (spacing[0] * original[0] / perceived[0], spacing[1] * original[1] / perceived[1])
 
 
+def stated_pixel_size_v1(
+    spacing: tuple[float, float], original: tuple[int, int], perceived: tuple[int, int], *, float32: bool
+) -> tuple[float, float]:
+    """The pixel size exactly as v1 computed it: ``pixel / (resized / original)`` per axis.
+
+    ``resized / original`` is a Python float (a quotient of ints). With ``float32`` (every v1
+    model family except Qwen2.5-VL/Lingshu) the header spacing is the ``np.float32`` nibabel
+    returns, and numpy 2 keeps ``np.float32 / float`` in float32 (the Python float is rounded to
+    float32 first), so the third decimal can differ from the float64 value. Without it (Qwen
+    family: the ratio is a numpy float64) the division is float64.
+    """
+    import numpy as np
+
+    out = []
+    for px, orig, seen in zip(spacing, original, perceived):
+        ratio = int(seen) / int(orig)
+        if float32:
+            out.append(float(np.float32(px) / np.float32(ratio)))
+        else:
+            out.append(float(np.float64(np.float32(px)) / ratio))
+    return out[0], out[1]
+
+
+# v1 ``group_by_anatomy_modality_slice`` / ``group_by_label_modality_slice``: exactly these five
+# plan spellings are shortened; any other string (e.g. "mri", "Ultrasound", "MRA") stays verbatim.
+V1_MODALITY_SHORT = {"MRI": "MR", "CT": "CT", "ultrasound": "US", "X-ray": "XR", "PET": "PET"}
+
+
 def is_angle(sample: Sample) -> bool:
     kind = str(sample.extra.get("metric_type") or "").lower()
     if kind in ("angle", "distance"):
@@ -60,7 +88,7 @@ class Protocol(BaseModel):
     # Rendering: per-slice min-max (v1) or CT windows by anatomy group + percentiles elsewhere.
     render: Literal["minmax", "window"]
     # Parsing: v1 last-k regex over the whole text, or the strict parser inside <answer> tags.
-    parser: Literal["lastk", "strict"]
+    parser: Literal["lastk", "strict", "answer_lastk"]
     # Prompt additions of later versions.
     state_image_size: bool
     answer_tags: bool
@@ -89,13 +117,33 @@ class Protocol(BaseModel):
         ``corrected``: image size of the canvas the model sees, pixel size scaled by the image
         content inside that canvas (the issue #20 fix; equal to canvas without padding).
         """
-        perceived = geometry.content if self.perceived == "fixed" else geometry.v1
-        pw, ph = stated_pixel_size(spacing, geometry.original, perceived)
+        if self.perceived == "fixed":
+            pw, ph = stated_pixel_size(spacing, geometry.original, geometry.content)
+        else:  # v1: its size and its arithmetic
+            pw, ph = stated_pixel_size_v1(spacing, geometry.original, geometry.v1, float32=geometry.v1_float32)
         lines = []
         if self.state_image_size:
             lines.append(IMAGE_SIZE.format(w=geometry.canvas[0], h=geometry.canvas[1]))
         lines.append(PIXEL_SIZE.format(pw=pw, ph=ph, unit=unit))
         return "\n".join(lines) + "\n"
+
+    # -- v1 arithmetic and table keys -----------------------------------------------------------
+    @property
+    def v1_arithmetic(self) -> bool:
+        """Reproduce v1's number types: its parser yields float32 arrays, so box overlaps mix
+        float32 and float64 exactly as v1 (``metrics.box_overlaps_v1_float32``)."""
+        return self.parser in ("lastk", "answer_lastk")  # the later code keeps v1's np.float32 parse
+
+    def table_modality(self, sample: Sample) -> str:
+        """The modality a sample's table group is keyed by.
+
+        v1 (``paper``): the plan's ``image_modality`` mapped exactly as v1 maps it (unknown
+        spellings verbatim); without a plan spelling (built-in catalogue) the catalogue code.
+        Otherwise the sample's normalised code (case and spelling variants folded)."""
+        raw = sample.extra.get("image_modality") if self.v1_arithmetic else None
+        if raw is not None:
+            return V1_MODALITY_SHORT.get(raw, raw)
+        return sample.modality
 
     def answer_template(self) -> str:
         """How a well-formed answer wraps its numbers ("{values}" is replaced by them)."""
@@ -143,6 +191,10 @@ class Protocol(BaseModel):
                 if rules.box and not self.strict_boxes:
                     rules = dataclasses.replace(rules, box=False)
                 return parse_strict(text, rules)
+            if self.parser == "answer_lastk":
+                from .later import parse_answer_last_k
+
+                return parse_answer_last_k(text, rules.k)
             return parse_last_k(text, rules.k)
         except Exception as exc:  # pragma: no cover - the parsers do not raise; never crash a run
             return Prediction(status=ParseStatus.malformed, detail=f"parser error: {exc!r}")
@@ -169,6 +221,20 @@ PROTOCOLS: dict[str, Protocol] = {
         near_zero_angle=0.1,
         strict_boxes=True,
         full_precision_targets=True,
+    ),
+    # The later official protocol (YongchengYAO/MedVision after c221615): HU windows (v1.1.0),
+    # image-size statement and the issue #20 perceived size, answer tags, the last k numbers inside
+    # the first <answer> block (parse_utils @ 2f20f64's mirror), GT < 0.1 degree angles dropped.
+    # Its LLM-judge re-parse of failed answers is ``medvision-eval judge`` (judge.py).
+    "v2": Protocol(
+        name="v2",
+        render="window",
+        parser="answer_lastk",
+        state_image_size=True,
+        answer_tags=True,
+        perceived="fixed",
+        near_zero_angle=0.1,
+        strict_boxes=False,
     ),
 }
 

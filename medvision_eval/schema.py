@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from enum import Enum
 from typing import Any, Literal
 
@@ -98,6 +99,27 @@ class Message(BaseModel):
 
     def text(self) -> str:
         return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+def arrange_messages(messages: Sequence[Message], image_first: bool) -> list[Message]:
+    """The model's message order: tasks build text-first messages; ``image_first`` moves each
+    message's image parts before its text parts (relative order kept within each kind).
+
+    The official v1 wrappers differ (MedVision c221615, ``lmms_eval/models``): the vLLM wrappers
+    and MedGemma send the text first, Lingshu, LLaVA-Med, HealthGPT, HuatuoGPT-Vision, MedDr and
+    Gemini the image first. The planner applies this to every request; the SFT data builder too.
+    """
+    if not image_first:
+        return list(messages)
+    out = []
+    for m in messages:
+        images = [p for p in m.content if isinstance(p, ImagePart)]
+        if not images:
+            out.append(m)
+            continue
+        texts = [p for p in m.content if not isinstance(p, ImagePart)]
+        out.append(m.model_copy(update={"content": images + texts}))
+    return out
 
 
 class GenerationSettings(BaseModel):
@@ -197,6 +219,10 @@ class PerceivedGeometry(BaseModel):
     canvas: tuple[int, int]
     content: tuple[int, int]
     v1: tuple[int, int]
+    # The number type v1 computed the stated pixel size in: the float32 header spacing divided by
+    # a Python float ratio stays float32 (numpy 2) for every v1 family with a fixed or computed
+    # size; Qwen2.5-VL/Lingshu divide by a ratio of numpy int64s, which makes it float64.
+    v1_float32: bool = True
 
     @classmethod
     def identity(cls, width: int, height: int) -> "PerceivedGeometry":

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .factory import build_task
+from .judge import JUDGED_PREFIX, load_judged
 from .plugins import Registry
 from .protocol import Protocol
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
@@ -75,23 +76,40 @@ def sample_row(
     }
 
 
-def score_task(task: Any, entries: list[PlanEntry], records: dict[str, ResponseRecord], *, seed: int):
+def score_task(task: Any, entries: list[PlanEntry], records: dict[str, ResponseRecord], *, seed: int,
+               judged: dict[str, dict[str, Any]] | None = None):
+    """``judged``: rows of ``judged_<task>.jsonl`` (:mod:`.judge`); their judged parse replaces the
+    strict one, and each sample row records both (``raw_status``/``raw_values``, ``judge_mode``)."""
     samples = [e.sample for e in entries]
     found = [records.get(e.key) for e in entries]
     predictions = [predict_from_record(task, s, r) for s, r in zip(samples, found)]
+    raw = list(predictions)
+    if judged:
+        for i, s in enumerate(samples):
+            row = judged.get(s.id)
+            if row is not None and row["judged"]["status"] == ParseStatus.ok.value and predictions[i].status != ParseStatus.ok:
+                predictions[i] = Prediction(status=ParseStatus.ok, values=tuple(row["judged"]["values"]),
+                                            detail=row["judged"].get("detail"))
     scores = task.score(samples, predictions)
     result: TaskResult = task.aggregate(samples, predictions, scores, seed=seed)
     rows = []
     for i, (entry, record, pred) in enumerate(zip(entries, found, predictions)):
         metrics = {name: float(np.asarray(values)[i]) for name, values in scores.items()}
-        rows.append(sample_row(entry, record, pred, metrics, list(task.true_values(entry.sample))))
+        row = sample_row(entry, record, pred, metrics, list(task.true_values(entry.sample)))
+        if judged:
+            jrow = judged.get(entry.sample.id)
+            row["raw_status"] = raw[i].status.value
+            row["raw_values"] = list(raw[i].values) if raw[i].values is not None else None
+            row["judge_mode"] = jrow["mode"] if jrow else None
+        rows.append(row)
     return result, rows
 
 
 def inputs_digest(run_dir: Path) -> str:
     """Digest of everything scoring reads: run.json, plan.jsonl and every response file."""
     h = hashlib.sha256(__version__.encode())
-    for path in [Path(run_dir) / RUN_CONFIG, Path(run_dir) / PLAN, *response_files(run_dir)]:
+    judged = sorted(Path(run_dir).glob(f"{JUDGED_PREFIX}*.jsonl"))
+    for path in [Path(run_dir) / RUN_CONFIG, Path(run_dir) / PLAN, *response_files(run_dir), *judged]:
         h.update(path.name.encode())
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -129,7 +147,12 @@ def score_run(run_dir: Path, *, registry: Registry | None = None) -> RunResults:
     counts = Counts(planned=len(plan))
     for name, entries in by_task.items():
         task = build_task(registry, name, protocol)
-        result, rows = score_task(task, entries, responses, seed=seed)
+        loaded = load_judged(run_dir, name)
+        result, rows = score_task(task, entries, responses, seed=seed, judged=loaded[1] if loaded else None)
+        if loaded:
+            result.notes.append(
+                f"Failed parses re-read by an LLM judge (strict parse first; {JUDGED_PREFIX}{name}.jsonl): judge "
+                f"{loaded[0].get('judge', {}).get('model', {}).get('adapter', '?')}; raw_status/raw_values keep the strict parse.")
         write_jsonl(run_dir / f"samples_{name}.jsonl", rows)
         tasks_out[name] = result
         for row in rows:

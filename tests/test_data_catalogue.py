@@ -28,7 +28,7 @@ def test_paper_order_and_fields():
     assert isinstance(kits, BenchmarkConfig)
     assert (kits.task, kits.dataset, kits.task_id, kits.plane, kits.slice_axis, kits.modality) == (
         "detection", "KiTS23", 1, "Axial", 2, "CT")
-    assert set(kits.lists) == {"paper"}
+    assert set(kits.lists) == {"paper", "w-OOD", "train_SFT"}  # the official lists naming it
     assert kits.hf_config() == "KiTS23_BoxSize_Task01_Axial_Test"
     ceph = cat.get("Ceph-Biometrics-400_BiometricsFromLandmarks_Angle_Task01_Sagittal")
     assert (ceph.slice_axis, ceph.modality, ceph.metric_type, ceph.paper_count) == (0, "XR", "angle", 960)
@@ -47,7 +47,7 @@ def test_selectors_compose():
     # eval-task spelling and _Test suffix resolve to the same config
     assert cat.get("KiTS23_BoxCoordinate_Task01_Axial_Test").name == "KiTS23_BoxSize_Task01_Axial"
     assert cat.configs("detection", "KiTS23_BoxCoordinate_Task01_Sagittal")[0].plane == "Sagittal"
-    assert len(cat.configs("detection", "all")) == 28 + 48 + 15
+    assert len(cat.configs("detection", "all")) == 28 + 48 + 15 + 3 * 28  # + the resized 336/560/896 variants
 
 def test_unknown_and_restricted_selectors_explain():
     cat = load_catalogue()
@@ -64,7 +64,8 @@ def test_unknown_and_restricted_selectors_explain():
 def test_parse_config_name():
     p = parse_config_name("Ceph-Biometrics-400_BiometricsFromLandmarks_Distance_Task01_Sagittal_Test")
     assert p == {"dataset": "Ceph-Biometrics-400", "task": "ad_measure", "task_id": 1, "plane": "Sagittal",
-                 "metric_type": "distance", "name": "Ceph-Biometrics-400_BiometricsFromLandmarks_Distance_Task01_Sagittal"}
+                 "metric_type": "distance", "name": "Ceph-Biometrics-400_BiometricsFromLandmarks_Distance_Task01_Sagittal",
+                 "reshape_hw": None}
     with pytest.raises(ValueError):
         parse_config_name("KiTS23_Task01")
 

@@ -33,7 +33,7 @@ CATALOGUE_FILE = "catalogue.json"
 _NAME_RE = re.compile(
     r"^(?P<dataset>.+?)_(?P<kind>BoxSize|BoxCoordinate|TumorLesionSize|BiometricsFromLandmarks)"
     r"(?:_(?P<metric>Distance|Angle))?_Task(?P<task>\d+)_(?P<plane>Axial|Coronal|Sagittal)"
-    r"(?P<rest>(?:_[A-Za-z0-9_-]+)?)$"
+    r"(?P<rest>(?:_[A-Za-z0-9_]+)?)(?P<resize>-(?P<rh>\d+)x(?P<rw>\d+))?$"
 )
 
 
@@ -62,6 +62,8 @@ class BenchmarkConfig(BaseModel):
     paper_count: int | None = None
     metric_type: Literal["distance", "angle"] | None = None  # A/D configs restricted to one type
     verified: bool = False  # label map / description read from the official medvision_ds code
+    # The official resized variants ("-336x336" ...): v1 ``reshape_image_hw`` (height, width).
+    reshape_hw: tuple[int, int] | None = None
     planner_version: str = "1.0.0"
 
     @property
@@ -75,7 +77,8 @@ class BenchmarkConfig(BaseModel):
 
     def hf_config(self, split: str = "test") -> str:
         """The official Hugging Face config name, e.g. 'KiTS23_BoxSize_Task01_Axial_Test'."""
-        return f"{self.name}_{split.capitalize()}"
+        base = self.name.rsplit("-", 1)[0] if self.reshape_hw else self.name  # resizing is an eval option
+        return f"{base}_{split.capitalize()}"
 
 
 def parse_config_name(name: str) -> dict[str, Any]:
@@ -92,8 +95,11 @@ def parse_config_name(name: str) -> dict[str, Any]:
     if metric:
         canonical += f"_{m['metric']}"
     canonical += f"_Task{int(m['task']):02d}_{m['plane']}{m['rest']}"
+    reshape = (int(m["rh"]), int(m["rw"])) if m["resize"] else None
+    if reshape:
+        canonical += f"-{reshape[0]}x{reshape[1]}"
     return {"dataset": m["dataset"], "task": family, "task_id": int(m["task"]), "plane": m["plane"],
-            "metric_type": metric, "name": canonical}
+            "metric_type": metric, "name": canonical, "reshape_hw": reshape}
 
 
 class Catalogue:
@@ -202,7 +208,7 @@ def _config_from_parts(parts: dict[str, Any], entry: dict[str, Any] | None, *, l
         labels={int(k): v for k, v in entry.get("labels", {}).items()},
         restricted=dataset in restricted, restricted_note=restricted.get(dataset, ""), lists=lists,
         paper_count=count, metric_type=parts["metric_type"], verified=bool(entry.get("verified", False)),
-        planner_version=version,
+        planner_version=version, reshape_hw=parts.get("reshape_hw"),
     )
 
 
@@ -231,6 +237,12 @@ def _builtin() -> Catalogue:
         configs.append(_config_from_parts(parts, entry, lists=tuple(rec["lists"]), count=rec["count"],
                                           restricted=restricted, version=version))
     return Catalogue(configs, aliases=raw.get("aliases", {}), restricted=restricted)
+
+
+def official_lists() -> dict[str, dict[str, dict[str, int]]]:
+    """The official task lists (tasks_list/*.json at c221615): family -> list -> config -> count."""
+    raw = json.loads(resources.files("medvision_eval.data").joinpath("catalogue/paper.json").read_text())
+    return {family: {name: dict(entries) for name, entries in lists.items()} for family, lists in raw["lists"].items()}
 
 
 def builtin_catalogue() -> Catalogue:

@@ -262,6 +262,13 @@ class MedVisionData:
         height, width = int(shape[a]), int(shape[b])
         plan_h, plan_w = int(plan_shape[a]), int(plan_shape[b])
         spacing = (float(zooms[b]), float(zooms[a]))  # (width, height)
+        reshape = config.reshape_hw
+        if reshape:
+            # v1 ``_load_nifti_2d(new_shape_hw=...)``: zoom = new / old per axis (a Python float), and
+            # the header's np.float32 spacing divided by it stays float32 (numpy 2)
+            new_h, new_w = int(reshape[0]), int(reshape[1])
+            spacing = (float(np.float32(zooms[b]) / np.float32(new_w / width)),
+                       float(np.float32(zooms[a]) / np.float32(new_h / height)))
         entries = case.get(annotate.PROFILE_KEYS[axis], []) or []
         builder = self.builder(config)
         lm_problem = builder.case_problem(self, config, case, shape)
@@ -271,6 +278,15 @@ class MedVisionData:
             idx, entry_problem = self._slice_index(config, case_id, axis, position, entry)
             for kind, payload in builder.targets(self, config, facts, entry, plan_h, plan_w):
                 label_name, label_id, target, extra = payload
+                if reshape:
+                    extra = {**extra, "reshape_hw": [new_h, new_w], "original_size": [width, height]}
+                    if kind == "box":
+                        # v1 doc_to_target_BoxCoordinate divides the *original* pixel corners by the
+                        # resized image size; the scale-free target stays in plan_values (corrected)
+                        px = extra["box_pixels"]
+                        extra["plan_values"] = list(target.values)
+                        target = target.model_copy(update={"values": tuple(
+                            annotate.relative_box(px[:2], px[2:], new_h, new_w))})
                 key = label_id if label_id is not None else extra.get("metric_key")
                 sid = f"{config.name}/{split}/{case_id}/{config.plane_code}{idx}/{key}"
                 if entry_problem:  # no usable slice index: a stable id from the entry's position
@@ -286,10 +302,13 @@ class MedVisionData:
                     why = lm_problem
                 if why:
                     self._bad[sid] = why
+                if info.get("image_modality"):  # the plan's own spelling (v1 groups by it verbatim)
+                    extra = {**extra, "image_modality": str(info["image_modality"])}
                 out.append(Sample(
                     id=sid, task=config.task, config=config.name, dataset=config.dataset, split=split,
                     index=start + len(out), image=ImageRef(path=rel, slice_axis=axis, slice_index=idx),
-                    image_size=(width, height), pixel_spacing=spacing, label=label_name, label_id=label_id,
+                    image_size=(new_w, new_h) if reshape else (width, height), pixel_spacing=spacing,
+                    label=label_name, label_id=label_id,
                     modality=facts["modality"], plane=config.plane_code, image_description=facts["description"],
                     target=target, extra=extra,
                 ))
@@ -329,6 +348,11 @@ class MedVisionData:
             arr = np.ascontiguousarray(take_slice(volume, sample.image.slice_axis, sample.image.slice_index))
         except IndexError as exc:
             raise SampleDataError(f"{path}: {exc}") from exc
+        reshape = sample.extra.get("reshape_hw")
+        if reshape:  # v1: scipy.ndimage.zoom(order=1) of the float32 slice
+            from scipy.ndimage import zoom
+
+            arr = zoom(arr, (reshape[0] / arr.shape[0], reshape[1] / arr.shape[1]), order=1)
         if arr.shape != (sample.image_size[1], sample.image_size[0]):
             raise SampleDataError(f"{path}: slice shape {arr.shape} differs from the expected (height, width) "
                                   f"{(sample.image_size[1], sample.image_size[0])}")
@@ -338,7 +362,8 @@ class MedVisionData:
             nan = int(np.isnan(arr).sum())
             if nan == arr.size:
                 raise SampleDataError(f"{where}: every voxel is NaN")
-            self._problem(f"warning: {where}: {nan} NaN voxels rendered as the slice minimum")
+            self._problem(f"warning: {where}: {nan} NaN voxels; paper renders the slice black as v1 did, "
+                          "corrected renders them as the slice minimum")
             finite = arr[~np.isnan(arr)]
             lo, hi = finite.min(), finite.max()
         if lo == hi:

@@ -1,7 +1,7 @@
 """2D slice -> 8-bit RGB image.
 
 ``minmax`` is v1 exactly: ``((x - min) / (max - min) * 255).astype(uint8)`` on the float32 slice,
-all zeros when the slice is constant, then ``PIL.Image.fromarray(..., "L").convert("RGB")``.
+all zeros when the slice is constant or holds any NaN (v1's min/max are NaN then), then ``PIL.Image.fromarray(..., "L").convert("RGB")``.
 ``window`` is the later protocol (official v1.1.0, issue #7): CT gets an HU window chosen by the
 anatomy group of the label, other modalities (and contrast CT such as KiPA22) a 0.5-99.5
 percentile min-max.
@@ -38,11 +38,18 @@ def anatomy_group(label_name: str) -> str:
     return "soft_tissue"
 
 
-def minmax_uint8(slice_2d: np.ndarray) -> np.ndarray:
-    """v1 normalisation. NaNs are replaced by the slice minimum first (v1 would yield zeros)."""
+def minmax_uint8(slice_2d: np.ndarray, *, v1_nan: bool = False) -> np.ndarray:
+    """v1 normalisation.
+
+    A slice with any NaN: ``v1_nan`` renders it as v1 does - ``min``/``max`` are NaN, so
+    ``max > min`` is False and the whole slice is black; otherwise the NaNs are replaced by the
+    slice minimum first and the rest is scaled as usual.
+    """
     x = np.asarray(slice_2d, dtype=np.float32)
     lo, hi = x.min(), x.max()
     if np.isnan(lo) or np.isnan(hi):
+        if v1_nan:
+            return np.zeros(x.shape, dtype=np.uint8)
         finite = x[~np.isnan(x)]
         x = np.where(np.isnan(x), finite.min() if finite.size else 0.0, x).astype(np.float32)
         lo, hi = x.min(), x.max()
@@ -72,7 +79,7 @@ def percentile_uint8(slice_2d: np.ndarray, low: float = 0.5, high: float = 99.5)
 
 def to_uint8(slice_2d: np.ndarray, mode: str, *, modality: str = "", label: str = "", dataset: str = "") -> np.ndarray:
     if mode == "minmax":
-        return minmax_uint8(slice_2d)
+        return minmax_uint8(slice_2d, v1_nan=True)
     if mode == "window":
         if modality == "CT" and dataset not in PERCENTILE_CT_DATASETS:
             return window_uint8(slice_2d, *CT_WINDOWS[anatomy_group(label)])

@@ -138,10 +138,9 @@ def load_ras(path: str | Path) -> tuple[np.ndarray, VolumeHeader]:
         raise SampleDataError(f"{path}: cannot decode voxel data (truncated or corrupt gzip: {exc})") from exc
     if data.ndim > 3:
         data = data.reshape(data.shape[:3])
-    slope, inter = img.dataobj.slope, img.dataobj.inter  # type: ignore[attr-defined]
+    # ``np.asanyarray(img.dataobj)`` already applies scl_slope/scl_inter (as ``get_fdata`` does):
+    # never scale again, or an int16 CT with inter -1024 reads 1024 HU too low.
     data = np.asarray(data, dtype=np.float64)
-    if slope is not None and not (slope == 1 and (inter is None or inter == 0)):
-        data = data * float(slope) + float(inter or 0.0)
     ornt = _ras_transform(img.affine)
     data = nib.orientations.apply_orientation(data, ornt)
     return np.ascontiguousarray(data, dtype=np.float32), header

@@ -43,6 +43,18 @@ class AdapterSettings(BaseModel):
     system_prompt: str | None = None
     # Perceived-geometry family name (models/geometry.py NAMED); None = adapter default.
     geometry: str | None = None
+    # Message order: image parts before text parts (ModelAdapter.image_first).
+    image_first: bool = False
+    # Resize every slice to HxW before the model sees it (official reshape_image_hw; ModelAdapter.input_hw).
+    reshape_image_hw: str | None = None
+
+    @field_validator("reshape_image_hw")
+    @classmethod
+    def _valid_hw(cls, v: str | None) -> str | None:
+        from .base import parse_hw
+
+        hw = parse_hw(v)
+        return None if hw is None else f"{hw[0]}x{hw[1]}"
 
     @field_validator("geometry")
     @classmethod

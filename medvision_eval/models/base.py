@@ -14,7 +14,27 @@ from typing import Any, ClassVar
 
 from ..schema import GenerationSettings, PerceivedGeometry, Request, Response, Sample
 
-__all__ = ["ModelAdapter", "PerceivedGeometry", "RunContext"]
+__all__ = ["ModelAdapter", "PerceivedGeometry", "RunContext", "parse_hw"]
+
+
+def parse_hw(value: Any) -> tuple[int, int] | None:
+    """``"512x512"``, ``"512,512"``, ``[512, 512]`` or ``512`` -> (512, 512); None/"" -> None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, str):
+        parts = [p for p in value.replace("x", ",").replace("[", "").replace("]", "").split(",") if p.strip()]
+    else:
+        parts = list(value)
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise ValueError(f"reshape_image_hw must be HxW, got {value!r}")
+    h, w = (int(str(p).strip()) for p in parts)
+    if h < 1 or w < 1:
+        raise ValueError(f"reshape_image_hw must be positive, got {value!r}")
+    return (h, w)
 
 
 @dataclass
@@ -44,6 +64,29 @@ class ModelAdapter(ABC):
         """What makes this model's answers this model's: part of every cache key."""
         public = {k: v for k, v in sorted(self.args.items()) if k not in self.secret_args}
         return {"adapter": f"{type(self).__module__}:{type(self).__qualname__}", "args": public}
+
+    @property
+    def image_first(self) -> bool:
+        """Message order this model was run with: image parts before text parts when True.
+
+        Default False (text first, as the v1 vLLM wrappers); a preset or ``image_first=true``
+        in ``--model-args`` sets it. The planner applies it to every request
+        (:func:`medvision_eval.schema.arrange_messages`).
+        """
+        value = self.args.get("image_first", False)
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+
+    @property
+    def input_hw(self) -> tuple[int, int] | None:
+        """(height, width) every slice is resized to before this model sees it, or None.
+
+        The official ``reshape_image_hw`` model option (MedVision-V0 runs with 512x512): the
+        planner then plans each config as its resized variant (v1 ``_load_nifti_2d`` zoom, spacing
+        and targets; see ``BenchmarkConfig.reshape_hw``). Set by ``reshape_image_hw=HxW``.
+        """
+        return parse_hw(self.args.get("reshape_image_hw"))
 
     def perceived_geometry(self, width: int, height: int) -> PerceivedGeometry:
         """Default: the model sees the image as given."""

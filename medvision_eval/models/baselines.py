@@ -37,6 +37,8 @@ class BaselineSettings(BaseModel):
     error_rate: float = 0.0  # fraction of samples that fail (stable subset)
     calls_log: str | None = None  # append one line per answered sample id (tests, benchmarks)
     batch_size: int = 64
+    image_first: bool = False  # message order (ModelAdapter.image_first)
+    reshape_image_hw: str | None = None  # resize slices (ModelAdapter.input_hw)
 
 
 class OracleSettings(BaselineSettings):

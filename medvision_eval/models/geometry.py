@@ -186,7 +186,8 @@ def perceive(spec: GeometrySpec, width: int, height: int) -> PerceivedGeometry:
         return PerceivedGeometry.identity(w, h)
     if f == "qwen2_vl":
         rh, rw = smart_resize(h, w, spec.patch_size * spec.merge_size, spec.min_pixels, spec.max_pixels)
-        return PerceivedGeometry(original=orig, canvas=(rw, rh), content=(rw, rh), v1=(rw, rh))
+        # v1 read the size from the processor's numpy ``image_grid_thw``: a float64 ratio
+        return PerceivedGeometry(original=orig, canvas=(rw, rh), content=(rw, rh), v1=(rw, rh), v1_float32=False)
     if f == "fixed":  # plain resize (stretch) to size x size
         s = spec.size
         v1 = spec.v1_size or s

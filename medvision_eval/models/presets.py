@@ -8,12 +8,20 @@ MedGemma ran the HF pipeline with 2048 new tokens and the system prompt
 
 Presets the paper ran on vLLM use ``backend=auto``: vLLM when installed, otherwise the
 transformers (``hf``) backend with the same checkpoint (``--model-args backend=hf|vllm`` forces).
+
+Message order (``image_first``) is each model's official one (``lmms_eval/models`` at c221615):
+the vLLM wrappers (Qwen2.5-VL, InternVL3, Gemma3, Llama-3.2-Vision, LLaVA-OneVision, and the SFT
+checkpoints evaluated with them) and MedGemma put the text part first; Lingshu
+(``[image, text]`` content), Gemini (``contents=[visual, contexts]``), LLaVA-Med, HealthGPT,
+HuatuoGPT-Vision (``<image>\n`` + question) and MedDr (image tokens + ``\n`` + question) put
+the image first; the plugin packages of the last four should register ``image_first=True``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .. import later
 from ..hookspecs import ModelEntry
 
 M = "medvision_eval.models"
@@ -71,7 +79,7 @@ def _paper() -> list[ModelEntry]:
         _vllm_preset("llava-onevision-72b", "llava-hf/llava-onevision-qwen2-72b-ov-hf", "llava_onevision", 1,
                      "LLaVA-OneVision-Qwen2-72B-OV"),
         _hf_preset("lingshu-32b", "lingshu-medical-mllm/Lingshu-32B", "qwen2_5_vl", 10,
-                   "Lingshu-32B (Qwen2.5-VL architecture; paper: transformers)"),
+                   "Lingshu-32B (Qwen2.5-VL architecture; paper: transformers)", image_first=True),
         _hf_preset("medgemma-4b", "google/medgemma-4b-it", "gemma3", 10, "MedGemma-4B-it (paper: HF pipeline)",
                    max_new_tokens=2048, system_prompt=RADIOLOGIST),
         _hf_preset("medgemma-27b", "google/medgemma-27b-it", "gemma3", 10,
@@ -79,13 +87,21 @@ def _paper() -> list[ModelEntry]:
                    system_prompt=RADIOLOGIST),
         ModelEntry(name="gemini-2.5-flash", target=f"{M}.gemini:GeminiAdapter", backend="gemini", extra="gemini",
                    requires=("google.genai",),
-                   defaults={"model": "gemini-2.5-flash", "variant": "no_tool", "thinking_budget": -1},
+                   defaults={"model": "gemini-2.5-flash", "variant": "no_tool", "thinking_budget": -1,
+                             "image_first": True},
                    description="Gemini 2.5 Flash, JSON {Thought, Answer} output, dynamic thinking"),
         ModelEntry(name="gemini-2.5-flash-tool", target=f"{M}.gemini:GeminiAdapter", backend="gemini", extra="gemini",
                    requires=("google.genai",),
-                   defaults={"model": "gemini-2.5-flash", "variant": "tool", "thinking_budget": -1},
+                   defaults={"model": "gemini-2.5-flash", "variant": "tool", "thinking_budget": -1,
+                             "image_first": True},
                    description="Gemini 2.5 Flash with the code-execution tool, dynamic thinking"),
     ]
+    # The later official MedVision-V0-7B (Qwen2.5-VL-7B, CoT SFT + GRPO RFT): evaluated as
+    # eval__medvision-model-rft does - 512x512 input, the verl RFT system prompt, 4096 new tokens.
+    out.append(_vllm_preset("medvision-v0-7b", later.MEDVISION_V0_HUB_ID, "qwen2_5_vl", 10,
+                            "MedVision-V0-7B (later official model; 512x512 input, RFT system prompt)",
+                            max_new_tokens=later.LATER_MAX_NEW_TOKENS_LOCAL, system_prompt=later.RFT_SYSTEM_PROMPT,
+                            reshape_image_hw=later.MEDVISION_V0_INPUT_HW))
     # The paper's SFT checkpoints (Qwen2.5-VL, merged LoRA; evaluated with the same vLLM scripts).
     for size in ("7b", "32b"):
         for task, tag in (("detect", "detect"), ("tl", "TL"), ("ad", "AD")):

@@ -58,11 +58,12 @@ class DetectionTask(FamilyTask):
     # -- scoring -------------------------------------------------------------------------------
     def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
         pred, ok = prediction_matrix(predictions, 4)
-        return vocabulary(detection_scores(pred, ok, self.targets(samples, 4)))
+        return vocabulary(detection_scores(pred, ok, self.targets(samples, 4), v1_float32=self.protocol.v1_arithmetic))
 
     def summarize(self, samples: Sequence[Sample], scores: dict[str, np.ndarray], *, seed: int) -> Summary:
         per = per_sample_table_metrics(scores)
-        keys = [G.detection_group(s.label, s.modality, G.plane_letter(s.plane, s.image.slice_axis)) for s in samples]
+        keys = [G.detection_group(s.label, self.protocol.table_modality(s), G.plane_letter(s.plane, s.image.slice_axis))
+                for s in samples]
         names, codes = G.index_groups(keys)
         group_rows, sets = group_table(names, codes, per)
         table2 = set_table(group_rows, sets)

@@ -113,10 +113,12 @@ def weighted_mean(
     Groups enter where ``include`` and the value is not NaN. ``denominator``: ``"valid"`` sums
     the weights of the groups that entered; ``"included"`` sums the weights of all included
     groups (v1's overall lines, where a NaN group still adds its samples to the total).
+    ``finite_only``: a group whose value is +-inf is skipped like a NaN one (v1 Table 2 tests
+    ``not isnan(value) and isfinite(value)``), so one inf group MAE cannot make the set value inf.
     """
     v = np.asarray(values, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
-    use = include & ~np.isnan(v)
+    use = include & (np.isfinite(v) if finite_only else ~np.isnan(v))
     den = w[use].sum() if denominator == "valid" else w[include].sum()
     if den <= 0:
         return float("nan")

@@ -67,9 +67,73 @@ def box_overlaps(pred: np.ndarray, target: np.ndarray, valid: np.ndarray | None 
     return {"IoU": iou, "Precision": precision, "Recall": recall, "F1": f1}
 
 
-def detection_scores(pred: np.ndarray, ok: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-sample detection metrics; failures (``~ok``) score 0 on overlaps and NaN on MAE."""
-    out = box_overlaps(pred, target, valid=ok)
+def box_overlaps_v1_float32(pred: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The overlaps exactly as v1 computes them from a float32 prediction and a float64 target.
+
+    v1 parses the answer into a ``np.float32`` array and ``eval``s the target into Python floats
+    (``np.asarray`` -> float64). Its scalar code then mixes the two types, and numpy 2 keeps each
+    operation in the type of its operands:
+
+    * ``x1 = max(pred[0], target[0])`` is whichever *object* wins (Python ``max`` keeps the first
+      argument unless the second is strictly larger; ``min`` likewise), so each intersection
+      corner is float32 (from the prediction) or float64 (from the target);
+    * ``x2 - x1`` is float32 only when both corners came from the prediction, and the
+      intersection area is float32 only when both sides are float32;
+    * the prediction's area is float32 arithmetic throughout, the target's float64;
+    * union, IoU, Recall and F1 end up float64 (a float64 operand is always involved), but
+      Precision = intersection / pred_area is a float32 division when the prediction box lies
+      inside the target on both axes (then intersection and area are the same float32 number,
+      so it is exactly 1.0).
+
+    Every float32 result is returned as the float64 holding the same value. ``pred`` must hold
+    float32 values (as the paper parser produces). Failure rows (``~valid``) score 0.
+    """
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    p32 = p.astype(np.float32)
+    # which corner object Python's max/min returns: the prediction unless the target wins strictly
+    lo_x_pred, lo_y_pred = ~(t[:, 0] > p[:, 0]), ~(t[:, 1] > p[:, 1])
+    hi_x_pred, hi_y_pred = ~(t[:, 2] < p[:, 2]), ~(t[:, 3] < p[:, 3])
+    x1 = np.where(lo_x_pred, p[:, 0], t[:, 0])
+    y1 = np.where(lo_y_pred, p[:, 1], t[:, 1])
+    x2 = np.where(hi_x_pred, p[:, 2], t[:, 2])
+    y2 = np.where(hi_y_pred, p[:, 3], t[:, 3])
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        hit = ~((x1 >= x2) | (y1 >= y2))
+        if valid is not None:
+            hit &= np.asarray(valid, dtype=bool)
+        dx32 = lo_x_pred & hi_x_pred
+        dy32 = lo_y_pred & hi_y_pred
+        dx = np.where(dx32, (p32[:, 2] - p32[:, 0]).astype(np.float64), x2 - x1)
+        dy = np.where(dy32, (p32[:, 3] - p32[:, 1]).astype(np.float64), y2 - y1)
+        inter32 = dx32 & dy32
+        inter = np.where(inter32, (dx.astype(np.float32) * dy.astype(np.float32)).astype(np.float64), dx * dy)
+        a_pred32 = (p32[:, 2] - p32[:, 0]) * (p32[:, 3] - p32[:, 1])
+        a_pred = a_pred32.astype(np.float64)
+        a_gt = (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
+        denom = a_pred + a_gt
+        union = denom - inter
+        iou = np.zeros_like(inter)
+        np.divide(inter, union, out=iou, where=hit & (union > 0))
+        prec64 = inter / a_pred
+        prec32 = (inter.astype(np.float32) / a_pred32).astype(np.float64)
+        precision = np.where(hit, np.where(a_pred > 0, np.where(inter32, prec32, prec64), np.nan), 0.0)
+        recall = np.where(hit, np.nan, 0.0)
+        np.divide(inter, a_gt, out=recall, where=hit & (a_gt > 0))
+        # 2.0 * a float32 intersection stays float32, then a float64 division
+        twice = np.where(inter32, (np.float32(2.0) * inter.astype(np.float32)).astype(np.float64), 2.0 * inter)
+        f1 = np.where(hit, np.nan, 0.0)
+        np.divide(twice, denom, out=f1, where=hit & (denom > 0))
+    return {"IoU": iou, "Precision": precision, "Recall": recall, "F1": f1}
+
+
+def detection_scores(pred: np.ndarray, ok: np.ndarray, target: np.ndarray, *, v1_float32: bool = False) -> dict[str, np.ndarray]:
+    """Per-sample detection metrics; failures (``~ok``) score 0 on overlaps and NaN on MAE.
+
+    ``v1_float32``: the paper protocol's arithmetic (:func:`box_overlaps_v1_float32`); otherwise
+    exact float64 (:func:`box_overlaps`).
+    """
+    out = (box_overlaps_v1_float32 if v1_float32 else box_overlaps)(pred, target, valid=ok)
     with np.errstate(invalid="ignore", over="ignore"):
         mae = np.abs(pred - target).mean(axis=1)  # failure rows are NaN in ``pred``; masked below
     out["MAE"] = np.where(ok, mae, np.nan)
@@ -119,6 +183,10 @@ def below_rate_indicator(values: np.ndarray, k: float) -> np.ndarray:
 
 
 def at_least_indicator(values: np.ndarray, threshold: float) -> np.ndarray:
-    """Per-sample indicator of v1's ``IoU>t`` (which tests ``value >= t``); NaN counts as 0."""
+    """Per-sample indicator of v1's ``IoU>t`` (which tests ``value >= t``); NaN counts as 0.
+
+    v1's only float32 overlap result is a Precision of a prediction lying inside the target,
+    which is exactly 1.0, so comparing in float64 gives v1's float32 comparison too.
+    """
     with np.errstate(invalid="ignore"):
         return (np.asarray(values, dtype=np.float64) >= threshold).astype(np.float64)

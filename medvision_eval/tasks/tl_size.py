@@ -61,7 +61,8 @@ class TumorLesionSizeTask(MeasurementTask):
     # -- scoring -------------------------------------------------------------------------------
     def summarize(self, samples: Sequence[Sample], scores: dict[str, np.ndarray], *, seed: int) -> Summary:
         per = M.per_sample_table_metrics(scores)
-        keys = [G.tl_group(s.label, s.modality, G.plane_letter(s.plane, s.image.slice_axis)) for s in samples]
+        keys = [G.tl_group(s.label, self.protocol.table_modality(s), G.plane_letter(s.plane, s.image.slice_axis))
+                for s in samples]
         names, codes = G.index_groups(keys)
         rows = M.group_rows(names, codes, per, key="label")
         everything = np.ones(len(names), dtype=bool)
