@@ -120,3 +120,11 @@ OLD_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 def test_answer_body_equals_the_lazy_regex(text):
     match = OLD_TAG.search(text)
     assert answer_body(text) == (match.group(1) if match else None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["<answer>", "</answer>", "<ANSWER>", "</Answer>", "1", " ", "x", "\n", "<", "/"]),
+                max_size=30).map("".join))
+def test_case_sensitive_answer_body_equals_the_later_official_regex(text):
+    match = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
+    assert answer_body(text, ignore_case=False) == (match.group(1) if match else None)

@@ -82,19 +82,28 @@ def _float32(token: str) -> float:
         return float(np.float32(token))
 
 
-def answer_body(text: str) -> str | None:
-    """What the first ``<answer>...</answer>`` pair encloses (tags case-insensitive), or None.
+def answer_body(text: str, *, ignore_case: bool = True) -> str | None:
+    """What the first ``<answer>...</answer>`` pair encloses, or None; linear time.
 
-    Same result as ``re.search(r"<answer>(.*?)</answer>", text, re.I | re.S)``: if the first
-    opening tag has no closing tag after it, no later one has either.
+    Same result as ``re.search(r"<answer>(.*?)</answer>", text, re.S | (re.I if ignore_case else 0))``:
+    if the first opening tag has no closing tag after it, no later one has either.
     """
-    opening = ANSWER_OPEN.search(text)
-    if opening is None:
+    if ignore_case:
+        opening = ANSWER_OPEN.search(text)
+        start = -1 if opening is None else opening.end()
+        closing = ANSWER_CLOSE.search(text, start) if start >= 0 else None
+        return None if closing is None else text[start : closing.start()]
+    start = text.find("<answer>")
+    if start < 0:
         return None
-    closing = ANSWER_CLOSE.search(text, opening.end())
-    if closing is None:
-        return None
-    return text[opening.end() : closing.start()]
+    start += len("<answer>")
+    end = text.find("</answer>", start)
+    return None if end < 0 else text[start:end]
+
+
+def overflows(value: float) -> bool:
+    """Infinite, NaN, or too large for float32 (the metrics' precision): never an ``ok`` parse."""
+    return _overflows(value)
 
 
 def _overflows(value: float) -> bool:
