@@ -1,4 +1,4 @@
-"""``medvision-eval``: run, score, report, compare, merge, list.
+"""``medvision-eval``: run, score, report, compare, merge, list, leaderboard, view.
 
 The bare form ``medvision-eval --tasks … --model …`` means ``medvision-eval run …``.
 """
@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,14 @@ from rich.text import Text
 
 from . import __version__
 
-SUBCOMMANDS = ("run", "score", "judge", "report", "compare", "merge", "list")
+SUBCOMMANDS = ("run", "score", "judge", "report", "compare", "merge", "list", "leaderboard", "view")
 
 RUN_EXAMPLES = """examples:
   medvision-eval --tasks detection,tl_size,ad_measure --model prior --output runs/prior
   medvision-eval --tasks tl_size --model medgemma-27b --limit 1000
   medvision-eval --tasks detection:KiTS23 --model hf --model-args pretrained=/models/my-vlm,dtype=bfloat16
   medvision-eval --tasks ad_measure --model openai --model-args base_url=http://127.0.0.1:8000/v1,model=qwen
+  medvision-eval --tasks tl_size --model openai -M model=qwen -M 'extra_body={"top_k":1,"seed":0}'
   medvision-eval run --tasks detection --model oracle --model-args noise=0.05 --protocol corrected
   medvision-eval run --tasks detection --model qwen2.5-vl-7b --shard 0/4 --output runs/q/shard0
 
@@ -34,20 +36,63 @@ Re-running the same command resumes: answered samples are never sent again; fail
 """
 
 
-def parse_model_args(text: str | None, flag: str = "--model-args") -> dict[str, str]:
-    """``k=v,k2=v2`` -> dict. Values stay strings; each adapter validates and converts its own."""
-    out: dict[str, str] = {}
-    if not text:
-        return out
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise argparse.ArgumentTypeError(f"{flag}: {item!r} is not key=value; write e.g. {item.strip() or 'key'}=VALUE "
-                                             f"({flag} k=v,k2=v2)")
-        out[key.strip()] = value.strip()
+def split_top_level(text: str) -> list[str]:
+    """Split ``k=v,k2=v2`` on commas outside brackets, braces and quotes."""
+    items, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == "\\":
+                continue
+            if ch == quote and text[i - 1] != "\\":
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items
+
+
+def parse_model_arg(item: str, where: str) -> tuple[str, Any]:
+    """``key=value``: a value starting with ``{``, ``[`` or ``"`` is JSON; any other stays a string
+    (each adapter validates and converts its own)."""
+    key, sep, value = item.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key:
+        raise ValueError(f"{where}: {item.strip()!r} is not key=value; write e.g. {item.strip() or 'key'}=VALUE")
+    if value[:1] in ("{", "[", '"'):
+        try:
+            return key, json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {key}: {value!r} is not valid JSON ({exc})") from None
+    return key, value
+
+
+def parse_model_args(text: str | None, pairs: Sequence[str] = ()) -> dict[str, Any]:
+    """``--model-args k=v,k2=v2`` plus every ``-M key=value`` (later wins)."""
+    out: dict[str, Any] = {}
+    for item in split_top_level(text or ""):
+        if item.strip():
+            key, value = parse_model_arg(item, "--model-args")
+            out[key] = value
+    for item in pairs:
+        key, value = parse_model_arg(item, "-M")
+        out[key] = value
+    return out
+
+
+def parse_model_args_flag(text: str | None, flag: str) -> dict[str, Any]:
+    """``k=v,k2=v2`` of another flag (``--gen_kwargs``), parsed as ``--model-args``."""
+    out: dict[str, Any] = {}
+    for item in split_top_level(text or ""):
+        if item.strip():
+            key, value = parse_model_arg(item, flag)
+            out[key] = value
     return out
 
 
@@ -95,7 +140,7 @@ GEN_KWARGS = {"max_new_tokens": "max_new_tokens", "max_gen_toks": "max_new_token
 def parse_gen_kwargs(text: str | None) -> dict[str, str]:
     """lmms-eval's ``--gen_kwargs k=v,...`` as this harness's generation settings (model args)."""
     out: dict[str, str] = {}
-    for key, value in parse_model_args(text, flag="--gen_kwargs").items():
+    for key, value in parse_model_args_flag(text, "--gen_kwargs").items():
         if key == "do_sample":
             if value.lower() in ("false", "0", "no"):
                 out.setdefault("temperature", "0")
@@ -124,7 +169,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model or preset name ('medvision-eval list models'), "
                    "e.g. prior, oracle, random, hf, openai, qwen2.5-vl-7b, medgemma-27b")
     p.add_argument("--model-args", "--model_args", dest="model_args", default=None,
-                   help="adapter arguments k=v,k2=v2, e.g. pretrained=PATH,dtype=bfloat16 or delay_s=0.01")
+                   help="adapter arguments k=v,k2=v2, e.g. pretrained=PATH,dtype=bfloat16 or delay_s=0.01; "
+                   "a value starting with { [ or \" is JSON: extra_body={\"a\":1,\"b\":2}")
+    p.add_argument("-M", dest="model_arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="one adapter argument, repeatable (-M a=1 -M b=x); its value may contain commas")
     p.add_argument("--output", "--output_path", dest="output", default=None,
                    help="run directory (default: runs/<model>); rerunning into it resumes")
     p.add_argument("--data", default=None, help="MedVision data directory (default: $MEDVISION_DATA_DIR, "
@@ -228,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("runs", nargs="+", type=Path, help="run directories or results.json files")
     report.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
-    report.add_argument("--metrics", default=None, help="only these metrics, e.g. IoU,F1,MAE,MRE")
+    report.add_argument("--metrics", default=None, help="only these metrics (one vocabulary for all tasks): "
+                        "Recall (R), Precision (P), F1, IoU, SR, IoU>=0.5, MAE, MRE, MRE<0.1, MRE<0.2, MRE<0.3; "
+                        "e.g. IoU,F1,MAE,MRE")
     report.add_argument("--out", type=Path, default=None, help="write to this file instead of the terminal")
     report.add_argument("--tables", action="store_true", help="with one run: print its paper-style tables")
 
@@ -245,6 +295,29 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     merge.add_argument("output", type=Path)
     merge.add_argument("shards", nargs="+", type=Path)
+
+    board = sub.add_parser(
+        "leaderboard", help="build LEADERBOARD.md and a static site from leaderboard/runs/* and reported numbers",
+        epilog="examples:\n  medvision-eval leaderboard                # rebuild LEADERBOARD.md and leaderboard/index.html\n"
+        "  medvision-eval leaderboard --check        # exit 1 if the committed files are stale, 2 if a run is rejected\n\n"
+        "Every run in DIR/runs/ is re-scored from its stored answers with this version; a run whose answers are\n"
+        "missing or whose fingerprint does not match is rejected with the reason.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    board.add_argument("--dir", type=Path, default=Path("leaderboard"),
+                       help="leaderboard directory with runs/ and reported/ (default: leaderboard)")
+    board.add_argument("--markdown", type=Path, default=None, help="Markdown output (default: DIR/../LEADERBOARD.md)")
+    board.add_argument("--check", action="store_true",
+                       help="write nothing; exit 1 when the committed files differ from what the inputs produce")
+
+    view = sub.add_parser("view", help="a per-run HTML page: tables, plots and a gallery of what the model saw",
+                          epilog="examples:\n  medvision-eval view runs/prior              # writes runs/prior/view/index.html\n"
+                          "  medvision-eval view runs/prior --out /tmp/prior-view --max-samples 50",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    view.add_argument("run_dir", type=Path)
+    view.add_argument("--out", type=Path, default=None, help="output directory (default: RUN_DIR/view)")
+    view.add_argument("--data", default=None, help="data directory the run used, if it moved (default: the run's)")
+    view.add_argument("--max-samples", type=int, default=200,
+                      help="gallery size per task: the worst and unparsed samples first (default 200)")
 
     lst = sub.add_parser("list", help="list models, tasks or benchmark configs and who provides them")
     lst.add_argument("what", choices=["models", "tasks", "configs"])
@@ -345,7 +418,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .scoring import cached_results, score_run
 
     generation = lmms_habits(args, console)
-    model_args = parse_model_args(args.model_args)
+    model_args = parse_model_args(args.model_args, args.model_arg)
     for key, value in generation.items():
         model_args.setdefault(key, value)  # --model-args wins over --gen_kwargs
     config = RunConfig(
@@ -466,10 +539,17 @@ def cmd_judge(args: argparse.Namespace, console: Console) -> int:
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .report import leaderboard_rows, load_results, print_results, rows_table, to_csv, to_markdown
 
+    from .summary import resolve_metrics
+
+    metrics = resolve_metrics(args.metrics)
     loaded = [(str(p), load_results(p)) for p in args.runs]
-    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    if args.format == "table" and len(loaded) == 1 and not args.out:
+    if args.format == "table" and len(loaded) == 1 and not args.out and not metrics:
         print_results(loaded[0][1], console, tables=args.tables)
+        return 0
+    if args.format == "table" and not args.out:
+        from .report import print_multi_report
+
+        print_multi_report(args.runs, console, metrics)
         return 0
     rows = leaderboard_rows(loaded, metrics)
     if args.format == "markdown":
@@ -566,7 +646,44 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
+    from .leaderboard import MARKDOWN, build, check, write
+
+    directory = args.dir
+    markdown_path = args.markdown or directory.parent / MARKDOWN
+    files, board = build(directory, markdown_path)
+    for r in board.rejected:
+        console.print(f"[red]error:[/red] run {directory / 'runs' / r.name} rejected: {escape(r.reason)}", highlight=False)
+    if args.check:
+        problems = check(files, directory, markdown_path)
+        for line in problems:
+            console.print(f"[red]stale:[/red] {escape(line)}", highlight=False)
+        if problems:
+            console.print("the committed leaderboard is not what its inputs produce: run 'medvision-eval leaderboard' "
+                          "and commit the result", highlight=False)
+            return 1
+        if board.rejected:
+            return 2
+        console.print(f"leaderboard up to date: {len(board.entries)} runs, {len(files)} files", highlight=False)
+        return 0
+    changed = write(files, directory, markdown_path)
+    console.print(f"wrote {markdown_path} and {directory / 'index.html'}: {len(board.entries)} runs in "
+                  f"{len(board.groups())} comparability groups, {len(board.rejected)} rejected, "
+                  f"{len(changed)} files changed", highlight=False)
+    return 2 if board.rejected else 0
+
+
+def cmd_view(args: argparse.Namespace, console: Console) -> int:
+    from .view import build_view
+
+    out = build_view(args.run_dir, args.out, data=args.data, max_samples=args.max_samples)
+    console.print(f"wrote {out / 'index.html'}", highlight=False)
+    return 0
+
+
 COMMANDS = {
+    "leaderboard": cmd_leaderboard,
+    "view": cmd_view,
     "run": cmd_run,
     "score": cmd_score,
     "judge": cmd_judge,
@@ -592,6 +709,16 @@ def _validation_message(exc: Any) -> str:
     return "; ".join(parts)
 
 
+def _columns() -> int:
+    """Width when not a terminal: $COLUMNS if set (as a terminal would say), else 140."""
+    import os
+
+    try:
+        return max(40, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return 140
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
@@ -599,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else _columns())
     from pydantic import ValidationError
 
     from .plugins import PluginError, UnknownNameError

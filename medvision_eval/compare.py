@@ -5,7 +5,9 @@ per-sample floats, ``null`` = NaN). For every task both runs scored, samples are
 for every per-sample metric both runs report, the statistic is the NaN-ignoring mean (so MAE/MRE
 are means over each run's parsed samples, IoU/F1/SR means over all shared samples), and the
 paired bootstrap resamples the shared samples once for both runs: the interval of the
-difference A - B accounts for the pairing. Derived: ``IoU>=0.5`` when ``IoU`` is present.
+difference A - B accounts for the pairing. Metric names are the report's vocabulary (``SR`` for
+the per-sample success flag, :mod:`medvision_eval.metric_names`); derived: ``IoU>=0.5`` (the
+paper's IoU>0.5 column, which v1 computed as IoU >= 0.5) when ``IoU`` is present.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from .metric_names import canonical
 from .schema import Interval
 from .stats import DEFAULT_N_BOOT, mean_stat, paired_bootstrap
 
@@ -73,7 +76,7 @@ def load_sample_metrics(path: Path) -> dict[str, dict[str, float]]:
             sid = row.get("id", row.get("sample_id"))
             if sid is None:
                 continue
-            metrics = {k: _nan(v) for k, v in (row.get("metrics") or {}).items()}
+            metrics = {canonical(k): _nan(v) for k, v in (row.get("metrics") or {}).items()}
             if "IoU" in metrics:
                 metrics["IoU>=0.5"] = float(metrics["IoU"] >= 0.5) if not math.isnan(metrics["IoU"]) else math.nan
             out[str(sid)] = metrics
@@ -146,6 +149,13 @@ def _fmt(iv: Interval) -> str:
     return f"{iv.value:.4g} [{iv.low:.4g}, {iv.high:.4g}]"
 
 
+def format_p(p: float) -> str:
+    """``< 0.001`` below 0.001 (a bootstrap p of 0 means none of the resamples crossed 0), else 3 decimals."""
+    if p is None or math.isnan(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def comparison_table(result: Comparison):
     """A rich table of the comparison (imported lazily: rich is only needed for the terminal)."""
     from rich.table import Table
@@ -155,7 +165,7 @@ def comparison_table(result: Comparison):
         table.add_column(col)
     for task in result.tasks:
         for m in task.metrics:
-            table.add_row(task.task, m.metric, str(task.n_shared), _fmt(m.a), _fmt(m.b), _fmt(m.diff), f"{m.p_value:.3g}")
+            table.add_row(task.task, m.metric, str(task.n_shared), _fmt(m.a), _fmt(m.b), _fmt(m.diff), format_p(m.p_value))
     if result.notes:
         table.caption = "; ".join(result.notes)
     return table

@@ -25,13 +25,14 @@ behind are removed when the next run opens the directory (:func:`clean_temp_file
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,9 @@ class PlanEntry(BaseModel):
     prompt_hash: str
     order: int = 0  # position in the unsharded plan, so merged shards keep the run's order
     sample: Sample
+    # The exact messages sent (text, and image parts by reference); prompt_hash is their stable_hash.
+    # Stored so that debugging and 'medvision-eval view' need no re-planning. None in older plans.
+    prompt: list[dict[str, Any]] | None = None
 
 
 def cache_key(
@@ -235,6 +239,28 @@ def cache_key(
         },
         n=32,
     )
+
+
+def cache_key_function(
+    model_identity: dict[str, Any], task_fingerprint: str, generation: dict[str, Any]
+) -> Callable[[str, str], str]:
+    """``cache_key`` with the run-constant parts serialised once: ``key(sample_id, prompt_hash)``.
+
+    Builds the same canonical JSON text (keys sorted, compact) that ``stable_hash`` hashes, so the
+    keys are identical; planning calls it once per sample.
+    """
+
+    def dump(obj: Any) -> str:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+    head = '{"generation":' + dump(generation) + ',"model":' + dump(model_identity) + ',"prompt":'
+    tail = ',"task":' + dump(task_fingerprint) + "}"
+
+    def key(sample_id: str, prompt_hash: str) -> str:
+        text = head + dump(prompt_hash) + ',"sample":' + dump(sample_id) + tail
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    return key
 
 
 def atomic_write_text(path: Path, text: str) -> None:

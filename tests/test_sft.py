@@ -282,3 +282,33 @@ def test_a_finished_run_rerun_trains_nothing(tiny, demo_root, trained):
     again = train(spec(tiny, demo_root, trained.output), progress=False)
     assert again.already_done and again.manifest.losses == trained.manifest.losses
     assert again.final == trained.final
+
+
+def test_a_base_whose_processor_differs_is_a_clear_error(trained, tiny, tmp_path):
+    """A hub base (no local content hash) whose tokenizer or chat template changed since training."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny, base)
+    template = base / "chat_template.jinja"
+    template.write_text(template.read_text().replace("<|im_start|>", "<|im_start|> "))
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained.final, ckpt)
+    m = json.loads((ckpt / "medvision_checkpoint.json").read_text())
+    m["base"]["local_content"] = None
+    (ckpt / "medvision_checkpoint.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match="processor of base .* differs .*chat_template"):
+        LoRAAdapter(path=str(ckpt), pretrained=str(base))
+    LoRAAdapter(path=str(ckpt), pretrained=str(tiny))  # the unchanged processor passes
+
+
+def test_trainer_config_is_the_papers_and_passes_fsdp_through(tmp_path):
+    from medvision_sft.train import sft_config
+
+    cfg_file = tmp_path / "fsdp.json"
+    cfg_file.write_text(json.dumps({"min_num_params": 1000}))
+    c = sft_config(TrainSpec(output=str(tmp_path), model="hf", fsdp="full_shard auto_wrap", fsdp_config=str(cfg_file),
+                             report_to="tensorboard"), tmp_path, has_val=True)
+    assert c.fsdp and c.fsdp_config["min_num_params"] == 1000 and c.report_to == ["tensorboard"]
+    assert (c.learning_rate, c.warmup_steps, c.max_grad_norm) == (2e-4, 0.03, 0.3) and c.lr_scheduler_type == "linear"
+    assert "fused" in str(c.optim).lower() and c.gradient_accumulation_steps == 12 and c.num_train_epochs == 10
+    assert c.eval_strategy == "steps" and c.save_steps == 50 and c.save_total_limit == 10
+    assert not c.bf16 and not c.activation_checkpointing  # CPU: fp32, no checkpointing

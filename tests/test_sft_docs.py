@@ -40,10 +40,14 @@ def test_the_gpu_command_parses_to_the_paper_configuration():
     line = next(x for x in cmd.splitlines() if "medvision_sft.cli train" in x)
     argv = shlex.split(line.split("-m medvision_sft.cli", 1)[1])
     spec = _spec(build_parser().parse_args(argv))
-    assert spec.model == "qwen2.5-vl-7b" and spec.data.tasks == ["tl_size:paper"] and spec.qlora
+    assert spec.model == "qwen2.5-vl-7b" and spec.data.tasks == ["tl_size:train_SFT"] and spec.qlora
     assert spec.data.limits == {"detection": 11000, "tl_size": 5500, "ad_measure": 5500}
     assert spec.data.val == {"detection": 105, "tl_size": 45, "ad_measure": 50} and spec.data.seed == 1024
     assert (spec.lora_r, spec.lora_alpha, spec.lora_dropout, spec.target_modules) == (16, 16, 0.05, "all-linear")
     assert (spec.learning_rate, spec.lr_scheduler, spec.warmup, spec.max_grad_norm) == (2e-4, "linear", 0.03, 0.3)
     assert (spec.epochs, spec.batch_size, spec.grad_accum, spec.optim) == (10.0, 1, 12, "adamw_torch_fused")
     assert spec.save_embeddings and spec.loss == "answer" and spec.report_to == "wandb"
+    from medvision_eval.data import load_catalogue
+
+    configs = load_catalogue().configs("tl_size", "train_SFT")
+    assert len(configs) == 10 and all(not c.name.endswith("_Test") for c in configs)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from medvision_eval.compare import compare_runs, comparison_table
+from medvision_eval.compare import compare_runs, comparison_table, format_p
 from medvision_eval.stats import bootstrap_intervals, mean_intervals, mean_stat, paired_bootstrap, resample_counts
 
 
@@ -70,12 +70,14 @@ def test_compare_runs_pairs_by_id(tmp_path):
     (task,) = result.tasks
     assert task.task == "detection" and task.n_shared == 199 and task.n_a == 200 and task.n_b == 200
     metrics = {m.metric: m for m in task.metrics}
-    assert set(metrics) == {"IoU", "IoU>=0.5", "MAE"}
+    assert set(metrics) == {"IoU", "IoU>=0.5", "MAE"}  # the one metric vocabulary
     assert metrics["IoU"].diff.value == pytest.approx(0.05)
     assert metrics["IoU"].diff.low == pytest.approx(0.05) and metrics["IoU"].diff.high == pytest.approx(0.05)
     assert metrics["MAE"].diff.value == pytest.approx(-0.1) and metrics["MAE"].n_valid_b == 198
     assert any("shared" in n for n in result.notes)
     assert comparison_table(result).row_count == 3
+    assert metrics["IoU"].p_value < 0.001 and format_p(metrics["IoU"].p_value) == "< 0.001"
+    assert format_p(0.0123) == "0.012"
     again = compare_runs(tmp_path / "a", tmp_path / "b", seed=0, n_boot=200)
     assert again.model_dump() == result.model_dump()
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..hookspecs import ModelEntry
-from ..schema import ImagePart, Message, Request, Response, TextPart
+from ..schema import Message, Request, Response, arrange_messages
 from ._common import package_version, parse_settings, short_error, timer, to_openai_chat, with_system
 from .errors import BackendNotInstalledError, ModelArgsError
 from .hf import HFAdapter, HFSettings, local_fingerprint
@@ -144,21 +144,9 @@ def check_files(path: str | Path, manifest: Manifest) -> None:
 
 
 def arrange(messages: Sequence[Message], image_first: bool) -> list[Message]:
-    """Messages with image parts before text parts in each message when ``image_first``."""
-    try:  # the harness-wide function (schema.arrange_messages), when this version has it
-        from ..schema import arrange_messages  # type: ignore[attr-defined]
-    except ImportError:
-        arrange_messages = None
-    if arrange_messages is not None:
-        return list(arrange_messages(list(messages), image_first))
-    if not image_first:
-        return list(messages)
-    out = []
-    for m in messages:
-        images = [p for p in m.content if isinstance(p, ImagePart)]
-        texts = [p for p in m.content if isinstance(p, TextPart)]
-        out.append(m.model_copy(update={"content": [*images, *texts]}) if images else m)
-    return out
+    """Messages in the checkpoint's order (the harness-wide :func:`~medvision_eval.schema.arrange_messages`;
+    idempotent, so requests the planner already arranged stay as they are)."""
+    return arrange_messages(messages, image_first)
 
 
 # ------------------------------------------------------------------------------------- adapter

@@ -14,9 +14,9 @@ from rich.console import Console
 TRAIN_EXAMPLES = """examples:
   # the paper's SFT of Qwen2.5-VL-7B on its T/L training list (QLoRA, 2 GPUs, paper mixing):
   accelerate launch --num_processes 2 -m medvision_sft.cli train --model qwen2.5-vl-7b \\
-      --tasks tl_size:paper --paper-mix --qlora --data /data/MedVision --output ckpt/qwen7b-tl
+      --tasks tl_size:train_SFT --paper-mix --qlora --data /data/MedVision --output ckpt/qwen7b-tl
   # the three families at once, as the paper's multi-task model (22,000 examples, val 200):
-  medvision-sft train --model qwen2.5-vl-7b --tasks detection:paper,tl_size:paper,ad_measure:paper \\
+  medvision-sft train --model qwen2.5-vl-7b --tasks detection:train_SFT,tl_size:train_SFT,ad_measure:train_SFT \\
       --paper-mix --qlora --data /data/MedVision --output ckpt/qwen7b-all
   # any local transformers VLM, a short CPU run on the bundled demo data:
   medvision-sft train --model hf --model-args pretrained=/models/tiny --tasks tl_size \\
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or hf with --model-args pretrained=PATH")
     g.add_argument("--model-args", default=None, help="k=v,k2=v2 as medvision-eval takes them")
     g.add_argument("--tasks", required=True, help="task specs as medvision-eval takes them, train split: "
-                   "tl_size | detection:paper | ad_measure:Ceph-Bio-400 | a config name")
+                   "tl_size | detection:train_SFT | ad_measure:Ceph-Bio-400 | a config name")
     g.add_argument("--output", required=True, help="output directory (rerun to resume)")
     g.add_argument("--data", default=None, help="MedVision data directory (default: $MEDVISION_DATA_DIR, else demo)")
     g.add_argument("--protocol", default="paper", choices=["paper", "corrected"], help="prompts, renderer, answer "

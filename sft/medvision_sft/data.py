@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 
 from medvision_eval.models.base import ModelAdapter, PerceivedGeometry
-from medvision_eval.models.lora import arrange
-from medvision_eval.schema import ImagePart, Message, Sample, TextPart, stable_hash
+from medvision_eval.schema import ImagePart, Message, Sample, TextPart, arrange_messages, stable_hash
 
 PAPER_TRAIN_LIMITS = {"detection": 11000, "tl_size": 5500, "ad_measure": 5500}
 PAPER_VAL_LIMITS = {"detection": 105, "tl_size": 45, "ad_measure": 50}
@@ -159,7 +158,7 @@ def build_data(spec: DataSpec, adapter: ModelAdapter, data: Any, registry: Any, 
     # Render (grouped by volume so each volume is decoded once), or reuse the cached PNG.
     missing = [s for s in todo if not (image_dir / image_cache_name(data.root, s, protocol.render)).is_file()]
     if missing:
-        for done, (sample, image) in enumerate(data.images(missing, protocol), 1):
+        for done, (sample, image) in enumerate(data.images(missing, protocol.render), 1):
             if isinstance(image, Exception):
                 skipped.append(f"error: sample {sample.id}: {image}")
                 continue
@@ -180,7 +179,7 @@ def build_data(spec: DataSpec, adapter: ModelAdapter, data: Any, registry: Any, 
         size = tuple(sample.image_size)
         if size not in geometry:
             geometry[size] = adapter.perceived_geometry(*size)
-        messages = arrange(task.messages(sample, geometry[size]), spec.image_first)
+        messages = arrange_messages(task.messages(sample, geometry[size]), spec.image_first)
         answer = answer_text(task, sample, spec.decimals)
         n_images = sum(isinstance(p, ImagePart) for m in messages for p in m.content)
         if n_images != 1:

@@ -280,6 +280,8 @@ def train(spec: TrainSpec, *, overwrite: bool = False, console: Any = None, prog
     import warnings
 
     t0 = time.perf_counter()
+    # transformers 5 renamed gradient -> activation checkpointing; peft/trl still call the old name
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     if spec.threads:
         import torch
 
