@@ -1,86 +1,289 @@
-"""Score 1,000,000 detection predictions: the vectorised v1 scorer against a per-sample Python
-loop of the official formulas (tests/v1_reference.py), side by side in one run.
+"""The full ``score`` step at 10k / 100k / 1M detection samples, against the official v1 path on the
+same per-sample data, side by side in one run.
 
-    python benchmarks/bench_scoring.py [--n 1000000] [--loop-n 1000000]
+    python benchmarks/bench_scoring.py [--sizes 10000,100000,1000000] [--repeat 1]
 
-The vectorised scorer runs ``--repeat`` times (median reported; the first run includes the
-page faults of fresh allocations); the loop runs once. Prints both wall times, the speed-up, and checks that both give the same numbers.
-Targets (issue #4): vectorised <= 2 s for 1M and >= 50x the loop.
+Ours: ``medvision-eval score RUN_DIR`` as a user runs it (a fresh process: imports, reading
+``run.json`` / ``plan.jsonl`` / ``responses.jsonl``, parsing, per-sample metrics, the paper's
+tables, bootstrap intervals, writing ``samples_detection.jsonl`` and ``results.json``).
+
+Official v1 path (the reference, built here from the formulas ``tests/v1_reference.py`` checks,
+not from the package): the same answers as an lmms-eval samples file, then
+``benchmark/parse_outputs.py`` (per line: ``json.loads``, last-4-numbers parse, per-sample
+metrics, ``json.dumps`` of the parsed line, running sums) and
+``benchmark/summarize_detection_task.py`` (read the parsed file, group by
+``label_map_regroup`` @ modality (plane), per-sample metrics again, per-group counters and
+threshold counts, the anatomy vs tumour/lesion sample-weighted means, ``json.dump``). It
+computes no bootstrap and no IoU sweep / box-size table, so it does less work than ours.
+
+Both run in their own process; wall time is measured by this script around the process, peak
+resident memory is the child's ``ru_maxrss``. The run directories are generated once (not timed)
+under ``~/.cache/medvision-eval-bench/scoring``. Targets (issue 13): 1M samples <= 10 s end to end,
+>= 20x the official path, peak memory <= 2x the official's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("MEDVISION_BENCH_CACHE", Path.home() / ".cache" / "medvision-eval-bench")) / "scoring"
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import v1_reference as ref  # noqa: E402
+# (label, modality, plane, config): anatomy and tumour/lesion groups in two modalities
+LABELS = [
+    ("liver", "CT", "A", "BenchAbd_BoxSize_Task01_Axial"),
+    ("spleen", "CT", "A", "BenchAbd_BoxSize_Task01_Axial"),
+    ("left kidney", "CT", "A", "BenchAbd_BoxSize_Task01_Axial"),
+    ("aorta", "CT", "C", "BenchAbd_BoxSize_Task01_Coronal"),
+    ("kidney tumor", "CT", "A", "BenchKid_BoxSize_Task01_Axial"),
+    ("liver tumor", "CT", "A", "BenchLiv_BoxSize_Task01_Axial"),
+    ("enhancing tumor", "MRI", "A", "BenchBrain_BoxSize_Task01_Axial"),
+    ("edema", "MRI", "S", "BenchBrain_BoxSize_Task01_Sagittal"),
+]
 
-from medvision_eval.tasks.metrics import detection_scores  # noqa: E402
 
+# ------------------------------------------------------------------------------ the data
+def make_run(run_dir: Path, n: int, seed: int = 0) -> None:
+    """A detection run directory with ``n`` answered samples (plan, responses, run.json)."""
+    import numpy as np
 
-def make_cases(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from medvision_eval import __version__
+    from medvision_eval.protocol import get_protocol
+    from medvision_eval.runner import build_task
+    from medvision_eval.plugins import Registry
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    protocol = get_protocol("paper")
+    task = build_task(Registry.discover(), "detection", protocol)
     rng = np.random.default_rng(seed)
-    lo = rng.uniform(0, 0.7, (n, 2))
-    target = np.concatenate([lo, lo + rng.uniform(0.05, 0.3, (n, 2))], axis=1)
-    pred = (target + rng.normal(0, 0.05, (n, 4))).astype(np.float32).astype(np.float64)
-    flip = rng.random(n) < 0.05  # inverted corners
-    pred[flip] = pred[flip][:, [2, 3, 0, 1]]
-    ok = rng.random(n) > 0.08  # parse failures (NaN rows, as prediction_matrix builds them)
-    pred[~ok] = np.nan
-    return pred, ok, target
+    lo = rng.uniform(0, 0.6, (n, 2))
+    target = np.concatenate([lo, lo + rng.uniform(0.05, 0.35, (n, 2))], axis=1)
+    pred = target + rng.normal(0, 0.05, (n, 4))
+    kind = rng.random(n)
+    which = rng.integers(0, len(LABELS), n)
+    identity = {"name": "bench", "args": {}}
+    record = {
+        "medvision_eval_version": __version__,
+        "config": {"tasks": ["detection"], "model": "bench", "model_args": {}, "data": None, "output": str(run_dir),
+                   "limit": None, "batch_size": None, "protocol": "paper", "seed": 0, "no_cache": False, "shard": None},
+        "data_root": "/bench", "model_identity": identity, "model_info": {}, "generation": {},
+        "protocol": protocol.model_dump(), "batch_size": 64, "backend": "bench", "world_size": 1, "environment": {},
+    }
+    (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    fingerprint = task.fingerprint()
+    with open(run_dir / "plan.jsonl", "w") as plan, open(run_dir / "responses.jsonl", "w") as resp:
+        for i in range(n):
+            label, modality, plane, config = LABELS[which[i]]
+            sid = f"{config}/test/case_{i // 300:05d}/{plane}{i % 300}/{which[i] + 1}"
+            key = f"{i:032x}"
+            t = [float(v) for v in target[i]]
+            sample = {
+                "id": sid, "task": "detection", "config": config, "dataset": config.split("_")[0], "split": "test",
+                "index": i, "image": {"path": f"Datasets/{config.split('_')[0]}/Images/case_{i // 300:05d}_0000.nii.gz",
+                                      "slice_axis": {"S": 0, "C": 1, "A": 2}[plane], "slice_index": i % 300},
+                "image_size": [512, 512], "pixel_spacing": [0.8, 0.8], "label": label, "label_id": int(which[i]) + 1,
+                "modality": modality, "plane": plane, "image_description": f"{modality} scan",
+                "target": {"values": t, "unit": "relative", "names": ["x1", "y1", "x2", "y2"]},
+                "extra": {"box_area_ratio": (t[2] - t[0]) * (t[3] - t[1]), "box_pixels": [int(v * 512) for v in t],
+                          "unit": "relative"},
+            }
+            plan.write(json.dumps({"task": "detection", "key": key, "prompt_hash": f"{i:016x}", "order": i + 1,
+                                   "sample": sample}, separators=(",", ":")) + "\n")
+            p = pred[i]
+            if kind[i] < 0.90:
+                text = f"{p[0]:.4f}, {p[1]:.4f}, {p[2]:.4f}, {p[3]:.4f}"
+            elif kind[i] < 0.95:
+                text = f"The box is [{p[2]:.3f}, {p[3]:.3f}, {p[0]:.3f}, {p[1]:.3f}]."  # inverted corners
+            elif kind[i] < 0.98:
+                text = "I cannot determine the location from this image."
+            else:
+                text = f"x1={p[0]:.2f}"
+            resp.write(json.dumps({"key": key, "task": "detection", "sample_id": sid, "prompt_hash": f"{i:016x}",
+                                   "response": {"text": text, "error": None, "latency_s": 0.01,
+                                                "usage": {"prompt_tokens": None, "completion_tokens": None}},
+                                   "time": 1.0e9 + i}, separators=(",", ":")) + "\n")
 
 
-def loop(pred: np.ndarray, ok: np.ndarray, target: np.ndarray) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {k: [] for k in ("IoU", "Precision", "Recall", "F1", "MAE")}
-    for p, good, t in zip(pred.tolist(), ok.tolist(), target.tolist()):
-        if not good:
-            for k in ("IoU", "Precision", "Recall", "F1"):
-                out[k].append(0.0)
-            out["MAE"].append(float("nan"))
-            continue
-        out["IoU"].append(ref.iou(p, t))
-        out["Precision"].append(ref.precision(p, t))
-        out["Recall"].append(ref.recall(p, t))
-        out["F1"].append(ref.f1(p, t))
-        out["MAE"].append(sum(abs(a - b) for a, b in zip(p, t)) / 4.0)
-    return out
+def make_lmms_samples(run_dir: Path, out: Path) -> None:
+    """The same answers as an lmms-eval ``*_samples_*.jsonl`` file (what the official scripts read)."""
+    answers = {}
+    with open(run_dir / "responses.jsonl") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            answers[rec["key"]] = rec["response"]["text"]
+    with open(run_dir / "plan.jsonl") as fh, open(out, "w") as dst:
+        for line in fh:
+            entry = json.loads(line)
+            s = entry["sample"]
+            doc = {"dataset_name": s["dataset"], "taskID": "01", "taskType": "Box-Size", "image_file": s["image"]["path"],
+                   "slice_dim": s["image"]["slice_axis"], "slice_idx": s["image"]["slice_index"], "label": s["label_id"],
+                   "image_description": s["image_description"], "image_size_2d": s["image_size"],
+                   "pixel_size": s["pixel_spacing"], "label_name": s["label"], "imgModality": s["modality"]}
+            dst.write(json.dumps({"doc_id": s["index"], "doc": doc, "target": str(s["target"]["values"]),
+                                  "arguments": [], "resps": [[answers[entry["key"]]]],
+                                  "filtered_resps": [answers[entry["key"]]]}) + "\n")
+
+
+# ------------------------------------------------------------------ the official v1 path
+def official_path(samples_file: Path, work: Path) -> dict:
+    """``parse_outputs.py`` then ``summarize_detection_task.py``, from the v1 formulas."""
+    import numpy as np
+
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import v1_reference as ref
+
+    from medvision_eval.tasks.label_maps import EXCLUDED_KEYS, LABEL_MAP_REGROUP, MINIMUM_GROUP_SIZE, TUMOR_LESION_GROUP_KEYS
+
+    parsed = work / "parsed.jsonl"
+    sums = {"sum_MAE": 0.0, "sum_IoU": 0.0, "num_success": 0, "count_valid_AE": 0, "count_valid_IoU": 0}
+    count = 0
+    with open(samples_file) as fh, open(parsed, "w") as tmp:  # parse_outputs._process_jsonl_file
+        for line in fh:
+            data = json.loads(line)
+            text = data["resps"][0][0]
+            data["filtered_resps"] = [ref.last_k(text, 4)]
+            m = ref.detection_sample(text, list(eval(data["target"])))
+            data["avgMAE"] = {"MAE": m["MAE"]}
+            data["avgIoU"] = {"IoU": m["IoU"]}
+            data["SuccessRate"] = {"success": m["success"]}
+            if not np.isnan(m["MAE"]):
+                sums["sum_MAE"] += m["MAE"]
+                sums["count_valid_AE"] += 1
+            if not np.isnan(m["IoU"]):
+                sums["sum_IoU"] += m["IoU"]
+                sums["count_valid_IoU"] += 1
+            sums["num_success"] += m["success"]
+            count += 1
+            box = eval(data["target"])  # _patch_doc_detection_task fallback
+            data["box_img_ratio"] = abs(box[2] - box[0]) * abs(box[3] - box[1])
+            tmp.write(json.dumps(data) + "\n")
+    grouped: dict[str, dict[str, list]] = {}
+    with open(parsed) as fh:  # summarize_detection_task.process_jsonl_file_detection_task + grouping
+        for line in fh:
+            data = json.loads(line)
+            doc = data["doc"]
+            mod = {"MRI": "MR", "ultrasound": "US", "X-ray": "XR"}.get(doc["imgModality"], doc["imgModality"])
+            plane = {0: "S", 1: "C", 2: "A"}[doc["slice_dim"]]
+            group = f"{LABEL_MAP_REGROUP.get(doc['label_name'], doc['label_name'])} @ {mod} ({plane})"
+            g = grouped.setdefault(group, {"targets": [], "responses": []})
+            g["targets"].append(data["target"])
+            g["responses"].extend(data["resps"][0])
+    summary = {}
+    names = ("IoU", "F1", "Precision", "Recall")
+    for group, g in grouped.items():  # calculate_summary_metrics_per_anatomy_detection_task
+        c = {"sum_MAE": 0.0, "count_valid_AE": 0, "num_success": 0, "AE": [0] * 10,
+             **{f"sum_{k}": 0.0 for k in names}, **{f"count_{k}": 0 for k in names}, **{f"thr_{k}": [0] * 5 for k in names}}
+        for target, response in zip(g["targets"], g["responses"]):
+            m = ref.detection_sample(response, list(eval(target)))
+            if not np.isnan(m["MAE"]):
+                c["sum_MAE"] += m["MAE"]
+                c["count_valid_AE"] += 1
+                c["AE"][min(int(m["MAE"] * 10), 9)] += 1
+            for k in names:
+                if not np.isnan(m[k]):
+                    c[f"sum_{k}"] += m[k]
+                    c[f"count_{k}"] += 1
+                    for i, t in enumerate((0.5, 0.6, 0.7, 0.8, 0.9)):
+                        if m[k] >= t:
+                            c[f"thr_{k}"][i] += 1
+            c["num_success"] += m["success"]
+        total = len(g["targets"])
+        row = {k: (c[f"sum_{k}"] / c[f"count_{k}"] if c[f"count_{k}"] else float("nan")) for k in names}
+        row["avgMAE"] = c["sum_MAE"] / c["count_valid_AE"] if c["count_valid_AE"] else float("nan")
+        row["SuccessRate"] = c["num_success"] / total
+        row["num_samples"] = total
+        for k in names:
+            for i, t in enumerate((0.5, 0.6, 0.7, 0.8, 0.9)):
+                row[f"{k}>{t:.1f}"] = c[f"thr_{k}"][i] / total
+        summary[group] = row
+    table = {}
+    for kind in ("anatomy", "T/L"):  # group_anatomy_vs_tumor_lesion
+        rows = []
+        for group, row in summary.items():
+            low = group.lower()
+            if any(k in low for k in EXCLUDED_KEYS) or row["num_samples"] < MINIMUM_GROUP_SIZE:
+                continue
+            is_tl = any(k in low for k in TUMOR_LESION_GROUP_KEYS)
+            if is_tl == (kind == "T/L"):
+                rows.append(row)
+        w = sum(r["num_samples"] for r in rows)
+        table[kind] = {k: (sum(r[k] * r["num_samples"] for r in rows if np.isfinite(r[k])) / w if w else float("nan"))
+                       for k in ("IoU", "F1", "Precision", "Recall", "SuccessRate", "IoU>0.5", "F1>0.5")}
+    with open(work / "summary.json", "w") as fh:
+        json.dump({"groups": summary, "table2": table, "overall": sums, "count": count}, fh, indent=2)
+    return table
+
+
+# ------------------------------------------------------------------------------- driver
+def child(mode: str, run_dir: Path) -> None:
+    t0 = time.perf_counter()
+    if mode == "ours":
+        from medvision_eval.scoring import score_run
+
+        score_run(run_dir)
+    else:
+        official_path(run_dir / "lmms_samples.jsonl", run_dir / "official")
+    print(json.dumps({"in_process_s": time.perf_counter() - t0,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def timed(mode: str, run_dir: Path) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--child", mode, str(run_dir)], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{proc.stderr}")
+    return {"wall_s": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def prepare(n: int) -> Path:
+    run_dir = CACHE / f"detection-{n}"
+    done = run_dir / ".complete"
+    if not done.exists():
+        t0 = time.perf_counter()
+        make_run(run_dir, n)
+        make_lmms_samples(run_dir, run_dir / "lmms_samples.jsonl")
+        (run_dir / "official").mkdir(exist_ok=True)
+        done.write_text("ok\n")
+        print(f"  built {run_dir} in {time.perf_counter() - t0:.0f}s (cached for later runs)", flush=True)
+    return run_dir
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--loop-n", type=int, default=None, help="samples for the Python loop (default: --n)")
-    parser.add_argument("--repeat", type=int, default=5, help="vectorised runs; the median is reported")
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated sample counts")
+    parser.add_argument("--repeat", type=int, default=1, help="alternating runs per side; the best is reported")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "RUN_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    loop_n = args.loop_n or args.n
-    pred, ok, target = make_cases(args.n)
-
-    times = []
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        vec = detection_scores(pred, ok, target)
-        times.append(time.perf_counter() - t0)
-    t_vec = float(np.median(times))
-
-    t0 = time.perf_counter()
-    slow = loop(pred[:loop_n], ok[:loop_n], target[:loop_n])
-    t_loop = (time.perf_counter() - t0) * args.n / loop_n
-
-    for k, values in slow.items():
-        np.testing.assert_allclose(vec[k][:loop_n], np.array(values), rtol=1e-12, atol=0, equal_nan=True, err_msg=k)
-    print(f"samples                  {args.n:,}")
-    print(f"vectorised (numpy)       {t_vec:8.3f} s   median of {args.repeat}; first run {times[0]:.3f} s, "
-          f"min {min(times):.3f} s ({args.n / t_vec / 1e6:.1f} M samples/s)")
-    extra = "" if loop_n == args.n else f"  (measured on {loop_n:,}, scaled)"
-    print(f"per-sample Python loop   {t_loop:8.3f} s{extra}")
-    print(f"speed-up                 {t_loop / t_vec:8.1f} x")
-    print("identical results        yes (IoU, Precision, Recall, F1, MAE)")
-    print(f"targets                  <= 2 s: {'met' if t_vec <= 2 else 'MISSED'};  >= 50x: {'met' if t_loop / t_vec >= 50 else 'MISSED'}")
+    if args.child:
+        child(args.child[0], Path(args.child[1]))
+        return
+    print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}", flush=True)
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        run_dir = prepare(n)
+        ours, official = [], []
+        for _ in range(args.repeat):  # alternate, so both sides see the same machine load
+            ours.append(timed("ours", run_dir))
+            official.append(timed("official", run_dir))
+        o = min(ours, key=lambda r: r["wall_s"])
+        r = min(official, key=lambda r: r["wall_s"])
+        rows.append((n, o, r))
+        print(f"{n:>9,} samples  ours {o['wall_s']:7.2f}s ({o['peak_rss_mb']:6.0f} MB)  official v1 path "
+              f"{r['wall_s']:7.2f}s ({r['peak_rss_mb']:5.0f} MB)  speed-up {r['wall_s'] / o['wall_s']:5.2f}x  "
+              f"memory {o['peak_rss_mb'] / r['peak_rss_mb']:4.1f}x", flush=True)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    n, o, r = rows[-1]
+    print(f"targets at {n:,}: <= 10 s: {'met' if o['wall_s'] <= 10 else 'MISSED'}; "
+          f">= 20x official: {'met' if r['wall_s'] / o['wall_s'] >= 20 else 'MISSED'}; "
+          f"memory <= 2x official: {'met' if o['peak_rss_mb'] <= 2 * r['peak_rss_mb'] else 'MISSED'}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ RUN_EXAMPLES = """examples:
   medvision-eval --tasks tl_size --model medgemma-27b --limit 1000
   medvision-eval --tasks detection:KiTS23 --model hf --model-args pretrained=/models/my-vlm,dtype=bfloat16
   medvision-eval --tasks ad_measure --model openai --model-args base_url=http://127.0.0.1:8000/v1,model=qwen
+  medvision-eval --tasks tl_size --model openai -M model=qwen -M 'extra_body={"top_k":1,"seed":0}'
   medvision-eval run --tasks detection --model oracle --model-args noise=0.05 --protocol corrected
   medvision-eval run --tasks detection --model qwen2.5-vl-7b --shard 0/4 --output runs/q/shard0
 
@@ -34,19 +36,53 @@ Re-running the same command resumes: answered samples are never sent again; fail
 """
 
 
-def parse_model_args(text: str | None) -> dict[str, str]:
-    """``k=v,k2=v2`` -> dict. Values stay strings; each adapter validates and converts its own."""
-    out: dict[str, str] = {}
-    if not text:
-        return out
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise argparse.ArgumentTypeError(f"--model-args: {item!r} is not key=value")
-        out[key.strip()] = value.strip()
+def split_top_level(text: str) -> list[str]:
+    """Split ``k=v,k2=v2`` on commas outside brackets, braces and quotes."""
+    items, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == "\\":
+                continue
+            if ch == quote and text[i - 1] != "\\":
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items
+
+
+def parse_model_arg(item: str, where: str) -> tuple[str, Any]:
+    """``key=value``: a value starting with ``{``, ``[`` or ``"`` is JSON; any other stays a string
+    (each adapter validates and converts its own)."""
+    key, sep, value = item.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key:
+        raise ValueError(f"{where}: {item.strip()!r} is not key=value")
+    if value[:1] in ("{", "[", '"'):
+        try:
+            return key, json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {key}: {value!r} is not valid JSON ({exc})") from None
+    return key, value
+
+
+def parse_model_args(text: str | None, pairs: Sequence[str] = ()) -> dict[str, Any]:
+    """``--model-args k=v,k2=v2`` plus every ``-M key=value`` (later wins)."""
+    out: dict[str, Any] = {}
+    for item in split_top_level(text or ""):
+        if item.strip():
+            key, value = parse_model_arg(item, "--model-args")
+            out[key] = value
+    for item in pairs:
+        key, value = parse_model_arg(item, "-M")
+        out[key] = value
     return out
 
 
@@ -66,7 +102,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model or preset name ('medvision-eval list models'), "
                    "e.g. prior, oracle, random, hf, openai, qwen2.5-vl-7b, medgemma-27b")
     p.add_argument("--model-args", "--model_args", dest="model_args", default=None,
-                   help="adapter arguments k=v,k2=v2, e.g. pretrained=PATH,dtype=bfloat16 or delay_s=0.01")
+                   help="adapter arguments k=v,k2=v2, e.g. pretrained=PATH,dtype=bfloat16 or delay_s=0.01; "
+                   "a value starting with { [ or \" is JSON: extra_body={\"a\":1,\"b\":2}")
+    p.add_argument("-M", dest="model_arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="one adapter argument, repeatable (-M a=1 -M b=x); its value may contain commas")
     p.add_argument("--output", "--output_path", dest="output", default=None,
                    help="run directory (default: runs/<model>); rerunning into it resumes")
     p.add_argument("--data", default=None, help="MedVision data directory (default: $MEDVISION_DATA_DIR, "
@@ -201,7 +240,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     config = RunConfig(
         tasks=args.tasks.split(","),
         model=args.model,
-        model_args=parse_model_args(args.model_args),
+        model_args=parse_model_args(args.model_args, args.model_arg),
         data=args.data,
         output=args.output,
         limit=args.limit,

@@ -1,8 +1,9 @@
 """The executor: send what is not answered yet, in batches, and persist every answer at once.
 
 It turns a :class:`~medvision_eval.planning.Plan` into ``responses.jsonl`` lines. Samples are
-visited grouped by volume (each volume decoded once); image pixels are attached only when a
-sample is actually sent. Adapter failures become stored errors (retried on the next run); a
+visited grouped by volume across all configs and tasks (each volume decoded once per run, the
+next one decoded on a worker thread meanwhile); image pixels are attached only when a sample is
+actually sent and dropped as soon as it is answered. Adapter failures become stored errors (retried on the next run); a
 model that gives up (:class:`~medvision_eval.models.errors.ModelUnavailableError`) stops the run
 after the answers its batch did produce are stored.
 """
@@ -75,27 +76,58 @@ class Executor:
         self.sample_errors: list[str] = []
 
     def run(self, plan: Plan, log: ResponseLog, progress: Progress | None = None) -> dict[str, TaskCounts]:
+        """Send every unanswered entry, visiting volumes one at a time across all tasks.
+
+        Entries are ordered by volume (path), then task (``--tasks`` order), then dataset order,
+        so a volume is decoded once for every config and task that slices it; while the model
+        answers a volume's last batch the next volume is decoded on the data's worker thread.
+        A batch holds one task's entries. Files and results keep the official order: scoring
+        reads ``plan.jsonl``, not the arrival order of answers.
+        """
         generation = self.adapter.generation_settings()
         counts: dict[str, TaskCounts] = {}
-        for item in plan.tasks:
+        finished: dict[str, int] = {}
+        todo: list[tuple[str, int, int, PlannedTask, PlanEntry]] = []
+        for rank, item in enumerate(plan.tasks):
             mine = [e for e in item.entries if self.dist.owns(e.sample.id)]
-            todo = [e for e in mine if not (e.key in self.done and self.done[e.key].completed)]
-            stats = counts[item.name] = TaskCounts(planned=len(mine), cached=len(mine) - len(todo))
+            waiting = [e for e in mine if not (e.key in self.done and self.done[e.key].completed)]
+            stats = counts[item.name] = TaskCounts(planned=len(mine), cached=len(mine) - len(waiting))
+            finished[item.name] = stats.cached
             if progress:
                 progress(item.name, stats.cached, len(mine))
-            todo.sort(key=lambda e: e.sample.image.path)  # by volume, dataset order within one
-            finished = stats.cached
-            for start in range(0, len(todo), self.batch_size):
-                batch = todo[start : start + self.batch_size]
-                self._send(item, batch, generation, log, stats)
-                finished += len(batch)
-                if progress:
-                    progress(item.name, finished, len(mine))
+            todo.extend((e.sample.image.path, rank, i, item, e) for i, e in enumerate(waiting))
+        todo.sort(key=lambda t: t[:3])  # volume, task, dataset order
+        start = 0
+        while start < len(todo):
+            item = todo[start][3]
+            stop = start + 1
+            while stop < len(todo) and stop - start < self.batch_size and todo[stop][3] is item:
+                stop += 1
+            batch = [t[4] for t in todo[start:stop]]
+            self._send(item, batch, generation, log, counts[item.name], next_volume=self._next_volume(todo, stop))
+            finished[item.name] += len(batch)
+            if progress:
+                progress(item.name, finished[item.name], counts[item.name].planned)
+            start = stop
         return counts
 
+    @staticmethod
+    def _next_volume(todo: Sequence[tuple], stop: int) -> Any:
+        """The first sample after ``todo[stop - 1]`` whose volume differs from it (None at the end)."""
+        if stop >= len(todo):
+            return None
+        current = todo[stop - 1][0]
+        for path, _, _, _, entry in todo[stop:]:
+            if path != current:
+                return entry.sample
+        return None
+
     def _send(self, item: PlannedTask, batch: Sequence[PlanEntry], generation: GenerationSettings,
-              log: ResponseLog, stats: TaskCounts) -> None:
+              log: ResponseLog, stats: TaskCounts, *, next_volume: Any = None) -> None:
         requests, ready, failed = self._materialise(item, batch, generation)
+        prefetch = getattr(self.data, "prefetch", None)
+        if next_volume is not None and prefetch is not None:
+            prefetch(next_volume)  # decode it while the model answers this batch
         for entry, response in failed:
             log.append(_record(entry, response))
             stats.errors += 1
@@ -108,6 +140,8 @@ class Executor:
                 if response is not None:
                     log.append(_record(entry, response))
             raise RunError(abort.message) from abort.__cause__
+        finally:
+            release_images(requests)  # pixels live only until their request is answered
         for entry, response in zip(ready, responses):
             log.append(_record(entry, response))
             stats.sent += 1
@@ -130,8 +164,7 @@ class Executor:
                 self.sample_errors.append(f"error: sample {planned.sample.id}: {exc}")
                 continue
             requests.append(Request(sample_id=planned.sample.id, task=item.name, messages=planned.messages,
-                                    generation=generation, answer=planned.answer, prompt_hash=entry.prompt_hash,
-                                    sample=planned.sample))
+                                    generation=generation, answer=planned.answer, prompt_hash=entry.prompt_hash))
             ready.append(entry)
         return requests, ready, failed
 
@@ -145,6 +178,15 @@ def attach_images(messages: Sequence[Any], render: Callable[[], Any]) -> None:
                 if image is None:
                     image = render()
                 part.image = image
+
+
+def release_images(requests: Sequence[Request]) -> None:
+    """Drop the pixels of answered requests; the planned messages (kept for the run) hold refs only."""
+    for request in requests:
+        for message in request.messages:
+            for part in message.content:
+                if isinstance(part, ImagePart):
+                    part.image = None
 
 
 def generate(adapter: Any, requests: list[Request]) -> list[Response]:

@@ -15,7 +15,7 @@ from typing import Any
 from .config import RunConfig, parse_task_spec
 from .errors import RunError
 from .schema import AnswerSpec, Message, PerceivedGeometry, Sample, arrange_messages, stable_hash
-from .store import PlanEntry, cache_key
+from .store import PlanEntry, cache_key_function
 
 
 def in_shard(sample_id: str, index: int, count: int) -> bool:
@@ -72,6 +72,7 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
         except (KeyError, ValueError) as exc:
             raise RunError(f"--tasks {spec}: {exc}") from exc
         item = planned.setdefault(name, PlannedTask(name=name, task=task))
+        key_of = cache_key_function(identity, fingerprint, generation)
         input_hw = getattr(adapter, "input_hw", None)
         for bench_config in configs:
             if input_hw and not bench_config.reshape_hw:  # the model's official reshape_image_hw
@@ -89,7 +90,7 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
                 messages = arrange_messages(task.messages(sample, geometries[size]), getattr(adapter, "image_first", False))
                 prompt = [m.model_dump(mode="json") for m in messages]  # stored: view/debugging need no re-planning
                 prompt_hash = stable_hash(prompt)
-                key = cache_key(identity, fingerprint, sample.id, prompt_hash, generation)
+                key = key_of(sample.id, prompt_hash)
                 item.entries.append(PlanEntry(task=name, key=key, prompt_hash=prompt_hash, order=order, sample=sample,
                                               prompt=prompt))
                 item.requests[key] = PlannedRequest(sample, messages, task.answer_spec(sample))

@@ -20,7 +20,7 @@ from .distributed import DistributedContext
 from .errors import RunError
 from .executor import Progress, RunSummary
 from .factory import build_adapter, build_task, split_model_spec
-from .models.base import ModelAdapter, RunContext
+from .models.base import ModelAdapter, RunContext, TruthChannel
 from .planning import Plan, PlannedTask, build_plan, in_shard
 from .plugins import Registry
 from .protocol import get_protocol
@@ -80,7 +80,7 @@ class Runner:
             from .data import MedVisionData, default_data_dir
 
             root = Path(self.config.data) if self.config.data else default_data_dir()
-            self._data = MedVisionData(root)
+            self._data = MedVisionData(root, families=self.registry.sample_builders())
         return self._data
 
     @property
@@ -147,12 +147,7 @@ class Runner:
             write_plan(self.output, plan.entries)
             atomic_write_text(self.output / RUN_CONFIG, self.run_record().model_dump_json(indent=2) + "\n")
         adapter = self.adapter
-        tasks = {p.name: p.task for p in plan.tasks}
-
-        def truth(task_name: str, sample: Sample) -> tuple[float, ...]:
-            return tasks[task_name].answer_spec(sample).truth or sample.target.values
-
-        adapter.prepare(RunContext(train_samples=self._train_samples, truth=truth, seed=self.config.seed))
+        adapter.prepare(RunContext(seed=self.config.seed, truth=self.truth_channel(plan) if adapter.uses_truth else None))
         executor = Executor(
             adapter=adapter,
             data=self.data,
@@ -167,6 +162,9 @@ class Runner:
         finally:
             log.close()
             adapter.close()
+            close = getattr(self._data, "close", None)  # decoded volumes are not needed after the run
+            if close is not None:
+                close()
         problems = list(getattr(self.data, "problems", [])) + executor.sample_errors
         if problems:
             name = "data_problems.txt" if self.dist.is_main else f"data_problems.rank{self.rank}.txt"
@@ -183,6 +181,12 @@ class Runner:
             per_task={name: vars(c).copy() for name, c in counts.items()},
             problems=problems,
         )
+
+    def truth_channel(self, plan: Plan) -> TruthChannel:
+        """Ground truth of the planned samples, for adapters that declare ``uses_truth``."""
+        tasks = {p.name: p.task for p in plan.tasks}
+        samples = {(e.task, e.sample.id): e.sample for e in plan.entries}
+        return TruthChannel(samples, lambda task, sample: tasks[task].true_values(sample), self._train_samples)
 
     def _train_samples(self, sample: Sample) -> Sequence[Sample]:
         if sample.config not in self._train_cache:

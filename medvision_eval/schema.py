@@ -134,7 +134,8 @@ class GenerationSettings(BaseModel):
 
 
 class AnswerSpec(BaseModel):
-    """What a well-formed answer to a request contains, so baselines can answer in text."""
+    """What a well-formed answer to a request contains, so baselines can answer in text.
+    It holds no truth: the correct values are ``Task.true_values(sample)``."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -145,9 +146,6 @@ class AnswerSpec(BaseModel):
     high: float
     template: str = "{values}"  # "{values}" is replaced by the comma-separated numbers
     decimals: int = 4
-    # The correct answer in these terms, when it is not simply ``sample.target.values``
-    # (a task asking something derived from the annotation sets it; baselines read it).
-    truth: tuple[float, ...] | None = None
 
     def render(self, values: list[float] | tuple[float, ...]) -> str:
         body = ", ".join(f"{v:.{self.decimals}f}" for v in values)
@@ -155,7 +153,9 @@ class AnswerSpec(BaseModel):
 
 
 class Request(BaseModel):
-    """A fully materialised chat request for one sample."""
+    """A fully materialised chat request for one sample: what a model adapter sees.
+
+    It carries no ground truth and no sample record (only its id, to key answers)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -165,9 +165,6 @@ class Request(BaseModel):
     generation: GenerationSettings
     answer: AnswerSpec
     prompt_hash: str
-    # The sample itself: baselines (prior/oracle) read labels and targets from it;
-    # real model adapters must only read ``messages`` and ``generation``.
-    sample: Sample
 
 
 class Usage(BaseModel):

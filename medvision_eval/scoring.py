@@ -92,8 +92,9 @@ def score_task(task: Any, entries: list[PlanEntry], records: dict[str, ResponseR
     scores = task.score(samples, predictions)
     result: TaskResult = task.aggregate(samples, predictions, scores, seed=seed)
     rows = []
+    columns = {name: np.asarray(values, dtype=np.float64).tolist() for name, values in scores.items()}  # one pass each
     for i, (entry, record, pred) in enumerate(zip(entries, found, predictions)):
-        metrics = {name: float(np.asarray(values)[i]) for name, values in scores.items()}
+        metrics = {name: column[i] for name, column in columns.items()}
         row = sample_row(entry, record, pred, metrics, list(task.true_values(entry.sample)))
         if judged:
             jrow = judged.get(entry.sample.id)

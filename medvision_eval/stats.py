@@ -34,8 +34,10 @@ def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
     while done < n_boot:
         b = min(chunk, n_boot - done)
         idx = rng.integers(0, n, size=(b, n))
-        flat = (idx + (np.arange(b) * n)[:, None]).ravel()
-        yield np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+        idx += (np.arange(b) * n)[:, None]  # in place: row r counts into cells r*n .. r*n + n - 1
+        counts = np.bincount(idx.ravel(), minlength=b * n)
+        del idx
+        yield counts.reshape(b, n).astype(np.float64)
         done += b
 
 

@@ -16,11 +16,12 @@ Failed calls are logged too (for the record) but never count as cached answers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,28 @@ def cache_key(
         },
         n=32,
     )
+
+
+def cache_key_function(
+    model_identity: dict[str, Any], task_fingerprint: str, generation: dict[str, Any]
+) -> Callable[[str, str], str]:
+    """``cache_key`` with the run-constant parts serialised once: ``key(sample_id, prompt_hash)``.
+
+    Builds the same canonical JSON text (keys sorted, compact) that ``stable_hash`` hashes, so the
+    keys are identical; planning calls it once per sample.
+    """
+
+    def dump(obj: Any) -> str:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+    head = '{"generation":' + dump(generation) + ',"model":' + dump(model_identity) + ',"prompt":'
+    tail = ',"task":' + dump(task_fingerprint) + "}"
+
+    def key(sample_id: str, prompt_hash: str) -> str:
+        text = head + dump(prompt_hash) + ',"sample":' + dump(sample_id) + tail
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    return key
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -117,7 +117,8 @@ img.plot{max-width:100%;background:#fff;border:1px solid #d0d7de;margin:6px 0}
 .frame{position:relative;flex:none}
 .frame img{display:block;image-rendering:pixelated}
 .frame svg{position:absolute;left:0;top:0}
-.meta{font-size:12px;overflow:hidden}
+.meta{font-size:12px;overflow:hidden;min-width:0}
+.meta code{word-break:break-all}
 .meta pre{white-space:pre-wrap;background:#f6f8fa;padding:4px;max-height:150px;overflow:auto;margin:4px 0}
 .status-ok{color:#1a7f37} .status-bad{color:#cf222e;font-weight:bold}
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px -2px 10px}
@@ -181,7 +182,7 @@ def build_view(run_dir: Path, out: Path | None = None, *, data: str | None = Non
             img_html = '<div class="frame">(image unavailable)</div>'
             if sample:
                 try:
-                    image = dataset.image(Sample.model_validate(sample), protocol)
+                    image = protocol.render_image(dataset, Sample.model_validate(sample))
                 except Exception as exc:  # a broken volume shows as text, the page still builds
                     img_html = f'<div class="frame">image unavailable: {_h(exc)}</div>'
                 else:

@@ -47,21 +47,21 @@ def test_image_is_v1_minmax_of_the_untransposed_slice(kits_root):
     vol = nib.load(str(kits_root / s.image.path)).get_fdata().astype("float32")
     sl = vol[:, :, s.image.slice_index]
     expected = ((sl - sl.min()) / (sl.max() - sl.min()) * 255).astype(np.uint8)
-    img = data.image(s, get_protocol("paper"))
+    img = get_protocol("paper").render_image(data, s)
     assert img.mode == "RGB" and img.size == (30, 40)
     arr = np.asarray(img)
     assert np.array_equal(arr[..., 0], expected) and np.array_equal(arr[..., 2], expected)
-    windowed = np.asarray(data.image(s, get_protocol("corrected")))[..., 0]
+    windowed = np.asarray(get_protocol("corrected").render_image(data, s))[..., 0]
     assert windowed.shape == (40, 30) and not np.array_equal(windowed, expected)
 
 
 def test_volume_decoded_once_per_run(kits_root):
-    data = MedVisionData(kits_root, cache_volumes=2)
+    data = MedVisionData(kits_root, cache_bytes=0)  # room for the volume in use only
     samples = data.samples(KITS)
     results = list(data.images(samples * 3))  # grouped by volume
     assert len(results) == 12 and all(not isinstance(img, Exception) for _, img in results)
     assert data.decodes == 3  # three test volumes, each decoded once
-    roomy = MedVisionData(kits_root, cache_volumes=8)
+    roomy = MedVisionData(kits_root, cache_bytes=1 << 30)
     for s in samples * 3:
         roomy.image(s)
     assert roomy.decodes == 3

@@ -18,15 +18,20 @@ class Answerer(ModelAdapter):
     """Answers the truth in three styles by sample order: tagged, untagged sentence, no answer."""
 
     backend = "test"
+    uses_truth = True  # answers from the ground truth: gets the runner's truth channel
 
     def identity(self):
         return {"adapter": "test:Answerer", "args": {}}
 
+    def prepare(self, context):
+        self.truth = context.truth
+
     def generate(self, requests):
         out = []
         for r in requests:
-            v = r.sample.target.values[0]
-            style = r.sample.index % 3
+            sample = self.truth.sample(r)
+            v = sample.target.values[0]
+            style = sample.index % 3
             text = (f"<answer>{v:.2f}</answer>" if style == 0 else
                     f"After measuring, the result is {v:.2f} in the requested unit." if style == 1 else
                     "I cannot measure this from the image.")

@@ -95,7 +95,7 @@ def test_compare_uses_the_metric_vocabulary(baseline_runs, capsys):
 def test_committed_leaderboard_is_what_its_inputs_produce(board_copy, capsys):
     rc, out = cli(capsys, "leaderboard", "--dir", str(board_copy / "leaderboard"), "--check")
     assert rc == 0, out
-    assert "leaderboard up to date: 3 runs" in out
+    assert "leaderboard up to date: 5 runs" in out
 
 
 def test_deleting_a_run_makes_check_fail_until_rebuilt(board_copy, capsys):
@@ -106,7 +106,7 @@ def test_deleting_a_run_makes_check_fail_until_rebuilt(board_copy, capsys):
     assert "LEADERBOARD.md: differs from what the inputs produce" in out
     assert "run 'medvision-eval leaderboard'" in out
     rc, out = cli(capsys, "leaderboard", "--dir", str(directory))
-    assert rc == 0 and "2 runs in 1 comparability groups" in out
+    assert rc == 0 and "4 runs in 1 comparability groups" in out
     rc, out = cli(capsys, "leaderboard", "--dir", str(directory), "--check")
     assert rc == 0, out
     text = (board_copy / "LEADERBOARD.md").read_text()
@@ -142,7 +142,7 @@ def test_runs_with_missing_answers_or_foreign_fingerprint_are_rejected(board_cop
     assert "oracle-tampered rejected: fingerprint mismatch" in out
     page = (directory / "index.html").read_text()
     assert "Rejected runs" in page and "prior-truncated" in page and "fingerprint mismatch" in page
-    assert "3 runs in 1 comparability groups, 2 rejected" in out
+    assert "5 runs in 1 comparability groups, 2 rejected" in out
 
 
 @pytest.mark.parametrize("source", ["paper-v1.json", "paper-revised.json"])

@@ -55,11 +55,8 @@ def test_example_task_gets_each_protocols_prompt_and_parser(tl_sample):
     assert paper.true_values(tl_sample) != corrected.true_values(tl_sample)
 
 
-class PaperOnlyTask:
-    """Made in the test: a plugin task that declares it supports 'paper' only."""
-
-
 def _paper_only_registry() -> Registry:
+    """A plugin task that declares it supports 'paper' only."""
     from medvision_eval_example.tl_area import LesionAreaTask
 
     PaperOnly = type("PaperOnly", (LesionAreaTask,), {"name": "paper_only", "protocols": ("paper",)})
@@ -151,3 +148,22 @@ def test_plugin_family_with_its_own_samples_runs_end_to_end(demo_root, tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "oracle" / "samples_structure_count.jsonl").read_text().splitlines()]
     assert rows[0]["id"].startswith("DemoAbdomenCT_StructureCount_Task01_Axial/test/")
     assert {r["unit"] for r in rows} == {"count"} and all(r["target"][0] >= 1 for r in rows)
+
+
+def test_plugin_family_runs_through_the_python_api(demo_root, tmp_path):
+    import medvision_eval as mv
+
+    results = mv.evaluate(model="oracle", tasks=["structure_count"], data=demo_root, output=tmp_path / "api")
+    cli_results = json.loads((tmp_path / "api" / "results.json").read_text())
+    assert results.tasks["structure_count"].metrics["all/MAE"].value == 0.0
+    assert results.tasks["structure_count"].n_samples == cli_results["tasks"]["structure_count"]["n_samples"] > 20
+
+
+def test_example_task_runs_under_corrected_with_tagged_answers(demo_root, tmp_path):
+    out = cli("--tasks", "tl_area", "--model", "oracle", "--protocol", "corrected", "--data", str(demo_root),
+              "--output", str(tmp_path / "c"), "--quiet")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [json.loads(x) for x in (tmp_path / "c" / "samples_tl_area.jsonl").read_text().splitlines()]
+    assert rows and all(r["response"].startswith("<answer>") and r["status"] == "ok" for r in rows)
+    results = json.loads((tmp_path / "c" / "results.json").read_text())["tasks"]["tl_area"]
+    assert results["protocol"] == "corrected" and results["metrics"]["all/MAE"]["value"] < 0.01

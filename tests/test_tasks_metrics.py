@@ -194,4 +194,4 @@ def test_paper_scores_against_float16_targets_corrected_against_full_precision()
     paper, corrected = TumorLesionSizeTask(get_protocol("paper")), TumorLesionSizeTask(get_protocol("corrected"))
     assert paper.score([s], [answer])["MAE"][0] == pytest.approx(np.mean(np.abs(np.subtract(exact, f16))))
     assert corrected.score([s], [answer])["MAE"][0] == 0.0
-    assert paper.answer_spec(s).truth == f16 and corrected.answer_spec(s).truth == exact
+    assert paper.true_values(s) == f16 and corrected.true_values(s) == exact

@@ -135,3 +135,15 @@ def test_strict_ad_parser_knows_angle_from_distance_when_given_the_sample():
     # the paper protocol ignores units entirely, sample or not
     paper = AngleDistanceTask(get_protocol("paper"))
     assert paper.parse_for(angle, "12.5 mm").values == (12.5,)
+
+
+def test_fast_float32_conversion_equals_numpy_float32_per_token():
+    import random
+
+    from medvision_eval.tasks.parsing import _float32, _float32_all
+
+    rng = random.Random(7)
+    tokens = [f"{rng.randint(0, 10 ** rng.randint(1, 12))}.{rng.randint(0, 10 ** rng.randint(0, 20))}" for _ in range(5000)]
+    tokens += ["9" * 39, "-" + "9" * 45, "340282356779733661637539395458142568447", "0." + "0" * 50 + "1", "5.", "007",
+               "\u0661\u0662"]
+    assert list(_float32_all(tokens)) == [_float32(t) for t in tokens]

@@ -125,6 +125,7 @@ class CountingModel(ModelAdapter):
 
     backend = "test"
     default_batch_size = 4
+    uses_truth = True  # it answers the target: it declares so and gets the truth channel
 
     def __init__(self, fail_ids: set[str] | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -135,6 +136,9 @@ class CountingModel(ModelAdapter):
     def identity(self):
         return {"adapter": "toy:CountingModel", "args": {}}
 
+    def prepare(self, context):
+        self.truth = context.truth
+
     def generate(self, requests):
         self.batch_sizes.append(len(requests))
         out = []
@@ -143,7 +147,7 @@ class CountingModel(ModelAdapter):
             if r.sample_id in self.fail_ids:
                 out.append(Response(error="HTTP 500 from server"))
             else:
-                out.append(Response(text=f"The answer is {r.sample.target.values[0]:.1f}"))
+                out.append(Response(text=f"The answer is {self.truth.values(r)[0]:.1f}"))
         return out
 
 

@@ -11,7 +11,9 @@ plan order, then the entries of ``slice_profiles_{x,y,z}`` in plan order, then t
 entry in plan order) with its per-sample filters, so ``Sample.index`` is the position in the
 official dataset order and ``--limit N`` means ``samples[:N]``. ``MedVision_DISABLE_SAMPLE_FILTERING
 =true`` turns the filters off, as in the official loader (multi-instance samples; not the paper's set).
-``samples()`` reads plan files and NIfTI headers only; ``image()`` decodes through an LRU cache.
+``samples()`` reads plan files and NIfTI headers only; ``image()`` decodes through a volume cache
+bounded in bytes (``cache_bytes``, default ``MEDVISION_VOLUME_CACHE_MB`` or 1 GiB); ``prefetch()``
+decodes the next volume on a worker thread.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import numpy as np
 from PIL import Image
 
 from ..schema import ImageRef, Sample, Target
-from . import annotate, render
+from . import annotate
+from . import render as render_mod
 from .catalogue import CATALOGUE_FILE, BenchmarkConfig, Catalogue, load_catalogue, normalise_modality
 from .errors import DataNotFoundError, SampleDataError
 from .families import SampleBuilder
@@ -67,7 +70,7 @@ def group_by_volume(samples: Sequence[Sample]) -> list[Sample]:
 class MedVisionData:
     """A MedVision data directory."""
 
-    def __init__(self, root: str | Path, *, cache_volumes: int = 8, sample_filtering: bool | None = None,
+    def __init__(self, root: str | Path, *, cache_bytes: int | None = None, sample_filtering: bool | None = None,
                  families: Mapping[str, SampleBuilder] | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
@@ -80,7 +83,7 @@ class MedVisionData:
         # configs a plugin family derives count as the data root's own when the root declares its own
         self.catalogue: Catalogue = catalogue.merged(added, local=bool(catalogue.local)) if added else catalogue
         self.problems: list[str] = []
-        self._cache = VolumeCache(cache_volumes)
+        self._cache = VolumeCache(cache_bytes)  # None: MEDVISION_VOLUME_CACHE_MB or 1 GiB
         self._plans: dict[Path, dict[str, Any]] = {}
         self._headers: dict[Path, VolumeHeader | SampleDataError] = {}
         self._bad: dict[str, str] = {}  # sample id -> why its image cannot be produced
@@ -360,20 +363,37 @@ class MedVisionData:
             checked[rel] = path
         return path
 
-    def image(self, sample: Sample, protocol: Any = "minmax") -> Image.Image:
-        """RGB image of a sample under ``protocol.render`` ("minmax" v1 or "window")."""
-        mode = getattr(protocol, "render", protocol)
+    def image(self, sample: Sample, render: str = "minmax") -> Image.Image:
+        """RGB image of a sample rendered as ``render`` ("minmax" v1 or "window"; the protocol's
+        renderer, see ``Protocol.render_image``)."""
+        if not isinstance(render, str):
+            raise TypeError(f"MedVisionData.image takes a renderer name ('minmax' or 'window'), not {type(render).__name__}; "
+                            "to render as a protocol does, call protocol.render_image(data, sample)")
         arr = self.slice_array(sample)
-        gray = render.to_uint8(arr, mode, modality=sample.modality, label=sample.label, dataset=sample.dataset)
-        return render.to_rgb(gray)
+        gray = render_mod.to_uint8(arr, render, modality=sample.modality, label=sample.label, dataset=sample.dataset)
+        return render_mod.to_rgb(gray)
 
-    def images(self, samples: Iterable[Sample], protocol: Any = "minmax"):
+    def images(self, samples: Iterable[Sample], render: str = "minmax"):
         """Yield (sample, image or SampleDataError) grouped by volume, so each volume is decoded once."""
         for s in group_by_volume(list(samples)):
             try:
-                yield s, self.image(s, protocol)
+                yield s, self.image(s, render)
             except SampleDataError as exc:
                 yield s, exc
+
+    def prefetch(self, sample: Sample) -> None:
+        """Start decoding the volume of ``sample`` on a worker thread (errors surface in ``image``)."""
+        if sample.id in self._bad:
+            return
+        try:
+            path = self._checked_path(sample.image.path)
+        except SampleDataError:
+            return
+        self._cache.prefetch(path)
+
+    def close(self) -> None:
+        """Release every decoded volume and the decode thread."""
+        self._cache.close()
 
     @property
     def decodes(self) -> int:

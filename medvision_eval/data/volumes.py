@@ -1,4 +1,5 @@
-"""NIfTI volumes in RAS+ voxel order, 2D slices with the paper's convention, and an LRU cache.
+"""NIfTI volumes in RAS+ voxel order, 2D slices with the paper's convention, and a volume cache
+bounded in bytes that can decode the next volume on a worker thread.
 
 Slicing (v1 ``_load_nifti_2d``): axis 0 -> ``vol[i, :, :]``, 1 -> ``vol[:, i, :]``, 2 ->
 ``vol[:, :, i]``, no transpose, so the rows of the 2D image are the first remaining voxel axis
@@ -9,9 +10,11 @@ and the columns the second. The pixel size is ``(zooms[a], zooms[b])`` for the r
 from __future__ import annotations
 
 import gzip
+import os
 import threading
 import zlib
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,14 +125,63 @@ def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     return volume[:, :, index]
 
 
-class VolumeCache:
-    """Bounded LRU of decoded volumes; thread-safe; each path decoded once while it stays cached."""
+DEFAULT_CACHE_BYTES = 1 << 30  # 1 GiB of decoded float32 voxels (about six 512x512x150 CT volumes)
+CACHE_BYTES_ENV = "MEDVISION_VOLUME_CACHE_MB"
 
-    def __init__(self, capacity: int = 8) -> None:
-        self.capacity = max(1, int(capacity))
+
+def cache_bytes_from_env(default: int = DEFAULT_CACHE_BYTES) -> int:
+    """``MEDVISION_VOLUME_CACHE_MB`` (MiB) if set to a number, else ``default``."""
+    raw = os.environ.get(CACHE_BYTES_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ValueError(f"{CACHE_BYTES_ENV}={raw!r}: expected a number of MiB, e.g. 1024") from None
+    if mb < 0:
+        raise ValueError(f"{CACHE_BYTES_ENV}={raw!r}: must not be negative")
+    return int(mb * (1 << 20))
+
+
+class VolumeCache:
+    """LRU of decoded volumes bounded in bytes; thread-safe; each path decoded once while cached.
+
+    ``max_bytes`` bounds the decoded voxels held (the volume in use is always kept, even when it
+    alone is larger). ``prefetch(path)`` decodes a volume on a worker thread so that the decode
+    overlaps the model answering the current one; ``get`` then waits for it instead of decoding
+    again. ``decodes`` counts actual decodes (one per volume per run when samples come grouped).
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = cache_bytes_from_env() if max_bytes is None else max(0, int(max_bytes))
         self._items: OrderedDict[str, tuple[np.ndarray, VolumeHeader]] = OrderedDict()
+        self._pending: dict[str, Future] = {}
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
         self.decodes = 0
+        self.nbytes = 0  # decoded bytes held now
+        self.peak_bytes = 0
+
+    def _decode(self, key: str) -> tuple[np.ndarray, VolumeHeader]:
+        value = load_ras(key)
+        with self._lock:
+            self.decodes += 1
+        return value
+
+    def _store(self, key: str, value: tuple[np.ndarray, VolumeHeader]) -> None:
+        """Insert as most recent; evict least recent until within the bound (keep ``key``)."""
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[0].nbytes
+            self._items[key] = value
+            self.nbytes += value[0].nbytes
+            while self.nbytes > self.max_bytes and len(self._items) > 1:
+                oldest = next(iter(self._items))
+                if oldest == key:
+                    break
+                self.nbytes -= self._items.pop(oldest)[0].nbytes
+            self.peak_bytes = max(self.peak_bytes, self.nbytes)
 
     def get(self, path: str | Path) -> tuple[np.ndarray, VolumeHeader]:
         key = str(path)
@@ -137,15 +189,36 @@ class VolumeCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        value = load_ras(key)
-        with self._lock:
-            self.decodes += 1
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            pending = self._pending.pop(key, None)
+        if pending is not None:
+            value = pending.result()  # a failed decode raises its SampleDataError here, in the caller
+        else:
+            value = self._decode(key)
+        self._store(key, value)
         return value
+
+    def prefetch(self, path: str | Path) -> None:
+        """Start decoding ``path`` on the worker thread (no-op if cached or already started)."""
+        key = str(path)
+        with self._lock:
+            if key in self._items or key in self._pending:
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medvision-decode")
+            self._pending[key] = self._pool.submit(self._decode, key)
 
     def clear(self) -> None:
         with self._lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
             self._items.clear()
+            self.nbytes = 0
+        for future in pending:
+            future.cancel()
+
+    def close(self) -> None:
+        """Drop every volume and stop the worker thread."""
+        self.clear()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

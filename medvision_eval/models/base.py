@@ -1,6 +1,9 @@
 """The model-adapter contract.
 
-Adapters contain no task code: they receive fully built chat messages and return text.
+Adapters contain no task code: they receive fully built chat messages (with images), the
+generation settings and the answer's shape, and return text. They never see the ground truth;
+the baselines that answer from it (``oracle``, ``prior``) declare ``uses_truth = True`` and get a
+:class:`TruthChannel` in :meth:`ModelAdapter.prepare`.
 They answer one geometric question for the tasks: what size does the model actually see
 for an image of W x H (:meth:`ModelAdapter.perceived_geometry`)?
 """
@@ -8,13 +11,47 @@ for an image of W x H (:meth:`ModelAdapter.perceived_geometry`)?
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..schema import GenerationSettings, PerceivedGeometry, Request, Response, Sample
 
-__all__ = ["ModelAdapter", "PerceivedGeometry", "RunContext", "parse_hw"]
+__all__ = ["ModelAdapter", "PerceivedGeometry", "RunContext", "TruthChannel", "parse_hw"]
+
+
+class TruthChannel:
+    """Ground truth, offered by the runner only to adapters that declare ``uses_truth = True``
+    (the ``oracle`` and ``prior`` baselines). Requests never carry it."""
+
+    def __init__(
+        self,
+        samples: Mapping[tuple[str, str], Sample],
+        true_values: Callable[[str, Sample], Sequence[float]],
+        train_samples: Callable[[Sample], Sequence[Sample]],
+    ) -> None:
+        self._samples = samples
+        self._true_values = true_values
+        self._train_samples = train_samples
+
+    def sample(self, request: Request) -> Sample:
+        """The sample a request asks about (labels, config, target)."""
+        try:
+            return self._samples[(request.task, request.sample_id)]
+        except KeyError:
+            raise LookupError(f"no sample {request.sample_id!r} of task {request.task!r} in this run") from None
+
+    def values(self, request: Request) -> tuple[float, ...]:
+        """The values the request's answer is scored against."""
+        return tuple(self._true_values(request.task, self.sample(request)))
+
+    def values_of(self, task: str, sample: Sample) -> tuple[float, ...]:
+        """The values ``task`` would score ``sample`` against (e.g. a train-split sample)."""
+        return tuple(self._true_values(task, sample))
+
+    def train_samples(self, sample: Sample) -> Sequence[Sample]:
+        """Train-split samples of the sample's config (empty when the data has none)."""
+        return self._train_samples(sample)
 
 
 def parse_hw(value: Any) -> tuple[int, int] | None:
@@ -41,11 +78,9 @@ def parse_hw(value: Any) -> tuple[int, int] | None:
 class RunContext:
     """What the runner offers an adapter before generation starts."""
 
-    # Train-split samples of a test config (for baselines that learn priors); None if unknown.
-    train_samples: Callable[[Sample], Sequence[Sample]] | None = None
-    # The correct answer of a sample for a task (the task's ``AnswerSpec.truth`` or the target).
-    truth: Callable[[str, Sample], Sequence[float]] | None = None
     seed: int = 0
+    # Ground truth: set only for adapters whose class declares ``uses_truth = True``.
+    truth: TruthChannel | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -54,6 +89,8 @@ class ModelAdapter(ABC):
 
     backend: ClassVar[str] = ""
     default_batch_size: ClassVar[int] = 1
+    # Set True only for baselines that answer from the ground truth: they get RunContext.truth.
+    uses_truth: ClassVar[bool] = False
     # Argument names never written to disk or used in cache keys (API keys, tokens).
     secret_args: ClassVar[frozenset[str]] = frozenset({"api_key", "token", "key"})
 

@@ -23,8 +23,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..hookspecs import ModelEntry
-from ..schema import Request, Response, Sample
-from .base import ModelAdapter, RunContext
+from ..schema import ImagePart, Request, Response, Sample
+from .base import ModelAdapter, RunContext, TruthChannel
 
 _RUN_KNOBS = frozenset({"delay_s", "error_rate", "calls_log"})
 
@@ -107,7 +107,7 @@ class RandomBaseline(_Baseline):
         rng = _sample_rng(self.settings.seed, request.sample_id, "random")
         spec = request.answer
         if spec.unit == "relative" and spec.k == 4:
-            width, height = request.sample.image_size
+            width, height = image_size(request)
             w = int(rng.integers(1, width + 1))
             h = int(rng.integers(1, height + 1))
             col = int(rng.integers(0, width - w + 1))
@@ -119,21 +119,36 @@ class RandomBaseline(_Baseline):
         return [float(v) for v in rng.uniform(spec.low, spec.high, size=spec.k)]
 
 
-class PriorBaseline(_Baseline):
+class _TruthBaseline(_Baseline):
+    """A baseline that answers from the ground truth: it declares so and gets the truth channel."""
+
+    uses_truth: ClassVar[bool] = True
+
+    def prepare(self, context: RunContext) -> None:
+        self.truth = context.truth
+
+    def channel(self) -> TruthChannel:
+        truth = getattr(self, "truth", None)
+        if truth is None:
+            raise LookupError(f"{type(self).__name__} answers from the ground truth, which this run did not offer")
+        return truth
+
+
+class PriorBaseline(_TruthBaseline):
     """Per-label means of the train split of each config."""
 
     def prepare(self, context: RunContext) -> None:
-        self._train = context.train_samples
-        self._truth = context.truth or (lambda task, s: s.target.values)
+        super().prepare(context)
         self._means: dict[tuple[str, str, str], list[float]] = {}
 
     def _mean(self, task: str, sample: Sample) -> list[float]:
         key = (task, sample.config, sample.label)
         if key not in self._means:
-            train = list(self._train(sample)) if getattr(self, "_train", None) else []
+            truth = self.channel()
+            train = list(truth.train_samples(sample))
             if not train:
                 raise LookupError(f"prior: no train split available for {sample.config}")
-            values = {s.id: self._truth(task, s) for s in train}
+            values = {s.id: truth.values_of(task, s) for s in train}
             for label, group in _group_by_label(train).items():
                 self._means[(task, sample.config, label)] = np.mean([values[s.id] for s in group], axis=0).tolist()
             if key not in self._means:  # label unseen in training: mean over the whole config
@@ -141,21 +156,30 @@ class PriorBaseline(_Baseline):
         return self._means[key]
 
     def answer(self, request: Request) -> list[float]:
-        return self._mean(request.task, request.sample)
+        return self._mean(request.task, self.channel().sample(request))
 
 
-class OracleBaseline(_Baseline):
+class OracleBaseline(_TruthBaseline):
     """Ground truth, optionally with Gaussian noise."""
 
     settings_model = OracleSettings
 
     def answer(self, request: Request) -> list[float]:
-        values = np.asarray(request.answer.truth or request.sample.target.values, dtype=float)
+        values = np.asarray(self.channel().values(request), dtype=float)
         s = self.settings
         if s.noise or s.noise_abs:
             rng = _sample_rng(s.seed, request.sample_id, "oracle")
             values = values + rng.normal(0.0, 1.0, values.shape) * (s.noise * np.abs(values) + s.noise_abs)
         return values.tolist()
+
+
+def image_size(request: Request) -> tuple[int, int]:
+    """(width, height) of the request's image, as the model receives it."""
+    for message in request.messages:
+        for part in message.content:
+            if isinstance(part, ImagePart) and part.image is not None:
+                return tuple(part.image.size)  # type: ignore[return-value]
+    raise LookupError(f"random: request {request.sample_id!r} carries no image")
 
 
 def _group_by_label(samples: Sequence[Sample]) -> dict[str, list[Sample]]:

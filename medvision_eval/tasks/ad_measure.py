@@ -101,7 +101,7 @@ class AngleDistanceTask(MeasurementTask):
         high = 90.0 if kind == "angle" else physical_diagonal(sample)  # GT angle is acute (planner)
         name = str(sample.extra.get("metric_name") or kind)
         return AnswerSpec(k=1, names=(name,), unit="degree" if kind == "angle" else "mm", low=0.0, high=high,
-                          template=self.protocol.answer_template(), decimals=3, truth=self.true_values(sample))
+                          template=self.protocol.answer_template(), decimals=3)
 
     def strict_rules(self, sample: Sample | None = None) -> StrictRules:
         if sample is None:  # parse(text) alone cannot know the metric: degree and length units both accepted

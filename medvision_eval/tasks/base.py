@@ -118,8 +118,7 @@ class Task:
         low, high = self.plausible_range(sample)
         names = self.answer_names or tuple(f"value{i + 1}" for i in range(self.k))
         return AnswerSpec(k=self.k, names=names, unit=self.unit, low=low, high=high,
-                          template=self.protocol.answer_template(), decimals=self.decimals,
-                          truth=self.true_values(sample))
+                          template=self.protocol.answer_template(), decimals=self.decimals)
 
     # -- parsing and scoring (pure) ----------------------------------------------------------
     def strict_rules(self, sample: Sample | None = None) -> StrictRules:

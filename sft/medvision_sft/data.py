@@ -160,7 +160,7 @@ def build_data(spec: DataSpec, adapter: ModelAdapter, data: Any, registry: Any, 
     # Render (grouped by volume so each volume is decoded once), or reuse the cached PNG.
     missing = [s for s in todo if not (image_dir / image_cache_name(data.root, s, protocol.render)).is_file()]
     if missing:
-        for done, (sample, image) in enumerate(data.images(missing, protocol), 1):
+        for done, (sample, image) in enumerate(data.images(missing, protocol.render), 1):
             if isinstance(image, Exception):
                 skipped.append(f"error: sample {sample.id}: {image}")
                 continue

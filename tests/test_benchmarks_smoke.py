@@ -1,0 +1,41 @@
+"""The README's benchmark commands run (at toy sizes) and print the lines the README quotes.
+
+No timing is asserted here: figures depend on the machine and its load; the benchmarks print them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def bench(name: str, *args: str, tmp_path: Path, timeout: int = 900) -> str:
+    env = dict(os.environ, MEDVISION_BENCH_CACHE=str(tmp_path / "bench-cache"))
+    proc = subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_bench_scoring_runs_both_paths_side_by_side(tmp_path):
+    out = bench("bench_scoring.py", "--sizes", "300", tmp_path=tmp_path)
+    assert "cores: " in out and "load average" in out
+    line = next(line for line in out.splitlines() if line.strip().startswith("300 samples"))
+    assert "ours" in line and "official v1 path" in line and "speed-up" in line and "memory" in line
+    assert (tmp_path / "bench-cache" / "scoring" / "detection-300" / "results.json").exists()
+
+
+def test_bench_harness_overhead_section_runs(tmp_path):
+    out = bench("bench_harness.py", "--volumes", "1", "--slices", "12", "--only", "a", tmp_path=tmp_path)
+    assert "(a) harness overhead" in out and "samples/s" in out
+
+
+def test_bench_startup_lists_imports(tmp_path):
+    out = bench("bench_startup.py", "--repeat", "1", "--top", "3", tmp_path=tmp_path)
+    assert "finished demo rerun" in out and "python -X importtime" in out
+    after = out.split("largest cumulative:", 1)[1].splitlines()[1:4]
+    assert len(after) == 3 and all(line.strip().split()[0].endswith("s") for line in after)

@@ -1,0 +1,78 @@
+"""The volume cache: bounded in bytes, prefetch on a worker thread, one decode per volume."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medvision_eval.data import SampleDataError
+from medvision_eval.data.volumes import CACHE_BYTES_ENV, VolumeCache, cache_bytes_from_env
+
+
+def _volumes(tmp_path, n: int, shape=(20, 10, 5)) -> list[str]:
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"v{i}.nii.gz"
+        nib.save(nib.Nifti1Image(np.full(shape, i, np.int16), np.eye(4)), str(path))
+        paths.append(str(path))
+    return paths
+
+
+def test_cache_is_bounded_in_bytes_not_count(tmp_path):
+    paths = _volumes(tmp_path, 4)
+    one = 20 * 10 * 5 * 4  # float32 voxels of one volume
+    cache = VolumeCache(max_bytes=2 * one)
+    for p in paths:
+        cache.get(p)
+    assert cache.nbytes == 2 * one and cache.peak_bytes == 2 * one
+    assert cache.decodes == 4
+    cache.get(paths[3])  # still cached
+    cache.get(paths[2])
+    assert cache.decodes == 4
+    cache.get(paths[0])  # evicted earlier: decoded again
+    assert cache.decodes == 5 and cache.nbytes == 2 * one
+
+
+def test_cache_keeps_the_volume_in_use_even_above_the_bound(tmp_path):
+    paths = _volumes(tmp_path, 2)
+    cache = VolumeCache(max_bytes=0)
+    volume, _ = cache.get(paths[0])
+    assert float(volume[0, 0, 0]) == 0.0 and cache.nbytes == volume.nbytes
+    cache.get(paths[1])
+    assert cache.nbytes == volume.nbytes  # the first was evicted
+    cache.get(paths[1])
+    assert cache.decodes == 2
+
+
+def test_prefetch_decodes_once_on_a_worker_thread(tmp_path):
+    paths = _volumes(tmp_path, 2)
+    cache = VolumeCache(max_bytes=1 << 20)
+    cache.prefetch(paths[1])
+    cache.prefetch(paths[1])  # already under way: no second decode
+    volume, _ = cache.get(paths[1])
+    assert float(volume[3, 3, 3]) == 1.0
+    cache.prefetch(paths[1])  # cached: nothing to do
+    cache.get(paths[1])
+    assert cache.decodes == 1
+    cache.close()
+
+
+def test_prefetch_error_surfaces_in_get_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti file")
+    cache = VolumeCache(max_bytes=1 << 20)
+    cache.prefetch(str(bad))
+    with pytest.raises(SampleDataError, match="bad.nii.gz"):
+        cache.get(str(bad))
+    cache.close()
+
+
+def test_cache_size_from_environment(monkeypatch):
+    monkeypatch.setenv(CACHE_BYTES_ENV, "256")
+    assert cache_bytes_from_env() == 256 << 20
+    monkeypatch.setenv(CACHE_BYTES_ENV, "lots")
+    with pytest.raises(ValueError, match=CACHE_BYTES_ENV):
+        cache_bytes_from_env()
+    monkeypatch.delenv(CACHE_BYTES_ENV)
+    assert cache_bytes_from_env(123) == 123
