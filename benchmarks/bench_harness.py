@@ -304,7 +304,8 @@ def predict_child(data: Path, out: Path) -> None:
     t0 = time.perf_counter()
     summary = runner.execute()
     seconds = time.perf_counter() - t0
-    volumes = {e.sample.image.path for p in runner.plan() for e in p.entries}
+    with open(out / "plan.jsonl", "rb") as fh:  # the run's volumes, without planning again in this process
+        volumes = {json.loads(line)["sample"]["image"]["path"] for line in fh if line.strip()}
     print(json.dumps({"planned": summary.planned, "sent": summary.sent, "cached": summary.cached, "errors": summary.errors,
                       "seconds": seconds, "decodes": runner.data.decodes, "volumes": len(volumes),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

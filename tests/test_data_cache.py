@@ -76,3 +76,21 @@ def test_cache_size_from_environment(monkeypatch):
         cache_bytes_from_env()
     monkeypatch.delenv(CACHE_BYTES_ENV)
     assert cache_bytes_from_env(123) == 123
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.uint16, np.float32, np.int32, np.float64])
+@pytest.mark.parametrize("slope", [None, 0.5])
+def test_decode_equals_v1_get_fdata_as_float32(tmp_path, dtype, slope):
+    """Direct float32 decoding (no float64 copy) gives exactly v1's ``get_fdata().astype('float32')``."""
+    from medvision_eval.data.volumes import load_ras
+
+    data = np.random.default_rng(0).normal(0, 1000, (20, 30, 7)).astype(dtype)
+    img = nib.Nifti1Image(data, np.diag([-1.0, 1.0, 1.0, 1.0]))  # LAS on disk: reoriented on load
+    if slope:
+        img.header.set_slope_inter(slope, -1024)
+    path = tmp_path / "v.nii.gz"
+    nib.save(img, str(path))
+    volume, _ = load_ras(path)
+    loaded = nib.load(str(path))
+    v1 = nib.orientations.apply_orientation(loaded.get_fdata(), nib.orientations.io_orientation(loaded.affine))
+    assert volume.dtype == np.float32 and np.array_equal(volume, v1.astype("float32"))

@@ -12,7 +12,7 @@ entry in plan order) with its per-sample filters, so ``Sample.index`` is the pos
 official dataset order and ``--limit N`` means ``samples[:N]``. ``MedVision_DISABLE_SAMPLE_FILTERING
 =true`` turns the filters off, as in the official loader (multi-instance samples; not the paper's set).
 ``samples()`` reads plan files and NIfTI headers only; ``image()`` decodes through a volume cache
-bounded in bytes (``cache_bytes``, default ``MEDVISION_VOLUME_CACHE_MB`` or 1 GiB); ``prefetch()``
+bounded in bytes (``cache_bytes``, default ``MEDVISION_VOLUME_CACHE_MB`` or 512 MiB); ``prefetch()``
 decodes the next volume on a worker thread.
 """
 
@@ -83,7 +83,7 @@ class MedVisionData:
         # configs a plugin family derives count as the data root's own when the root declares its own
         self.catalogue: Catalogue = catalogue.merged(added, local=bool(catalogue.local)) if added else catalogue
         self.problems: list[str] = []
-        self._cache = VolumeCache(cache_bytes)  # None: MEDVISION_VOLUME_CACHE_MB or 1 GiB
+        self._cache = VolumeCache(cache_bytes)  # None: MEDVISION_VOLUME_CACHE_MB or 512 MiB
         self._plans: dict[Path, dict[str, Any]] = {}
         self._headers: dict[Path, VolumeHeader | SampleDataError] = {}
         self._bad: dict[str, str] = {}  # sample id -> why its image cannot be produced

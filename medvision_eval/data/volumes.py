@@ -143,7 +143,11 @@ def load_ras(path: str | Path) -> tuple[np.ndarray, VolumeHeader]:
         data = data.reshape(data.shape[:3])
     # ``np.asanyarray(img.dataobj)`` already applies scl_slope/scl_inter (as ``get_fdata`` does):
     # never scale again, or an int16 CT with inter -1024 reads 1024 HU too low.
-    data = np.asarray(data, dtype=np.float64)
+    # v1 goes through float64 then float32. Voxels that float32 holds exactly (8/16-bit integers,
+    # float32 itself) give the same float32 values directly, without a float64 copy of the volume
+    # (a 512x512x150 CT: 315 MB less at the peak of every decode).
+    exact = data.dtype == np.float32 or (data.dtype.kind in "iub" and data.dtype.itemsize <= 2)
+    data = np.asarray(data, dtype=np.float32 if exact else np.float64)
     ornt = _ras_transform(img.affine)
     data = nib.orientations.apply_orientation(data, ornt)
     return np.ascontiguousarray(data, dtype=np.float32), header
@@ -162,7 +166,7 @@ def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     return volume[:, :, index]
 
 
-DEFAULT_CACHE_BYTES = 1 << 30  # 1 GiB of decoded float32 voxels (about six 512x512x150 CT volumes)
+DEFAULT_CACHE_BYTES = 512 << 20  # 512 MiB of decoded float32 voxels (three 512x512x150 CT volumes)
 CACHE_BYTES_ENV = "MEDVISION_VOLUME_CACHE_MB"
 
 
