@@ -68,7 +68,7 @@ def parse_model_arg(item: str, where: str) -> tuple[str, Any]:
     key, sep, value = item.partition("=")
     key, value = key.strip(), value.strip()
     if not sep or not key:
-        raise ValueError(f"{where}: {item.strip()!r} is not key=value")
+        raise ValueError(f"{where}: {item.strip()!r} is not key=value; write e.g. {item.strip() or 'key'}=VALUE")
     if value[:1] in ("{", "[", '"'):
         try:
             return key, json.loads(value)
@@ -87,6 +87,73 @@ def parse_model_args(text: str | None, pairs: Sequence[str] = ()) -> dict[str, A
     for item in pairs:
         key, value = parse_model_arg(item, "-M")
         out[key] = value
+    return out
+
+
+def parse_model_args_flag(text: str | None, flag: str) -> dict[str, Any]:
+    """``k=v,k2=v2`` of another flag (``--gen_kwargs``), parsed as ``--model-args``."""
+    out: dict[str, Any] = {}
+    for item in split_top_level(text or ""):
+        if item.strip():
+            key, value = parse_model_arg(item, flag)
+            out[key] = value
+    return out
+
+
+def parse_limit(text: str) -> int | float:
+    """``--limit N`` (first N samples of each config) or ``--limit 0.1`` (a fraction, as lmms-eval)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if value >= 1 and value == int(value):
+        return int(value)
+    if 0 < value < 1:
+        return value
+    raise argparse.ArgumentTypeError(
+        f"--limit {text}: give a number of samples per config of at least 1 (e.g. --limit 100) "
+        "or a fraction between 0 and 1 (e.g. --limit 0.1, as in lmms-eval)")
+
+
+def parse_batch_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--batch-size {text}: give a whole number of requests of at least 1 "
+                                         "(or leave it out to use the model's own batch size)")
+    return value
+
+
+def parse_error_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"--max-error-rate {text}: give a fraction between 0 and 1, "
+                                         "e.g. 0.01 to accept 1 % failed samples")
+    return value
+
+
+GEN_KWARGS = {"max_new_tokens": "max_new_tokens", "max_gen_toks": "max_new_tokens", "temperature": "temperature",
+              "top_p": "top_p"}
+
+
+def parse_gen_kwargs(text: str | None) -> dict[str, str]:
+    """lmms-eval's ``--gen_kwargs k=v,...`` as this harness's generation settings (model args)."""
+    out: dict[str, str] = {}
+    for key, value in parse_model_args_flag(text, "--gen_kwargs").items():
+        if key == "do_sample":
+            if value.lower() in ("false", "0", "no"):
+                out.setdefault("temperature", "0")
+            continue
+        if key not in GEN_KWARGS:
+            raise argparse.ArgumentTypeError(
+                f"--gen_kwargs: {key!r} is not a generation setting here; supported: "
+                f"{', '.join(sorted(GEN_KWARGS))}, do_sample (other settings: --model-args)")
+        out[GEN_KWARGS[key]] = value
     return out
 
 
@@ -114,9 +181,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="run directory (default: runs/<model>); rerunning into it resumes")
     p.add_argument("--data", default=None, help="MedVision data directory (default: $MEDVISION_DATA_DIR, "
                    "else the bundled demo data, generated on first use)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="first N samples of each config in dataset order (the paper used 1000)")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
+    p.add_argument("--limit", type=parse_limit, default=None,
+                   help="first N samples of each config in dataset order (the paper used 1000); "
+                   "a fraction below 1 takes that share of each config (lmms-eval's --limit 0.1)")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=parse_batch_size, default=None,
                    help="requests per adapter call (default: the adapter's)")
     from .protocol import protocol_names
 
@@ -127,12 +195,55 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", type=parse_shard, default=None,
                    help="run shard i of n (by sample id); combine shard dirs with 'medvision-eval merge'")
     p.add_argument("--no-cache", action="store_true", help="send every sample again, ignoring stored answers")
+    p.add_argument("--max-error-rate", "--max_error_rate", dest="max_error_rate", type=parse_error_rate, default=0.0,
+                   help="fraction of planned samples allowed to fail (no answer) with exit code 0; above it the "
+                   "exit code is 1 (default 0: every sample must be answered)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --output (its answers are deleted) instead of refusing")
+    p.add_argument("--predict-only", "--predict_only", dest="predict_only", action="store_true",
+                   help="store the answers, skip scoring (score later with 'medvision-eval score DIR')")
+    p.add_argument("--show-config", "--show_config", dest="show_config", action="store_true",
+                   help="print the resolved run (model, arguments, generation, protocol, data) as JSON and exit")
+    p.add_argument("--gen-kwargs", "--gen_kwargs", dest="gen_kwargs", default=None,
+                   help="generation settings k=v (lmms-eval style): max_new_tokens, temperature, top_p, do_sample")
+    p.add_argument("--log-samples", "--log_samples", dest="log_samples", action="store_true",
+                   help="accepted for lmms-eval habits: samples are always logged (responses.jsonl, samples_<task>.jsonl)")
     p.add_argument("--tables", action="store_true", help="also print the paper-style group tables")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    # lmms-eval flags with another spelling here: answered with the flag to use instead.
+    for flag, _ in LMMS_INSTEAD.items():
+        p.add_argument(flag, dest=f"lmms_{flag.lstrip('-')}", nargs="?", const=True, default=None,
+                       help=argparse.SUPPRESS)
+
+
+# lmms-eval flags this harness spells differently: what to use instead.
+LMMS_INSTEAD = {
+    "--verbosity": "use --quiet for less output (progress bars off); errors and the results table are always printed",
+    "--include_path": "tasks come from plugins here: install a package that registers them through the "
+                      "'medvision_eval' entry point (docs/plugins.md), then --tasks NAME",
+    "--use_cache": "answers are always cached in the run directory: rerun with the same --output to resume "
+                   "(--no-cache sends everything again)",
+    "--device": "pass the device as a model argument: --model-args device=cuda:0 (hf) or device_map=auto",
+    "--num_fewshot": "MedVision is zero-shot; the prompts are the benchmark's own (see --protocol)",
+    "--apply_chat_template": "chat templates are always applied by the model backend",
+    "--wandb_args": "results are in --output (results.json, samples_<task>.jsonl); upload them yourself",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one ``error:`` line saying what to do (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if "unrecognized arguments" in message:
+            message += f". See '{self.prog} --help'"
+        elif "the following arguments are required" in message:
+            message += f", e.g. {self.prog} --tasks tl_size --model prior"
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="medvision-eval",
         description="Evaluate vision-language models on MedVision: detection, tumour/lesion size, "
         "angle/distance. 'medvision-eval --tasks … --model …' is short for 'medvision-eval run …'.",
@@ -140,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"medvision-eval {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     run = sub.add_parser("run", help="predict (resumable), score and print metrics",
                          epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -237,14 +348,87 @@ class RateColumn(ProgressColumn):
         return Text(f"{sent / elapsed:,.1f} samples/s", style="progress.data.speed")
 
 
+EXIT_OK, EXIT_SAMPLES_FAILED, EXIT_USAGE, EXIT_MODEL_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class ModelUnavailable(Exception):
+    """The model could not load or connect (preflight), or gave up mid-run: exit code 3."""
+
+
+def lmms_habits(args: argparse.Namespace, console: Console) -> dict[str, str]:
+    """lmms-eval flags: refuse those spelled differently here (saying what to use), note the rest;
+    returns generation settings from ``--gen_kwargs``."""
+    for flag, instead in LMMS_INSTEAD.items():
+        if getattr(args, f"lmms_{flag.lstrip('-')}", None) is not None:
+            raise argparse.ArgumentTypeError(f"{flag} is an lmms-eval flag; here {instead}")
+    if args.log_samples:
+        console.print("note: --log_samples is always on here: every answer is in responses.jsonl and every "
+                      "scored sample in samples_<task>.jsonl", highlight=False)
+    return parse_gen_kwargs(args.gen_kwargs)
+
+
+def preflight(adapter: Any, name: str, console: Console, quiet: bool) -> float:
+    """Load or connect once, before any sample; the real error stops the run (exit 2 or 3)."""
+    from .models.errors import BackendNotInstalledError, ModelArgsError, ModelUnavailableError
+
+    check = getattr(adapter, "preflight", None)
+    if check is None:
+        return 0.0
+    t0 = time.perf_counter()
+    if not quiet:
+        console.print(f"loading/connecting {escape(name)} once before any sample …", highlight=False)
+    try:
+        check()
+    except (ModelArgsError, BackendNotInstalledError) as exc:
+        from .runner import RunError
+
+        raise RunError(f"model {name!r}: {exc}") from None
+    except ModelUnavailableError as exc:
+        raise ModelUnavailable(f"model {name!r} is unavailable: {exc}") from None
+    except Exception as exc:  # a plugin adapter's own failure: still the real error, one line
+        raise ModelUnavailable(f"model {name!r} is unavailable: {type(exc).__name__}: {exc}") from None
+    return time.perf_counter() - t0
+
+
+def answered_counts(output: Path) -> dict[str, int]:
+    """planned / answered / failed from the run directory (when scoring is skipped)."""
+    from .store import load_plan, load_responses
+
+    plan = load_plan(output)
+    done = load_responses(output)
+    answered = sum(1 for e in plan if e.key in done and done[e.key].completed)
+    return {"planned": len(plan), "answered": answered, "failed": len(plan) - answered}
+
+
+def exit_code(counts: dict[str, int], max_error_rate: float, console: Console) -> int:
+    """0 when every planned sample is answered (or the failures are within --max-error-rate), else 1."""
+    planned, failed = counts["planned"], counts["failed"]
+    if not failed:
+        return EXIT_OK
+    rate = failed / planned if planned else 1.0
+    if rate <= max_error_rate:
+        console.print(f"[yellow]{failed} of {planned} samples failed ({rate:.1%}), within --max-error-rate "
+                      f"{max_error_rate:g}; rerun the same command to retry them.[/yellow]", highlight=False)
+        return EXIT_OK
+    console.print(f"[red]error:[/red] {failed} of {planned} samples have no answer ({rate:.1%} > --max-error-rate "
+                  f"{max_error_rate:g}); see the errors in samples_<task>.jsonl, then rerun the same command: "
+                  "only those samples are sent again", highlight=False, soft_wrap=True)
+    return EXIT_SAMPLES_FAILED
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from .rundir import RunDirLock, check_identity, check_output_path, clear_run, remove_stale_outputs
     from .runner import RunConfig, Runner
     from .scoring import cached_results, score_run
 
+    generation = lmms_habits(args, console)
+    model_args = parse_model_args(args.model_args, args.model_arg)
+    for key, value in generation.items():
+        model_args.setdefault(key, value)  # --model-args wins over --gen_kwargs
     config = RunConfig(
         tasks=args.tasks.split(","),
         model=args.model,
-        model_args=parse_model_args(args.model_args, args.model_arg),
+        model_args=model_args,
         data=args.data,
         output=args.output,
         limit=args.limit,
@@ -254,27 +438,71 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         no_cache=args.no_cache,
         shard=args.shard,
     )
+    check_output_path(config.output_dir())
     runner = Runner(config)
+    adapter = runner.adapter  # built (arguments validated), nothing loaded yet
+    if args.show_config:
+        from .store import strict_dumps
+
+        sys.stdout.write(strict_dumps(runner.run_record(), indent=2) + "\n")
+        return EXIT_OK
+    lock = RunDirLock(runner.output)
+    if runner.rank == 0:
+        lock.acquire()  # a second run on this directory is refused here
+    try:
+        if runner.rank == 0:
+            from .store import clean_temp_files
+
+            clean_temp_files(runner.output)  # temp files a SIGKILL left between write and rename
+            if args.overwrite:
+                clear_run(runner.output)
+            identity = {"config": {"model": config.model, "tasks": config.tasks}, "model_identity": adapter.identity(),
+                        "generation": adapter.generation_settings().model_dump(), "protocol": {"name": config.protocol}}
+            check_identity(runner.output, identity)
+            remove_stale_outputs(runner.output, config.tasks)
+        seconds = preflight(adapter, config.model, console, args.quiet)
+        if seconds and not args.quiet:
+            console.print(f"model ready in {seconds:.1f}s", highlight=False)
+        return _run_and_score(args, console, runner, cached_results, score_run)
+    finally:
+        lock.release()
+
+
+def _run_and_score(args: argparse.Namespace, console: Console, runner: Any, cached_results: Any, score_run: Any) -> int:
+    from .runner import RunError
+
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=args.quiet, transient=False) as progress:
-        bars: dict[str, Any] = {}
+    try:
+        with Progress(*columns, console=console, disable=args.quiet, transient=False) as progress:
+            bars: dict[str, Any] = {}
 
-        def update(task_name: str, done: int, total: int) -> None:
-            if task_name not in bars:  # the first call reports what the store already holds
-                bars[task_name] = progress.add_task(task_name, total=total, completed=done, cached=done)
-            progress.update(bars[task_name], completed=done, total=total)
+            def update(task_name: str, done: int, total: int) -> None:
+                if task_name not in bars:  # the first call reports what the store already holds
+                    bars[task_name] = progress.add_task(task_name, total=total, completed=done, cached=done)
+                progress.update(bars[task_name], completed=done, total=total)
 
-        summary = runner.execute(progress=update)
+            summary = runner.execute(progress=update)
+    except RunError as exc:
+        from .models.errors import ModelUnavailableError
+
+        if isinstance(exc.__cause__, ModelUnavailableError):  # gave up mid-run
+            raise ModelUnavailable(str(exc)) from None
+        raise
     console.print(
         f"predicted: {summary.sent} sent, {summary.cached} already answered, {summary.errors} errors "
-        f"in {summary.seconds:.1f}s -> {summary.output}"
+        f"in {summary.seconds:.1f}s -> {escape(str(summary.output))}", highlight=False
     )
     if summary.problems:
-        console.print(f"[yellow]{len(summary.problems)} data problems (all in {summary.output / 'data_problems.txt'}):[/yellow]")
+        where = escape(str(summary.output / "data_problems.txt"))
+        console.print(f"[yellow]{len(summary.problems)} data problems (all in {where}):[/yellow]")
         for line in summary.problems[:5]:
             console.print(f"  {escape(line)}", highlight=False)
     if runner.rank != 0:
-        return 0
+        return EXIT_OK  # rank 0 scores and decides the exit code for the whole launch
+    if args.predict_only:
+        console.print(f"answers stored in {escape(str(summary.output))}; --predict_only: not scored "
+                      f"(score with: medvision-eval score {escape(str(summary.output))})", highlight=False)
+        return exit_code(answered_counts(summary.output), args.max_error_rate, console)
     # Nothing new was answered and results.json matches the stored inputs: reuse it.
     results = (summary.sent == 0 and summary.errors == 0 and cached_results(summary.output)) or score_run(
         summary.output, registry=runner.registry
@@ -282,10 +510,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .report import print_results
 
     print_results(results, console, tables=args.tables)
-    console.print(f"wrote {summary.output / 'results.json'} and samples_<task>.jsonl")
-    if summary.errors:
-        console.print(f"[yellow]{summary.errors} samples failed; rerun the same command to retry them.[/yellow]")
-    return 0
+    console.print(f"wrote {escape(str(summary.output / 'results.json'))} and samples_<task>.jsonl")
+    planned, answered = results.counts.planned, results.counts.answered
+    return exit_code({"planned": planned, "answered": answered, "failed": planned - answered}, args.max_error_rate, console)
 
 
 def cmd_score(args: argparse.Namespace, console: Console) -> int:
@@ -334,7 +561,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     elif args.format == "csv":
         text = to_csv(rows)
     elif args.format == "json":
-        text = json.dumps(rows, indent=2, allow_nan=False, default=str) + "\n"
+        from .store import strict_dumps
+
+        text = strict_dumps(rows, indent=2) + "\n"
     else:
         if args.out:
             text = to_markdown(rows)
@@ -344,7 +573,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")
-        console.print(f"wrote {args.out}")
+        console.print(f"wrote {escape(str(args.out))}")
     else:
         sys.stdout.write(text)
     return 0
@@ -469,6 +698,21 @@ COMMANDS = {
 }
 
 
+def _one_line(text: str) -> str:
+    from .secrets import mask
+
+    return " ".join(mask(text).split())
+
+
+def _validation_message(exc: Any) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err.get("loc", ()))
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
 def _columns() -> int:
     """Width when not a terminal: $COLUMNS if set (as a terminal would say), else 140."""
     import os
@@ -485,23 +729,39 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     console = Console(stderr=False, width=None if sys.stdout.isatty() else _columns())
     from pydantic import ValidationError
 
     from .plugins import PluginError, UnknownNameError
     from .errors import RunError
+    from .rundir import RunDirError, is_disk_full
+
+    def fail(message: str, code: int) -> int:
+        # escaped: a hint such as pip install 'medvision-eval[hf]' must keep its [extra]
+        console.print(f"[red]error:[/red] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
+        return code
 
     started = time.perf_counter()
     try:
         return COMMANDS[args.command](args, console)
-    except (RunError, PluginError, UnknownNameError, FileNotFoundError, ValueError, ValidationError) as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        return 2
+    except ModelUnavailable as exc:
+        return fail(str(exc), EXIT_MODEL_UNAVAILABLE)
+    except ValidationError as exc:
+        return fail(_validation_message(exc), EXIT_USAGE)
+    except (RunError, RunDirError, PluginError, UnknownNameError, FileNotFoundError, ValueError,
+            argparse.ArgumentTypeError) as exc:
+        return fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted after {time.perf_counter() - started:.1f}s; every answer so far is "
                       "saved — rerun the same command to resume.[/yellow]")
-        return 130
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        if is_disk_full(exc):
+            return fail(f"disk full{where}: free some space (or use --output on another disk) and rerun the same "
+                        "command; every answer stored so far is kept", EXIT_USAGE)
+        return fail(f"{exc.strerror or exc}{where}", EXIT_USAGE)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,7 @@ class RunConfig(BaseModel):
     model_args: dict[str, Any] = Field(default_factory=dict)
     data: str | None = None
     output: str | None = None
-    limit: int | None = None
+    limit: int | float | None = None  # N samples per config, or a fraction in (0, 1) of each (lmms-eval)
     batch_size: int | None = None
     protocol: str = "paper"
     seed: int = 0
@@ -35,10 +35,24 @@ class RunConfig(BaseModel):
 
     @field_validator("limit")
     @classmethod
-    def _limit_positive(cls, value: int | None) -> int | None:
-        if value is not None and value < 1:
-            raise ValueError("--limit must be at least 1")
-        return value
+    def _limit_positive(cls, value: int | float | None) -> int | float | None:
+        if value is None:
+            return None
+        if 0 < value < 1:
+            return float(value)
+        if value < 1 or value != int(value):
+            raise ValueError("--limit must be a whole number of samples >= 1 or a fraction between 0 and 1")
+        return int(value)
+
+    def limit_for(self, n: int) -> int:
+        """How many of a config's ``n`` samples to take: the first N, or ceil(fraction * n) as lmms-eval."""
+        if self.limit is None:
+            return n
+        if isinstance(self.limit, float) and self.limit < 1:
+            import math
+
+            return min(n, math.ceil(n * self.limit))
+        return min(n, int(self.limit))
 
     @field_validator("shard")
     @classmethod

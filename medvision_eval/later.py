@@ -63,14 +63,18 @@ def parse_answer_last_k(text: str | None, k: int):
 
     from .schema import ParseStatus, Prediction
 
+    from .tasks.parsing import answer_body, overflows
+
     if not text or not text.strip():
         return Prediction(status=ParseStatus.missing, detail="empty answer")
-    match = ANSWER_BLOCK.search(text)
-    if not match:
+    body = answer_body(text, ignore_case=False)  # = ANSWER_BLOCK.search, in linear time
+    if body is None:
         return Prediction(status=ParseStatus.malformed, detail="no <answer>...</answer> block")
-    numbers = find_numbers(match.group(1))
+    numbers = find_numbers(body)
     if len(numbers) < k:
         return Prediction(status=ParseStatus.malformed, detail=f"{len(numbers)} numbers in <answer>, {k} needed")
     with np.errstate(over="ignore"):
         values = tuple(float(np.float32(n)) for n in numbers[-k:])
+    if any(overflows(v) for v in values):  # float32 inf would be "ok" and poison every mean
+        return Prediction(status=ParseStatus.malformed, detail="number overflows float32")
     return Prediction(status=ParseStatus.ok, values=values)

@@ -77,7 +77,7 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
         for bench_config in configs:
             if input_hw and not bench_config.reshape_hw:  # the model's official reshape_image_hw
                 bench_config = bench_config.model_copy(update={"reshape_hw": tuple(input_hw)})
-            for sample in _selected(data.samples(bench_config, split="test"), config.limit):
+            for sample in _selected(data.samples(bench_config, split="test"), config):
                 if not task.keep(sample) or (name, sample.id) in seen:
                     continue
                 seen.add((name, sample.id))
@@ -97,6 +97,7 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
     return Plan(list(planned.values()))
 
 
-def _selected(samples: Sequence[Sample], limit: int | None) -> Sequence[Sample]:
-    """``--limit N``: the first N samples of a config in dataset order, as the paper did."""
-    return samples if limit is None else samples[:limit]
+def _selected(samples: Sequence[Sample], config: RunConfig) -> Sequence[Sample]:
+    """``--limit N``: the first N samples of a config in dataset order, as the paper did;
+    ``--limit 0.1``: the first ceil(0.1 * n) of its n samples, as lmms-eval."""
+    return samples if config.limit is None else samples[: config.limit_for(len(samples))]

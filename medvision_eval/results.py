@@ -44,7 +44,7 @@ class Selection(BaseModel):
     tasks: list[str]
     protocol: str
     split: str = "test"
-    limit: int | None = None
+    limit: int | float | None = None
     shard: tuple[int, int] | None = None
     world_size: int = 1
     data_root: str | None = None

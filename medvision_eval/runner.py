@@ -166,9 +166,11 @@ class Runner:
             if close is not None:
                 close()
         problems = list(getattr(self.data, "problems", [])) + executor.sample_errors
+        name = "data_problems.txt" if self.dist.is_main else f"data_problems.rank{self.rank}.txt"
         if problems:
-            name = "data_problems.txt" if self.dist.is_main else f"data_problems.rank{self.rank}.txt"
             (self.output / name).write_text("".join(p + "\n" for p in problems), encoding="utf-8")
+        else:  # a stale list from an earlier invocation would describe files since fixed
+            (self.output / name).unlink(missing_ok=True)
         self.dist.barrier()
         self.dist.close()
         return RunSummary(

@@ -22,6 +22,7 @@ from .protocol import Protocol
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
 from .schema import ParseStatus, Prediction
 from .store import (
+    strict_dumps,
     PLAN,
     RESULTS,
     RUN_CONFIG,
@@ -185,7 +186,8 @@ def score_run(run_dir: Path, *, registry: Registry | None = None) -> RunResults:
         inputs_digest=inputs_digest(run_dir),
         merged_from=record.merged_from,
     )
-    text = results.to_json()
+    # strict JSON: a non-finite metric is null, with its reason under "null_reasons" (JSON pointer -> why)
+    text = strict_dumps(results.model_dump(mode="json"), indent=2) + "\n"
     atomic_write_text(run_dir / RESULTS, text)
     return RunResults.model_validate_json(text)  # exactly what the file holds (non-finite -> None)
 

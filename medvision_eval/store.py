@@ -12,27 +12,163 @@ Layout of ``RUN_DIR``::
 A response line is valid JSON or it is the torn tail of a write interrupted by a kill; the
 torn tail is cut off before the next append, so nothing complete is ever lost or duplicated.
 Failed calls are logged too (for the record) but never count as cached answers.
+
+Every file written here is strict JSON (RFC 8259, readable by any parser): a non-finite number
+is written as ``null`` and the row (or document) gets ``"null_reasons": {JSON pointer: reason}``
+saying what it was and why; reading a plan or response file restores the value. Any text a
+model returns is storable: lone UTF-16 surrogates (not encodable as UTF-8) are stored as U+FFFD
+with their code points in the record (``ResponseRecord.surrogates``), so the exact text is
+recoverable (:meth:`ResponseRecord.original_text`). Known secrets are masked in everything
+written (:mod:`medvision_eval.secrets`). Temporary files of atomic writes that a SIGKILL left
+behind are removed when the next run opens the directory (:func:`clean_temp_files`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+import pydantic_core
+from pydantic import BaseModel, Field, model_validator
 
+from . import secrets
 from .schema import Response, Sample, stable_hash
 
 RESPONSES = "responses.jsonl"
 PLAN = "plan.jsonl"
 RUN_CONFIG = "run.json"
 RESULTS = "results.json"
+NULL_REASONS = "null_reasons"  # JSON pointer -> why a value is null (it was NaN or infinite)
+TEMP_PATTERN = ".*.tmp"  # atomic_write_text's temporary files: ".<name>.<random>.tmp"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NON_FINITE_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+DEFAULT_NAN_REASON = "undefined (nothing finite to compute it from, e.g. no parsed answer)"
+DEFAULT_INF_REASON = "overflow (the value is infinite)"
+
+
+def split_surrogates(text: str) -> tuple[str, list[list[int]]]:
+    """``text`` with lone surrogates replaced by U+FFFD, and ``[[position, code point], ...]``."""
+    found = [[m.start(), ord(m.group())] for m in _SURROGATE.finditer(text)]
+    if not found:
+        return text, []
+    return _SURROGATE.sub("\ufffd", text), found
+
+
+def join_surrogates(text: str, found: list[list[int]]) -> str:
+    """Undo :func:`split_surrogates`."""
+    chars = list(text)
+    for position, code in found:
+        chars[position] = chr(code)
+    return "".join(chars)
+
+
+def _pointer(path: str, key: object) -> str:
+    return f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}"
+
+
+def _strict_value(obj: Any, path: str, reasons: dict[str, str], why: dict[str, str]) -> Any:
+    if isinstance(obj, float) or (type(obj).__module__ == "numpy" and hasattr(obj, "dtype") and getattr(obj, "ndim", 1) == 0):
+        try:
+            value = float(obj)
+        except (TypeError, ValueError):
+            return obj
+        if math.isfinite(value):
+            return value if isinstance(obj, float) else obj.item()
+        word = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        detail = why.get(path) or (DEFAULT_NAN_REASON if word == "NaN" else DEFAULT_INF_REASON)
+        reasons[path] = f"{word}: {detail}"
+        return None
+    if isinstance(obj, str):
+        if _SURROGATE.search(obj):
+            clean, found = split_surrogates(obj)
+            reasons[path] = "text: lone UTF-16 surrogates replaced by U+FFFD at " + json.dumps(found)
+            return clean
+        return obj
+    if isinstance(obj, dict):
+        return {k: _strict_value(v, _pointer(path, k), reasons, why) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_value(v, _pointer(path, i), reasons, why) for i, v in enumerate(obj)]
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays
+        return _strict_value(obj.tolist(), path, reasons, why)
+    return obj
+
+
+def strict_jsonable(obj: Any, why: dict[str, str] | None = None) -> Any:
+    """``obj`` with every non-finite float replaced by None and (for a dict) ``null_reasons``
+    added: JSON pointer -> "NaN: <reason>" / "Infinity: <reason>". ``why`` gives reasons by pointer."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="python")
+    reasons: dict[str, str] = {}
+    clean = _strict_value(obj, "", reasons, why or {})
+    if reasons:
+        if not isinstance(clean, dict):
+            clean = {"value": clean}
+            reasons = {"/value" + k: v for k, v in reasons.items()}
+        clean[NULL_REASONS] = {**clean.get(NULL_REASONS, {}), **reasons}
+    return clean
+
+
+def strict_dumps(obj: Any, *, indent: int | None = None) -> str:
+    """Strict JSON text of ``obj`` (see :func:`strict_jsonable`)."""
+    if isinstance(obj, BaseModel):
+        # A model's own JSON writes NaN as a silent null; dumping to Python first keeps it visible.
+        data = obj.model_dump(mode="python")
+        try:
+            raw = pydantic_core.to_json(data, indent=indent, inf_nan_mode="constants").decode("utf-8")
+        except (pydantic_core.PydanticSerializationError, UnicodeError, ValueError):
+            raw = None
+        if raw is not None and "NaN" not in raw and "Infinity" not in raw:
+            return raw
+        return json.dumps(strict_jsonable(data), indent=indent, allow_nan=False, ensure_ascii=False)
+    try:
+        text = json.dumps(obj, indent=indent, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+        return text
+    except (ValueError, UnicodeError):
+        return json.dumps(strict_jsonable(obj), indent=indent, allow_nan=False, ensure_ascii=False)
+
+
+def restore_non_finite(obj: Any) -> Any:
+    """Put back the NaN/inf values that :func:`strict_jsonable` wrote as null (internal files)."""
+    if not isinstance(obj, dict) or NULL_REASONS not in obj:
+        return obj
+    reasons = obj.pop(NULL_REASONS)
+    for pointer, reason in reasons.items():
+        word = str(reason).split(":", 1)[0]
+        if word not in _NON_FINITE_WORDS:
+            continue
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+        node: Any = obj
+        try:
+            for part in parts[:-1]:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            last = parts[-1]
+            if isinstance(node, list):
+                node[int(last)] = _NON_FINITE_WORDS[word]
+            else:
+                node[last] = _NON_FINITE_WORDS[word]
+        except (KeyError, IndexError, ValueError, TypeError):
+            continue
+    return obj
+
+
+def load_model_line(cls: type[BaseModel], line: str) -> Any:
+    """One JSONL line as ``cls``: the fast pydantic parser, else json (surrogate escapes, nulls)."""
+    if NULL_REASONS not in line:
+        try:
+            return cls.model_validate_json(line)
+        except ValueError:
+            pass
+    return cls.model_validate(restore_non_finite(json.loads(line)))
 
 
 class ResponseRecord(BaseModel):
@@ -44,10 +180,32 @@ class ResponseRecord(BaseModel):
     prompt_hash: str
     response: Response
     time: float = Field(default_factory=time.time)
+    # Lone UTF-16 surrogates of the answer/error (a real server can send "\ud800"), which UTF-8
+    # cannot encode: the stored text holds U+FFFD there; field -> [[position, code point], ...].
+    surrogates: dict[str, list[list[int]]] | None = None
+
+    @model_validator(mode="after")
+    def _storable(self) -> "ResponseRecord":
+        found: dict[str, list[list[int]]] = dict(self.surrogates or {})
+        update: dict[str, str] = {}
+        for name in ("text", "error"):
+            value = getattr(self.response, name)
+            if value is not None and _SURROGATE.search(value):
+                update[name], found[name] = split_surrogates(value)
+        if update:
+            self.response = self.response.model_copy(update=update)
+            self.surrogates = found
+        return self
 
     @property
     def completed(self) -> bool:
         return self.response.ok
+
+    def original_text(self, field: str = "text") -> str | None:
+        """The answer (or error) exactly as the model returned it, lone surrogates included."""
+        value = getattr(self.response, field)
+        found = (self.surrogates or {}).get(field)
+        return join_surrogates(value, found) if value is not None and found else value
 
 
 class PlanEntry(BaseModel):
@@ -106,7 +264,11 @@ def cache_key_function(
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one."""
+    """Write a file so that readers see the old or the new content, never a torn one.
+    Known secrets are masked; lone surrogates (not UTF-8) become U+FFFD."""
+    text = secrets.mask(text)
+    if _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -124,13 +286,21 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_jsonl(path: Path, rows: Iterable[BaseModel | dict[str, Any]]) -> None:
-    lines = []
-    for row in rows:
-        if isinstance(row, BaseModel):
-            lines.append(row.model_dump_json())
-        else:
-            lines.append(json.dumps(row, allow_nan=True))
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    """Strict JSON, one row a line (non-finite -> null + ``null_reasons``), written atomically."""
+    atomic_write_text(path, "".join(strict_dumps(row) + "\n" for row in rows))
+
+
+def clean_temp_files(directory: Path) -> list[Path]:
+    """Remove temporary files of interrupted atomic writes (a SIGKILL between write and rename)."""
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for tmp in directory.glob(TEMP_PATTERN):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, str]]:
@@ -158,12 +328,12 @@ class ResponseLog:
         if self._fh is None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             repair_torn_tail(self.path)
-            self._fh = open(self.path, "a", encoding="utf-8")
+            self._fh = open(self.path, "a", encoding="utf-8", errors="replace")
         return self._fh
 
     def append(self, record: ResponseRecord) -> None:
         fh = self._open()
-        fh.write(record.model_dump_json() + "\n")
+        fh.write(secrets.mask(strict_dumps(record)) + "\n")
         fh.flush()  # in the OS now: a killed process loses nothing written
         self._since_sync += 1
         if self._since_sync >= self.fsync_every:
@@ -224,7 +394,7 @@ def load_responses(run_dir: Path) -> dict[str, ResponseRecord]:
     for path in response_files(run_dir):
         for number, line in iter_jsonl(path):
             try:
-                record = ResponseRecord.model_validate_json(line)
+                record = load_model_line(ResponseRecord, line)
             except ValueError as exc:
                 raise ValueError(f"{path}:{number}: not a valid response record: {exc}") from exc
             old = best.get(record.key)
@@ -241,11 +411,16 @@ def load_plan(run_dir: Path) -> list[PlanEntry]:
     path = Path(run_dir) / PLAN
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a medvision-eval run directory")
-    return [PlanEntry.model_validate_json(line) for _, line in iter_jsonl(path)]
+    return [load_model_line(PlanEntry, line) for _, line in iter_jsonl(path)]
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, allow_nan=True) + "\n")
+def write_json(path: Path, obj: Any, *, why: dict[str, str] | None = None) -> None:
+    """Strict JSON document (non-finite -> null + ``null_reasons``; ``why``: reasons by pointer)."""
+    if why:
+        text = json.dumps(strict_jsonable(obj, why), indent=2, allow_nan=False, ensure_ascii=False)
+    else:
+        text = strict_dumps(obj, indent=2)
+    atomic_write_text(Path(path), text + "\n")
 
 
 def read_json(path: Path) -> Any:

@@ -37,12 +37,19 @@ def test_demo_outputs_identical_across_execution_settings_and_rescoring(demo_roo
 def test_check_identical_reports_a_changed_number(demo_root, tmp_path):
     run(demo_root, tmp_path / "a", "--model", "prior")
     run(demo_root, tmp_path / "b", "--model", "prior")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "check_identical.py"
+    same = subprocess.run([sys.executable, str(script), str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True,
+                          text=True)
+    assert same.returncode == 0 and "identical (modulo timestamps)" in same.stdout
     path = tmp_path / "b" / "samples_tl_size.jsonl"
     lines = path.read_text().splitlines()
     lines[0] = lines[0].replace('"status": "ok"', '"status": "missing"', 1)
     path.write_text("\n".join(lines) + "\n")
     problems = compare_runs(tmp_path / "a", tmp_path / "b")
     assert len(problems) == 1 and problems[0].startswith("samples_tl_size.jsonl: differs at line 1")
+    differ = subprocess.run([sys.executable, str(script), str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True,
+                            text=True)
+    assert differ.returncode == 1 and "DIFFERENT" in differ.stdout and "samples_tl_size.jsonl" in differ.stdout
 
 
 def test_bad_cache_size_is_one_error_line(demo_root, tmp_path):

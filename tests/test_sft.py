@@ -312,3 +312,17 @@ def test_trainer_config_is_the_papers_and_passes_fsdp_through(tmp_path):
     assert "fused" in str(c.optim).lower() and c.gradient_accumulation_steps == 12 and c.num_train_epochs == 10
     assert c.eval_strategy == "steps" and c.save_steps == 50 and c.save_total_limit == 10
     assert not c.bf16 and not c.activation_checkpointing  # CPU: fp32, no checkpointing
+
+
+def test_bad_training_input_is_one_error_line(tmp_path, capsys):
+    cases = [
+        (["--model", "hf", "--model-args", f"pretrained={tmp_path / 'nowhere'}", "--tasks", "tl_size"], "nowhere"),
+        (["--model", "prior", "--tasks", "tl_size"], "not a transformers model"),
+        (["--model", "hf", "--model-args", f"pretrained={tmp_path}", "--tasks", "tl_size", "--limit", "tl=5"],
+         "unknown task family 'tl'"),
+    ]
+    for args, needle in cases:
+        code = sft_main(["train", *args, "--output", str(tmp_path / "out"), "--quiet"])
+        out = capsys.readouterr().out
+        assert code == 2 and out.startswith("error:") and needle in out and "Traceback" not in out
+    assert not (tmp_path / "out").exists()

@@ -98,6 +98,37 @@ class TumorLesionSamples(SampleBuilder):
                            "plan_values": [first["major"], first["minor"]], "n_measured": len(ellipses)})
 
 
+def landmark_structure_problem(path: Any, payload: Any) -> str | None:
+    """A problem naming the file and the field when a landmark file is not the official
+    ``{"slice_landmarks_x|y|z": [{"slice_idx": i, "landmarks": {name: [x, y, z]}}]}``."""
+    import math
+
+    if not isinstance(payload, dict):
+        return (f"{path}: top level is a {type(payload).__name__}; expected an object with "
+                f"{', '.join(annotate.AXIS_KEYS.values())}")
+    for key in annotate.AXIS_KEYS.values():
+        slices = payload.get(key, [])
+        if not isinstance(slices, list):
+            return f"{path}: {key} is a {type(slices).__name__}; expected a list of slices"
+        for i, entry in enumerate(slices):
+            if not isinstance(entry, dict):
+                return f"{path}: {key}[{i}] is a {type(entry).__name__}; expected an object"
+            lms = entry.get("landmarks", {})
+            items = lms if isinstance(lms, list) else [lms]
+            for j, item in enumerate(items):
+                where = f"{key}[{i}].landmarks" + (f"[{j}]" if isinstance(lms, list) else "")
+                if not isinstance(item, dict):
+                    return f"{path}: {where} is a {type(item).__name__}; expected {{name: [x, y, z]}}"
+                for name, point in item.items():
+                    if not isinstance(point, list):
+                        continue
+                    for c, v in enumerate(point):
+                        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                            return (f"{path}: {where}.{name}[{c}] = {v!r} is not a finite number "
+                                    "(landmark coordinates are voxel indices)")
+    return None
+
+
 class LandmarkSamples(SampleBuilder):
     name = "ad_measure"
     planner_kind = "biometry"
@@ -123,6 +154,10 @@ class LandmarkSamples(SampleBuilder):
         except (OSError, EOFError, ValueError) as exc:
             data.report(f"warning: {path}: unreadable landmark file ({exc})")
             return None
+        structural = landmark_structure_problem(path, payload)
+        if structural:  # named by file and field; every sample of the case fails, the run goes on
+            data.report(structural)
+            return structural
         outside = set()
         for key in annotate.AXIS_KEYS.values():
             for s in payload.get(key, []):

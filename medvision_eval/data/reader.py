@@ -277,8 +277,8 @@ class MedVisionData:
         lm_problem = builder.case_problem(self, config, case, shape)
         case_id = str(case.get("case_ID", PurePosixPath(rel).name))
         out: list[Sample] = []
-        for entry in entries:
-            idx = int(entry["slice_idx"])
+        for position, entry in enumerate(entries):
+            idx, entry_problem = self._slice_index(config, case_id, axis, position, entry)
             for kind, payload in builder.targets(self, config, facts, entry, plan_h, plan_w):
                 label_name, label_id, target, extra = payload
                 if reshape:
@@ -292,7 +292,9 @@ class MedVisionData:
                             annotate.relative_box(px[:2], px[2:], new_h, new_w))})
                 key = label_id if label_id is not None else extra.get("metric_key")
                 sid = f"{config.name}/{split}/{case_id}/{config.plane_code}{idx}/{key}"
-                why = problem
+                if entry_problem:  # no usable slice index: a stable id from the entry's position
+                    sid = f"{config.name}/{split}/{case_id}/{config.plane_code}?entry{position}/{key}"
+                why = problem or entry_problem
                 if why is None and kind.endswith("-missing"):
                     why = f"{self.root / rel}: slice {idx} has no measured ellipse in the plan (official loader: IndexError)"
                     self._problem(why)
@@ -314,6 +316,28 @@ class MedVisionData:
                     target=target, extra=extra,
                 ))
         return out
+
+    def _slice_index(self, config: BenchmarkConfig, case_id: str, axis: int, position: int,
+                     entry: dict[str, Any]) -> tuple[int, str | None]:
+        """The entry's ``slice_idx``, or (-1, a problem naming the plan file and field)."""
+        raw = entry.get("slice_idx") if isinstance(entry, dict) else None
+        field = f"case {case_id!r} {annotate.PROFILE_KEYS[axis]}[{position}].slice_idx"
+        plan = self.dataset_dir(config) / plan_filename(config.planner_kind, _planner_version(config))
+        if raw is None:
+            problem = f"{plan}: {field} is missing; every slice entry needs its slice index"
+        elif isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            problem = f"{plan}: {field} = {raw!r} is not an integer slice index"
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = float("nan")
+            if not (np.isfinite(value) and value == int(value)):
+                problem = f"{plan}: {field} = {raw!r} is not an integer slice index"
+            else:
+                return int(value), None
+        self._problem(problem)
+        return -1, problem
 
     # ---------------------------------------------------------------------------- images
     def slice_array(self, sample: Sample) -> np.ndarray:

@@ -77,11 +77,48 @@ def _ras_transform(affine: np.ndarray) -> np.ndarray:
     return nib.orientations.io_orientation(affine)
 
 
+def _raw_pixdim(img: nib.spatialimages.SpatialImage, path: Path) -> np.ndarray | None:
+    """``pixdim[1:4]`` exactly as stored: nibabel's loader silently turns 0 into 1 and negative
+    spacings into their absolute value, so the header is re-read without its checks."""
+    header_class = type(img.header)
+    if not hasattr(header_class, "from_fileobj") or "pixdim" not in getattr(img.header, "keys", lambda: [])():
+        return None
+    try:
+        with nib.openers.ImageOpener(str(path)) as fh:
+            raw = header_class.from_fileobj(fh, check=False)
+        return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    except Exception:  # the checked header was readable; the raw one adds nothing then
+        return None
+
+
+def check_geometry(img: nib.spatialimages.SpatialImage, path: Path) -> None:
+    """Pixel spacing must be finite and positive and the affine usable: a NaN, zero or negative
+    spacing would put "nan mm" (or a silently "fixed" size) into prompts and targets."""
+    pixdim = _raw_pixdim(img, path)
+    if pixdim is None:
+        pixdim = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    for i, z in enumerate(pixdim, start=1):
+        what = "NaN" if np.isnan(z) else ("infinite" if not np.isfinite(z) else ("zero" if z == 0 else "negative" if z < 0 else ""))
+        if what:
+            raise SampleDataError(f"{path}: header field pixdim[{i}] (voxel spacing, mm) is {what} ({float(z)}); "
+                                  "spacing must be finite and positive: fix the NIfTI header")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    linear = affine[:3, :3]
+    if not np.isfinite(affine).all():
+        raise SampleDataError(f"{path}: header affine (sform/qform) has non-finite entries; fix the NIfTI header")
+    if not linear.any():
+        raise SampleDataError(f"{path}: header affine (sform/qform) is all zero, so the voxel orientation and size are "
+                              "unknown; fix the NIfTI header (set a valid sform or qform)")
+    if abs(float(np.linalg.det(linear))) < 1e-12:
+        raise SampleDataError(f"{path}: header affine (sform/qform) is singular (determinant 0); fix the NIfTI header")
+
+
 def read_header(path: str | Path) -> VolumeHeader:
     """Header facts in RAS+ order. Raises SampleDataError naming the file on any problem."""
     path = Path(path)
     img = _open(path)
     shape = _spatial_shape(img, path)
+    check_geometry(img, path)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     affine = np.asarray(img.affine, dtype=float)
     ornt = _ras_transform(affine)

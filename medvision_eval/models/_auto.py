@@ -6,7 +6,7 @@ import importlib.util
 import logging
 from typing import Any
 
-from .errors import ModelArgsError
+from .errors import BackendNotInstalledError, ModelArgsError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,11 @@ class AutoBackendAdapter:
             raise ModelArgsError(f"backend must be auto, vllm or hf, got {backend!r}")
         chosen = backend if backend != "auto" else ("vllm" if vllm_installed() else "hf")
         if chosen == "vllm":
-            from .vllm import VLLMAdapter
+            from .vllm import INSTALL_HINT, VLLMAdapter
+
+            if not vllm_installed():
+                raise BackendNotInstalledError(f"backend=vllm: {INSTALL_HINT}; without it, backend=auto or hf "
+                                               "runs this preset on transformers")
 
             dropped = sorted(set(kwargs) & HF_ONLY)
             args = {k: v for k, v in kwargs.items() if k not in HF_ONLY}

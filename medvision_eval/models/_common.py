@@ -1,25 +1,33 @@
-"""Helpers shared by the real backends: typed ``--model-args``, message conversion, timing."""
+"""Helpers shared by the real backends: typed ``--model-args``, message conversion, timing, and
+for the remote backends one settings model (:class:`RemoteSettings`) and one retry policy
+(:func:`retry_policy`, tenacity: exponential backoff with jitter, ``Retry-After`` honoured,
+bounded attempts, secrets masked before any message is cut or logged)."""
 
 from __future__ import annotations
 
 import base64
+import email.utils
 import io
 import json
+import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from .. import secrets
 from ..schema import GenerationSettings, ImagePart, Message, Request, Response, TextPart
 from .base import ModelAdapter, PerceivedGeometry
 from .errors import ModelArgsError, ModelUnavailableError
 from .geometry import GeometrySpec, named, perceive
 
 S = TypeVar("S", bound="AdapterSettings")
+log = logging.getLogger(__name__)
 
 
 class AdapterSettings(BaseModel):
@@ -145,8 +153,135 @@ def timer() -> Iterator[list[float]]:
 
 
 def short_error(e: BaseException, limit: int = 500) -> str:
-    text = f"{type(e).__name__}: {e}"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """``Type: message``, secrets masked first, then cut to ``limit`` characters."""
+    return secrets.truncate(f"{type(e).__name__}: {e}", limit)
+
+
+# ------------------------------------------------------------------ remote settings and retries
+class RemoteSettings(AdapterSettings):
+    """``--model-args`` every remote backend shares (openai, gemini)."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None  # name of the environment variable holding the key
+    concurrency: int = 1  # requests in flight at once
+    timeout: float = 120.0  # seconds per HTTP request
+    max_retries: int = 6  # retries per request after the first attempt
+    backoff_base: float = 1.0  # seconds; delay n is base * 2**n (with jitter), capped at backoff_max
+    backoff_max: float = 60.0
+    # >= 1: this many consecutive failed requests stop the run;
+    # in (0, 1): this fraction of failed requests (once at least 10 were answered) stops it.
+    failure_threshold: float = 10
+
+    @field_validator("failure_threshold")
+    @classmethod
+    def _positive_threshold(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0 (a count >= 1 or a fraction < 1)")
+        return v
+
+    @field_validator("concurrency")
+    @classmethod
+    def _positive_concurrency(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("max_retries")
+    @classmethod
+    def _nonnegative_retries(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be 0 or more")
+        return v
+
+    @field_validator("timeout", "backoff_base", "backoff_max")
+    @classmethod
+    def _positive_seconds(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("must be 0 or more seconds")
+        return v
+
+
+class RetryableError(Exception):
+    """A transient failure (429, 5xx, timeout, connection error, malformed body): retry later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(secrets.mask(message))
+        self.retry_after = retry_after
+
+
+class FatalError(Exception):
+    """A failure retrying cannot fix (a plain 4xx)."""
+
+
+TRANSPORT_ERROR_NAMES = frozenset({
+    "TransportError", "TimeoutException", "RequestError", "NetworkError",  # httpx and the SDK's httpx2
+    "ClientConnectionError", "ServerTimeoutError", "ClientPayloadError",  # aiohttp
+    "ProtocolError", "IncompleteRead", "RemoteDisconnected",  # urllib3 / http.client
+})
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """A connection reset, refused connection or timeout, whichever HTTP library raised it (the
+    Gemini SDK raises its own vendored httpx's exceptions), including when wrapped."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, TimeoutError)):
+            return True
+        if any(c.__name__ in TRANSPORT_ERROR_NAMES for c in type(current).__mro__):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def backoff_delay(settings: RemoteSettings, attempt: int, retry_after: float | None) -> float:
+    """Delay before retry ``attempt`` (0-based): ``base * 2**attempt`` capped at ``backoff_max``,
+    with equal jitter (a uniform draw in its upper half); at least ``Retry-After`` (also capped)."""
+    delay = min(settings.backoff_max, settings.backoff_base * 2**attempt)
+    delay = delay / 2 + random.uniform(0, delay / 2)
+    if retry_after is not None:
+        delay = min(settings.backoff_max, max(delay, retry_after))
+    return delay
+
+
+def retry_policy(settings: RemoteSettings, sleep: Callable[[float], None], label: str) -> Any:
+    """The one tenacity policy of every remote backend: retry :class:`RetryableError` only, at most
+    ``max_retries`` times, waiting :func:`backoff_delay`; the last error is re-raised."""
+    import tenacity
+
+    def wait(state: Any) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return backoff_delay(settings, state.attempt_number - 1, getattr(exc, "retry_after", None))
+
+    def before_sleep(state: Any) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.info("%s: %s; retry %d/%d in %.2fs", label, secrets.truncate(str(exc), 300), state.attempt_number,
+                 settings.max_retries, state.next_action.sleep if state.next_action else 0.0)
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(RetryableError),
+        stop=tenacity.stop_after_attempt(settings.max_retries + 1),
+        wait=wait,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
 
 
 def package_version(name: str) -> str | None:
@@ -183,6 +318,8 @@ class RemoteAdapter(SettingsAdapter):
     """
 
     _lock: threading.Lock
+    settings: RemoteSettings
+    label: ClassVar[str] = "remote"
 
     _answered = 0
     _failed = 0
@@ -191,6 +328,53 @@ class RemoteAdapter(SettingsAdapter):
 
     def _answer(self, request: Request) -> Response:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _endpoint(self) -> str:
+        return self.settings.base_url or ""
+
+    def _require_key(self) -> None:
+        """Raise ModelArgsError when the backend needs a key and none is set (gemini)."""
+
+    def preflight(self) -> None:
+        """Before any sample: the key is there and the endpoint accepts connections. A refused
+        connection or unknown host is a ModelUnavailableError at once (no per-request retries)."""
+        import socket
+        from urllib.parse import urlsplit
+
+        self._require_key()
+        url = self._endpoint()
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ModelArgsError(f"base_url={url!r} is not a URL (e.g. http://127.0.0.1:8000/v1)")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise ModelArgsError(f"base_url={url!r} has an invalid port") from None
+        try:
+            socket.create_connection((parts.hostname, port), timeout=min(max(self.settings.timeout, 0.1), 10.0)).close()
+        except OSError as e:
+            reason = e.strerror or str(e) or type(e).__name__
+            raise ModelUnavailableError(
+                f"cannot connect to {url} ({parts.hostname}:{port}): {reason}. Is the server running and the "
+                "address right? No sample was sent"
+            ) from None
+
+    def _with_retries(self, attempt: Callable[[], tuple[str, Any]]) -> Response:
+        """Run ``attempt`` under :func:`retry_policy`; a Response with text, or with the error
+        (secrets masked before it is cut) once retries are exhausted or the error is fatal."""
+        s = self.settings
+        t0 = time.perf_counter()
+        try:
+            text, usage = retry_policy(s, self.sleep, self.label)(attempt)
+        except RetryableError as e:
+            error = f"gave up after {s.max_retries + 1} attempts: {e}"
+        except FatalError as e:
+            error = str(e)
+        except Exception as e:  # never raise from a request: the runner records the error
+            error = f"{type(e).__name__}: {e}"
+        else:
+            return Response(text=text, usage=usage, latency_s=time.perf_counter() - t0)
+        return Response(error=secrets.truncate(error, 1000), latency_s=time.perf_counter() - t0)
 
     def _unavailable_message(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -238,6 +422,5 @@ class RemoteAdapter(SettingsAdapter):
     def _failure_summary(self) -> str:
         return (
             f"{self._failed} of {self._answered} requests failed, {self._consecutive} in a row "
-            f"(failure_threshold={self.settings.failure_threshold:g}); last error: {self._last_error}. "
-            "Stored answers are kept; re-run to resume."
+            f"(failure_threshold={self.settings.failure_threshold:g}); last error: {self._last_error}"
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,15 +25,18 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from .. import secrets
 from ..schema import GenerationSettings, ImagePart, Request, Response, TextPart, Usage
 from ._common import (
-    AdapterSettings,
     RemoteAdapter,
+    RemoteSettings,
+    RetryableError,
+    is_transport_error,
     package_version,
+    parse_retry_after,
     parse_settings,
     png_base64,
     require_image,
-    short_error,
 )
 from .errors import BackendNotInstalledError, ModelArgsError
 
@@ -50,7 +52,7 @@ class ThoughtAnswer(BaseModel):
     Answer: str
 
 
-class GeminiSettings(AdapterSettings):
+class GeminiSettings(RemoteSettings):
     model: str = "gemini-2.5-flash"
     variant: Literal["no_tool", "tool"] = "no_tool"
     thinking_budget: int = -1
@@ -58,22 +60,16 @@ class GeminiSettings(AdapterSettings):
     max_new_tokens: int = 0  # 0 = provider default (v1 sent none)
     temperature: float = -1.0  # < 0 = provider default (v1 sent none)
     api_key_env: str | None = None  # default: GEMINI_API_KEY, then GOOGLE_API_KEY
-    base_url: str | None = None
     concurrency: int = 1  # v1 ran batch 1
     timeout: float = 300.0
     max_retries: int = 9  # v1: backoff.expo, max_tries=10
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
-    failure_threshold: float = 10
 
     def generation(self) -> GenerationSettings:
         return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p)
 
 
-class _Retry(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+# The retryable error of the shared policy (kept under its old name for callers).
+_Retry = RetryableError
 
 
 def render_no_tool(answer: ThoughtAnswer | dict[str, Any]) -> str:
@@ -101,6 +97,8 @@ def render_tool(parts: Sequence[Any], ignore_code: bool = True) -> str:
 
 class GeminiAdapter(RemoteAdapter):
     backend: ClassVar[str] = "gemini"
+    label: ClassVar[str] = "gemini"
+    settings: GeminiSettings
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -108,6 +106,7 @@ class GeminiAdapter(RemoteAdapter):
         self.default_batch_size = max(1, self.settings.concurrency)  # type: ignore[misc]
         self._client: Any = None
         self._lock = threading.Lock()
+        self._client_lock = threading.Lock()  # one client, created once even under concurrency
         self._consecutive = self._answered = self._failed = 0
         self._last_error = ""
         self.sleep: Callable[[float], None] = time.sleep
@@ -141,16 +140,29 @@ class GeminiAdapter(RemoteAdapter):
     def _unavailable_message(self) -> str:
         return f"Gemini model {self.settings.model!r} is failing: " + self._failure_summary()
 
+    def _endpoint(self) -> str:
+        return self.settings.base_url or "https://generativelanguage.googleapis.com"
+
+    def _require_key(self) -> None:
+        self._key()
+
     def _key(self) -> str:
         names = (self.settings.api_key_env,) if self.settings.api_key_env else KEY_ENVS
         for n in names:
             if os.environ.get(n):
+                secrets.register(os.environ[n])
                 return os.environ[n]
         raise ModelArgsError(f"no Gemini API key: set {' or '.join(names)} in the environment")
 
     @property
     def client(self) -> Any:
-        if self._client is None:
+        """The one SDK client, created under a lock: two threads creating one each made the first
+        one unreferenced, and its finaliser closed it under the other thread ("client has been closed")."""
+        if self._client is not None:
+            return self._client
+        with self._client_lock:
+            if self._client is not None:
+                return self._client
             try:
                 from google import genai
                 from google.genai import types
@@ -161,7 +173,16 @@ class GeminiAdapter(RemoteAdapter):
             if s.base_url:
                 opts["base_url"] = s.base_url
             self._client = genai.Client(api_key=self._key(), http_options=types.HttpOptions(**opts))
-        return self._client
+            return self._client
+
+    def close(self) -> None:
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing is best effort
+                pass
 
     def _contents(self, request: Request) -> list[Any]:
         from google.genai import types
@@ -219,16 +240,13 @@ class GeminiAdapter(RemoteAdapter):
                 ra = None
                 headers = getattr(getattr(e, "response", None), "headers", None)
                 if headers is not None:
-                    from .openai_compat import parse_retry_after
-
                     ra = parse_retry_after(headers.get("retry-after"))
-                raise _Retry(f"HTTP {code}: {getattr(e, 'message', '') or ''}"[:300], ra) from None
+                raise _Retry(f"HTTP {code}: {secrets.truncate(getattr(e, 'message', '') or '', 300)}", ra) from None
             raise
         except Exception as e:
-            import httpx
-
-            if isinstance(e, (httpx.TimeoutException, httpx.TransportError)):
-                raise _Retry(f"{type(e).__name__}: {e}") from None
+            # The SDK raises its vendored HTTP library's exceptions (httpx2): match by kind, not class.
+            if is_transport_error(e):
+                raise _Retry(f"connection error: {type(e).__name__}: {secrets.truncate(str(e), 300)}") from None
             raise
         um = getattr(resp, "usage_metadata", None)
         usage = Usage(
@@ -243,35 +261,11 @@ class GeminiAdapter(RemoteAdapter):
         try:
             parsed = ThoughtAnswer.model_validate(json.loads(text))
         except (json.JSONDecodeError, ValidationError) as e:
-            raise _Retry(f"malformed JSON answer ({type(e).__name__}): {text[:120]!r}") from None
+            raise _Retry(f"malformed JSON answer ({type(e).__name__}): {secrets.truncate(text, 120)!r}") from None
         return render_no_tool(parsed), usage
 
     def _answer(self, request: Request) -> Response:
-        s = self.settings
-        t0 = time.perf_counter()
-        last = ""
-        for attempt in range(s.max_retries + 1):
-            try:
-                text, usage = self._once(request)
-                return Response(text=text, usage=usage, latency_s=time.perf_counter() - t0)
-            except _Retry as e:
-                last = str(e)
-                if attempt == s.max_retries:
-                    break
-                delay = min(s.backoff_max, s.backoff_base * 2**attempt)
-                delay = delay / 2 + random.uniform(0, delay / 2)
-                if e.retry_after is not None:
-                    delay = min(s.backoff_max, max(delay, e.retry_after))
-                log.info("gemini: %s; retry %d/%d in %.2fs", last, attempt + 1, s.max_retries, delay)
-                self.sleep(delay)
-            except Exception as e:
-                return Response(error=self._scrub(short_error(e)), latency_s=time.perf_counter() - t0)
-        return Response(error=self._scrub(f"gave up after {s.max_retries + 1} attempts: {last}"),
-                        latency_s=time.perf_counter() - t0)
+        return self._with_retries(lambda: self._once(request))
 
     def _scrub(self, text: str) -> str:
-        for n in filter(None, (self.settings.api_key_env, *KEY_ENVS)):
-            key = os.environ.get(n)
-            if key:
-                text = text.replace(key, "***")
-        return text
+        return secrets.mask(text)

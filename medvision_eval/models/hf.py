@@ -30,7 +30,7 @@ from ._common import (
     with_system,
 )
 from ..schema import PerceivedGeometry
-from .errors import BackendNotInstalledError
+from .errors import BackendNotInstalledError, ModelArgsError, ModelUnavailableError
 from .geometry import GeometrySpec, perceive, spec_from_hf
 
 _FULL_HASH_LIMIT = 64 * 2**20  # hash files up to 64 MiB fully, larger ones by name and size
@@ -93,10 +93,44 @@ class HFAdapter(SettingsAdapter):
         self._config: Any = None
         self._device: str | None = None
         self._fingerprint = local_fingerprint(self.settings.pretrained)
+        self._load_error: BaseException | None = None  # loading failed once: never retried per batch
+
+    # -------------------------------------------------------------- preflight
+    def preflight(self) -> None:
+        """Load config, processor and weights once, before any sample is sent. A missing local
+        folder is a ModelArgsError; any loading failure a ModelUnavailableError with the real error."""
+        s = self.settings
+        path = Path(s.pretrained).expanduser()
+        if s.pretrained.startswith(("/", "./", "../", "~")) and not path.exists():
+            raise ModelArgsError(f"pretrained={s.pretrained}: no such folder; give an existing model folder "
+                                 "or a hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
+        try:
+            if not path.exists():  # a hub id: reach the hub (or its cache) before importing torch
+                try:
+                    from huggingface_hub import hf_hub_download
+                except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+                    pass
+                else:
+                    hf_hub_download(s.pretrained, "config.json", revision=s.revision)
+            self.processor  # noqa: B018 - loads config and processor
+            self.model  # noqa: B018 - loads the weights
+        except (BackendNotInstalledError, ModelUnavailableError):
+            raise
+        except Exception as e:
+            self._load_error = e
+            offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v, "").lower() in ("1", "true", "yes")]
+            hint = f" ({'='.join((offline[0], os.environ[offline[0]]))}: only the local hub cache is used)" if offline else ""
+            raise ModelUnavailableError(f"could not load {s.pretrained}: {short_error(e, 2000)}{hint}") from e
+
+    def _check_loadable(self) -> None:
+        error = getattr(self, "_load_error", None)  # subclasses may build their own state
+        if error is not None:
+            raise ModelUnavailableError(f"{self.settings.pretrained} failed to load earlier: {short_error(error, 2000)}")
 
     # -------------------------------------------------------------- loading
     def _load_config(self) -> Any:
         if self._config is None:
+            self._check_loadable()
             try:
                 from transformers import AutoConfig
             except ImportError as e:  # pragma: no cover
@@ -114,6 +148,7 @@ class HFAdapter(SettingsAdapter):
     @property
     def processor(self) -> Any:
         if self._processor is None:
+            self._check_loadable()
             from .processors import load_processor
 
             s = self.settings
@@ -129,6 +164,7 @@ class HFAdapter(SettingsAdapter):
     @property
     def model(self) -> Any:
         if self._model is None:
+            self._check_loadable()
             import torch
             from transformers import AutoModelForImageTextToText
 
@@ -199,6 +235,8 @@ class HFAdapter(SettingsAdapter):
             chunk = list(requests[i : i + bs])
             try:
                 out.extend(self._generate_batch(chunk))
+            except ModelUnavailableError:
+                raise  # the model cannot load: stop the run, never retry per request
             except Exception as e:  # one bad request must not sink the others: retry one by one
                 if len(chunk) == 1:
                     out.append(Response(error=short_error(e)))
@@ -206,6 +244,8 @@ class HFAdapter(SettingsAdapter):
                 for r in chunk:
                     try:
                         out.extend(self._generate_batch([r]))
+                    except ModelUnavailableError:
+                        raise
                     except Exception as e1:
                         out.append(Response(error=short_error(e1)))
         return out

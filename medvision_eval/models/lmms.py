@@ -98,6 +98,18 @@ class LmmsAdapter(SettingsAdapter):
                 self._cls = get_model(s.model, force_simple=s.force_simple)
         return self._cls
 
+    def preflight(self) -> None:
+        """Instantiate the lmms-eval model (weights loaded) once, before any sample is sent."""
+        from ._common import short_error
+        from .errors import BackendNotInstalledError, ModelArgsError, ModelUnavailableError
+
+        try:
+            self.lm  # noqa: B018
+        except (BackendNotInstalledError, ModelArgsError, ModelUnavailableError):
+            raise
+        except Exception as e:
+            raise ModelUnavailableError(f"lmms-eval model could not load: {short_error(e, 2000)}") from e
+
     @property
     def lm(self) -> Any:
         if self._lm is None:

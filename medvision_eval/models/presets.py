@@ -52,8 +52,10 @@ def _generic() -> list[ModelEntry]:
 def _vllm_preset(name: str, hub: str, geometry: str, batch: int, desc: str, **extra: Any) -> ModelEntry:
     defaults = {"pretrained": hub, "dtype": "bfloat16", "max_new_tokens": 1024, "temperature": 0.0, "top_p": 0.95,
                 "batch_size": batch, "geometry": geometry, **extra}
-    return ModelEntry(name=name, target=f"{M}._auto:AutoBackendAdapter", defaults=defaults, backend="vllm",
-                      extra="vllm", requires=("vllm",),
+    # Runs without vllm (backend=auto falls back to transformers), so what it needs is the hf extra;
+    # backend=vllm without vllm fails with the vllm install hint.
+    return ModelEntry(name=name, target=f"{M}._auto:AutoBackendAdapter", defaults=defaults, backend="vllm|hf",
+                      extra="hf", requires=("torch", "transformers"),
                       description=f"{desc} (paper: vLLM; without vllm runs on transformers)")
 
 

@@ -72,6 +72,17 @@ class VLLMAdapter(SettingsAdapter):
             raise BackendNotInstalledError(INSTALL_HINT) from e
         return vllm
 
+    def preflight(self) -> None:
+        """Start the engine (weights loaded) once, before any sample is sent."""
+        from .errors import ModelUnavailableError
+
+        try:
+            self.llm  # noqa: B018
+        except BackendNotInstalledError:
+            raise
+        except Exception as e:
+            raise ModelUnavailableError(f"vLLM could not load {self.settings.pretrained}: {short_error(e, 2000)}") from e
+
     @property
     def llm(self) -> Any:
         if self._llm is None:

@@ -10,6 +10,12 @@ Its quirks are kept on purpose: ``.5`` -> 5, ``1e-3`` -> 1, -3, ``10-12`` -> 10,
 numbers may use scientific notation and leading-dot decimals; a unit after a number is
 converted (cm -> mm) or rejected (pixels); ranges, a wrong count of numbers, non-finite values,
 negative sizes and (for boxes) values outside [0, 1] or inverted corners are ``malformed``.
+
+Both parsers run in linear time on any input (no backtracking pattern can scan the rest of the
+text from every start position), and a number that overflows float32 -- the precision the
+metrics are computed in -- or float64 is ``malformed``, never ``ok`` with an infinite value.
+v1 let such a number through as ``inf``; under ``paper`` it is counted as a parse failure, so
+every table stays finite (strict JSON) and the success rate shows it.
 """
 
 from __future__ import annotations
@@ -32,7 +38,11 @@ REFUSAL = re.compile(
     re.IGNORECASE,
 )
 
-ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+# The first "<answer>" and the first "</answer>" after it, found with two linear scans.
+# (``<answer>(.*?)</answer>`` is quadratic: on "<answer>" * N every opening tag scans to the end.)
+ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
+ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # A strict number: optional sign, digits with optional decimals or a leading-dot decimal,
 # optional exponent; not glued to a preceding letter/digit/dot (so "x1" or "T2" is no number).
@@ -68,9 +78,38 @@ def _failure(status: ParseStatus, detail: str) -> Prediction:
 
 
 def _float32(token: str) -> float:
-    """v1 converts each matched string with ``np.float32`` (overflow gives inf, as in v1)."""
+    """v1 converts each matched string with ``np.float32`` (overflow gives inf; callers reject it)."""
     with np.errstate(over="ignore"):
         return float(np.float32(token))
+
+
+def answer_body(text: str, *, ignore_case: bool = True) -> str | None:
+    """What the first ``<answer>...</answer>`` pair encloses, or None; linear time.
+
+    Same result as ``re.search(r"<answer>(.*?)</answer>", text, re.S | (re.I if ignore_case else 0))``:
+    if the first opening tag has no closing tag after it, no later one has either.
+    """
+    if ignore_case:
+        opening = ANSWER_OPEN.search(text)
+        start = -1 if opening is None else opening.end()
+        closing = ANSWER_CLOSE.search(text, start) if start >= 0 else None
+        return None if closing is None else text[start : closing.start()]
+    start = text.find("<answer>")
+    if start < 0:
+        return None
+    start += len("<answer>")
+    end = text.find("</answer>", start)
+    return None if end < 0 else text[start:end]
+
+
+def overflows(value: float) -> bool:
+    """Infinite, NaN, or too large for float32 (the metrics' precision): never an ``ok`` parse."""
+    return _overflows(value)
+
+
+def _overflows(value: float) -> bool:
+    """Infinite, NaN, or too large for float32 (the metrics' precision)."""
+    return not math.isfinite(value) or abs(value) > FLOAT32_MAX
 
 
 def _float32_all(tokens: list[str]) -> tuple[float, ...]:
@@ -91,7 +130,12 @@ def parse_last_k(text: str | None, k: int) -> Prediction:
         if not tokens and REFUSAL.search(text):
             return _failure(ParseStatus.refused, "refusal, no numbers")
         return _failure(ParseStatus.missing, f"{len(tokens)} numbers found, {k} needed")
-    return Prediction(status=ParseStatus.ok, values=_float32_all(tokens[-k:]))
+    values = _float32_all(tokens[-k:])
+    bad = [t for t, v in zip(tokens[-k:], values) if _overflows(v)]
+    if bad:
+        shown = bad[0] if len(bad[0]) <= 24 else f"{bad[0][:20]}… ({len(bad[0])} characters)"
+        return _failure(ParseStatus.malformed, f"number overflows float32: {shown}")
+    return Prediction(status=ParseStatus.ok, values=values)
 
 
 @dataclass(frozen=True)
@@ -122,14 +166,13 @@ def parse_strict(text: str | None, rules: StrictRules) -> Prediction:
     """The ``corrected`` parser (see module docstring). Never raises."""
     if _empty(text):
         return _failure(ParseStatus.missing, "empty answer")
-    match = ANSWER_TAG.search(text)
-    if match is None:
+    body = answer_body(text)
+    if body is None:
         if REFUSAL.search(text) and not STRICT_NUMBER.search(text):
             return _failure(ParseStatus.refused, "refusal, no <answer> tag")
         if STRICT_NUMBER.search(text):
             return _failure(ParseStatus.malformed, "no <answer>...</answer> tag")
         return _failure(ParseStatus.missing, "no <answer> tag and no numbers")
-    body = match.group(1)
     numbers = list(STRICT_NUMBER.finditer(body))
     if not numbers:
         if REFUSAL.search(body) or REFUSAL.search(text):
@@ -138,19 +181,19 @@ def parse_strict(text: str | None, rules: StrictRules) -> Prediction:
     values: list[float] = []
     for m in numbers:
         if RANGE_AFTER.match(body, m.end("num")) or (m.group("unit") and RANGE_AFTER.match(body, m.end())):
-            return _failure(ParseStatus.malformed, f"range in answer: {body[m.start():m.end() + 12]!r}")
+            return _failure(ParseStatus.malformed, f"range in answer: {body[m.start():m.end() + 12][:60]!r}")
         try:
             value = float(m.group("num"))
         except ValueError:  # pragma: no cover - the regex only matches float syntax
-            return _failure(ParseStatus.malformed, f"not a number: {m.group('num')!r}")
+            return _failure(ParseStatus.malformed, f"not a number: {m.group('num')[:40]!r}")
         converted, problem = _convert(value, m.group("unit"), rules.unit)
         if problem is not None:
             return _failure(ParseStatus.malformed, problem)
         values.append(converted)
     if len(values) != rules.k:
         return _failure(ParseStatus.malformed, f"{len(values)} numbers in <answer>, {rules.k} expected")
-    if not all(math.isfinite(v) for v in values):
-        return _failure(ParseStatus.malformed, "non-finite value")
+    if any(_overflows(v) for v in values):
+        return _failure(ParseStatus.malformed, "non-finite value or a number that overflows float32")
     if rules.nonnegative and any(v < 0 for v in values):
         return _failure(ParseStatus.malformed, "negative value")
     if rules.box:

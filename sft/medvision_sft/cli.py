@@ -29,9 +29,11 @@ Rerunning the same command resumes from the last checkpoint-N in --output.
 
 
 def _limits(text: str | None, what: str) -> dict[str, int]:
+    from medvision_eval.plugins import Registry
+
     from .data import parse_limits
 
-    return parse_limits(text, ["detection", "tl_size", "ad_measure"], what=what)
+    return parse_limits(text, sorted(Registry.discover().tasks), what=what)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,6 +74,8 @@ def parse_limits(text: str | None, families: Sequence[str], *, what: str) -> dic
         key = key.strip()
         if not sep or not value.strip().isdigit():
             raise DataBuildError(f"{what}: {item!r} is not family=N (e.g. detection=11000,tl_size=5500)")
+        if families and key not in families:
+            raise DataBuildError(f"{what}: unknown task family {key!r}; known: {', '.join(families)}")
         out[key] = int(value)
     return out
 

@@ -146,6 +146,12 @@ def resolve_model(spec: TrainSpec, registry: Any) -> Any:
     if not isinstance(adapter, HFAdapter) or type(adapter).__name__ == "LoRAAdapter":
         raise TrainError(f"model {spec.model!r} is not a transformers model; SFT needs a preset on the hf/vllm "
                          "backend or --model hf --model-args pretrained=PATH")
+    try:  # config and processor now: a wrong path is one error line before any data is built
+        adapter.model_type  # noqa: B018
+        adapter.processor  # noqa: B018
+    except Exception as exc:
+        raise TrainError(f"cannot load model {adapter.settings.pretrained!r} ({spec.model}): "
+                         f"{type(exc).__name__}: {exc}") from None
     return adapter
 
 
@@ -289,6 +295,7 @@ def train(spec: TrainSpec, *, overwrite: bool = False, console: Any = None, prog
     from medvision_eval.plugins import Registry
 
     registry = registry or Registry.discover()
+    adapter = resolve_model(spec, registry)
     out, resume = prepare_output(spec, overwrite=overwrite)
     done = out / "final" / MANIFEST
     if done.is_file() and not overwrite:  # a finished run re-run: nothing to do
@@ -298,7 +305,6 @@ def train(spec: TrainSpec, *, overwrite: bool = False, console: Any = None, prog
         return TrainResult(output=out, final=done.parent, manifest=manifest, seconds=time.perf_counter() - t0,
                            resumed_from=None, n_train=int(manifest.data.get("n_train", 0)),
                            n_val=int(manifest.data.get("n_val", 0)), already_done=True)
-    adapter = resolve_model(spec, registry)
     eval_order = bool(getattr(adapter, "image_first", False))
     image_first = eval_order if spec.image_first is None else bool(spec.image_first)
     if image_first != eval_order:
