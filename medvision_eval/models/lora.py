@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..hookspecs import ModelEntry
 from ..schema import Message, Request, Response, arrange_messages
-from ._common import package_version, parse_settings, short_error, timer, to_openai_chat, with_system
+from ._common import package_version, parse_settings, short_error
 from .errors import BackendNotInstalledError, ModelArgsError
 from .hf import HFAdapter, HFSettings, local_fingerprint
 
@@ -316,30 +316,15 @@ class LoRAAdapter(HFAdapter):
         return vllm, self._llm
 
     def _generate_vllm(self, requests: Sequence[Request]) -> list[Response]:
+        from .vllm import chat_in_groups
+
         if not requests:
             return []
         try:
             vllm, llm = self._vllm_engine()
         except Exception as e:
             return [Response(error=short_error(e)) for _ in requests]
-        out: list[Response | None] = [None] * len(requests)
-        groups: dict[Any, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(r.generation, []).append(i)
-        for gen, idx in groups.items():
-            params = vllm.SamplingParams(temperature=gen.temperature, top_p=gen.top_p, max_tokens=gen.max_new_tokens,
-                                         seed=gen.seed)
-            try:
-                convs = [to_openai_chat(with_system(requests[i].messages, self.settings.system_prompt)) for i in idx]
-                with timer() as t:
-                    results = llm.chat(convs, sampling_params=params, lora_request=self._lora_request, use_tqdm=False)
-                for i, res in zip(idx, results):
-                    o = res.outputs[0]
-                    out[i] = Response(text=o.text, latency_s=t[0] / len(idx))
-            except Exception as e:
-                for i in idx:
-                    out[i] = Response(error=short_error(e))
-        return [r if r is not None else Response(error="no output") for r in out]
+        return chat_in_groups(vllm, llm, requests, self.settings.system_prompt, lora_request=self._lora_request)
 
     def close(self) -> None:
         super().close()

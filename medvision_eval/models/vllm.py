@@ -124,25 +124,36 @@ class VLLMAdapter(SettingsAdapter):
             llm = self.llm
         except Exception as e:
             return [Response(error=short_error(e)) for _ in requests]
-        out: list[Response | None] = [None] * len(requests)
-        groups: dict[GenerationSettings, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(r.generation, []).append(i)
-        for gen, idx in groups.items():
-            params = vllm.SamplingParams(temperature=gen.temperature, top_p=gen.top_p, max_tokens=gen.max_new_tokens,
-                                         seed=gen.seed)
-            try:
-                convs = [to_openai_chat(with_system(requests[i].messages, self.settings.system_prompt)) for i in idx]
-                with timer() as t:
-                    results = llm.chat(convs, sampling_params=params, use_tqdm=False)
-                for i, res in zip(idx, results):
-                    o = res.outputs[0]
-                    out[i] = Response(text=o.text, latency_s=t[0] / len(idx), usage=Usage(
-                        prompt_tokens=len(res.prompt_token_ids or []), completion_tokens=len(o.token_ids or [])))
-            except Exception as e:
-                for i in idx:
-                    out[i] = Response(error=short_error(e))
-        return [r if r is not None else Response(error="no output") for r in out]
+        return chat_in_groups(vllm, llm, requests, self.settings.system_prompt)
 
     def close(self) -> None:
         self._llm = None
+
+
+def chat_in_groups(vllm: Any, llm: Any, requests: Sequence[Request], system_prompt: str | None,
+                   **chat_kwargs: Any) -> list[Response]:
+    """Answer requests with ``llm.chat``, one call per distinct generation setting.
+
+    ``chat_kwargs`` go to every ``llm.chat`` call (e.g. ``lora_request``). A failing call turns
+    into an error response for each request of its group; the other groups still run.
+    """
+    out: list[Response | None] = [None] * len(requests)
+    groups: dict[GenerationSettings, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault(r.generation, []).append(i)
+    for gen, idx in groups.items():
+        params = vllm.SamplingParams(temperature=gen.temperature, top_p=gen.top_p, max_tokens=gen.max_new_tokens,
+                                     seed=gen.seed)
+        try:
+            convs = [to_openai_chat(with_system(requests[i].messages, system_prompt)) for i in idx]
+            with timer() as t:
+                results = llm.chat(convs, sampling_params=params, use_tqdm=False, **chat_kwargs)
+            for i, res in zip(idx, results):
+                o = res.outputs[0]
+                usage = Usage(prompt_tokens=len(getattr(res, "prompt_token_ids", None) or []),
+                              completion_tokens=len(getattr(o, "token_ids", None) or []))
+                out[i] = Response(text=o.text, latency_s=t[0] / len(idx), usage=usage)
+        except Exception as e:
+            for i in idx:
+                out[i] = Response(error=short_error(e))
+    return [r if r is not None else Response(error="no output") for r in out]
