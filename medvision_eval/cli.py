@@ -62,6 +62,10 @@ def split_top_level(text: str) -> list[str]:
         start = comma + 1
 
 
+def _no_non_finite(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (Infinity, -Infinity and NaN are not JSON values)")
+
+
 def parse_model_arg(item: str, where: str) -> tuple[str, Any]:
     """``key=value``: a value starting with ``{``, ``[`` or ``"`` is JSON; any other stays a string
     (each adapter validates and converts its own)."""
@@ -71,7 +75,7 @@ def parse_model_arg(item: str, where: str) -> tuple[str, Any]:
         raise ValueError(f"{where}: {item.strip()!r} is not key=value; write e.g. {item.strip() or 'key'}=VALUE")
     if value[:1] in ("{", "[", '"'):
         try:
-            return key, json.loads(value)
+            return key, json.loads(value, parse_constant=_no_non_finite)
         except ValueError as exc:
             raise ValueError(f"{where}: {key}: {value!r} is not valid JSON ({exc})") from None
     return key, value

@@ -73,3 +73,17 @@ def test_api_model_args_as_a_string_is_a_clear_type_error(tmp_path):
 
     with pytest.raises(TypeError, match="model_args must be a mapping"):
         mv.evaluate(model="prior", tasks=["tl_size"], model_args="seed=3", output=tmp_path / "r", limit=1)
+
+
+@pytest.mark.parametrize("value", ['{"a":NaN}', "[Infinity]", '{"a":[-Infinity]}'])
+def test_model_args_non_finite_json_is_one_error_exit_2(value, tmp_path, capsys):
+    from medvision_eval.cli import main
+
+    with pytest.raises(ValueError, match=r"--model-args: x: .* is not valid JSON \(.*Infinity.*NaN.*not JSON"):
+        parse_model_args(f"x={value}")
+    code = main(["run", "--tasks", "tl_size", "--model", "prior", "--model-args", f"x={value}",
+                 "--output", str(tmp_path / "r"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 2
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "x:" in errors[0] and "Traceback" not in out
