@@ -87,3 +87,17 @@ def test_model_args_non_finite_json_is_one_error_exit_2(value, tmp_path, capsys)
     assert code == 2
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "x:" in errors[0] and "Traceback" not in out
+
+
+def test_unknown_selector_names_datasets_lists_and_configs_apart(tmp_path, capsys):
+    from medvision_eval.cli import main
+
+    code = main(["run", "--tasks", "detection:Nope", "--model", "prior", "--output", str(tmp_path / "r"), "--quiet"])
+    out = capsys.readouterr().out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in out
+    datasets = errors[0].split("a dataset (", 1)[1].split(")", 1)[0]
+    assert "KiTS23" in datasets and "paper" not in datasets.split(", ") and "planeOOD" not in datasets
+    lists = errors[0].split("a named task list (", 1)[1].split(")", 1)[0].split(", ")
+    assert {"paper", "planeOOD"} <= set(lists) and "KiTS23" not in lists
+    assert "a config name such as '" in errors[0] and "_BoxSize_Task01_" in errors[0] and "list configs" in errors[0]

@@ -184,10 +184,12 @@ class Catalogue:
             return [cfg]
         if dataset in self.restricted:
             raise ValueError(f"{task}:{selector}: {self.restricted[dataset]}")
-        valid = sorted(set(self.datasets(task)) | set(self.list_names(task)) | set(self.aliases))
+        lists = sorted(self.list_names(task))
+        datasets = sorted((set(self.datasets(task)) | set(self.aliases)) - set(lists))
         raise ValueError(
-            f"unknown selector {selector!r} for task {task!r}; valid selectors: a dataset "
-            f"({', '.join(valid)}), a list name, or a full config name such as {family[0].name!r}"
+            f"unknown selector {selector!r} for task {task!r}; valid selectors: a dataset ({', '.join(datasets)}), "
+            f"a named task list ({', '.join(lists)}), all, or a config name such as {family[0].name!r} "
+            "(medvision-eval list configs)"
             if family else f"unknown selector {selector!r}: no {task} configs are known"
         )
 
