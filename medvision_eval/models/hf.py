@@ -81,6 +81,13 @@ def resolve_device(explicit: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_folder_exists(pretrained: str) -> None:
+    """``pretrained`` written as a path (``/``, ``./``, ``../``, ``~``) must be an existing folder."""
+    if pretrained.startswith(("/", "./", "../", "~")) and not Path(pretrained).expanduser().exists():
+        raise ModelArgsError(f"pretrained={pretrained}: no such folder; give an existing model folder "
+                             "or a hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
+
+
 class HFAdapter(SettingsAdapter):
     backend: ClassVar[str] = "hf"
 
@@ -101,9 +108,7 @@ class HFAdapter(SettingsAdapter):
         folder is a ModelArgsError; any loading failure a ModelUnavailableError with the real error."""
         s = self.settings
         path = Path(s.pretrained).expanduser()
-        if s.pretrained.startswith(("/", "./", "../", "~")) and not path.exists():
-            raise ModelArgsError(f"pretrained={s.pretrained}: no such folder; give an existing model folder "
-                                 "or a hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
+        check_folder_exists(s.pretrained)
         try:
             if not path.exists():  # a hub id: reach the hub (or its cache) before importing torch
                 try:

@@ -32,7 +32,7 @@ from ..hookspecs import ModelEntry
 from ..schema import Message, Request, Response, arrange_messages
 from ._common import package_version, parse_settings, short_error
 from .errors import BackendNotInstalledError, ModelArgsError
-from .hf import HFAdapter, HFSettings, local_fingerprint
+from .hf import HFAdapter, HFSettings, check_folder_exists, local_fingerprint
 
 MANIFEST = "medvision_checkpoint.json"
 MANIFEST_FORMAT = "medvision-lora/1"
@@ -219,6 +219,10 @@ class LoRAAdapter(HFAdapter):
                 f"lora checkpoint {self.path!r}: its base folder {pretrained!r} does not exist here; "
                 "pass the base with --model-args pretrained=PATH"
             )
+        try:
+            check_folder_exists(pretrained)
+        except ModelArgsError as exc:
+            raise CheckpointError(f"lora checkpoint {self.path!r}: base {exc}") from None
         if m.base.revision and self.settings.revision and m.base.revision != self.settings.revision:
             raise CheckpointError(
                 f"lora checkpoint {self.path!r} was trained on {m.base.pretrained}@{m.base.revision}, "
