@@ -394,6 +394,24 @@ def preflight(adapter: Any, name: str, console: Console, quiet: bool) -> float:
     return time.perf_counter() - t0
 
 
+def warn_trained_elsewhere(adapter: Any, config: Any, protocol: str, console: Console) -> None:
+    """One warning line when a fine-tuned checkpoint (``lora:``) runs on tasks or a protocol it was
+    not trained on: allowed (that is how generalisation is measured), but never silent."""
+    from .config import parse_task_spec
+
+    info = adapter.info()
+    trained_tasks, trained_protocol = info.get("trained_tasks"), info.get("trained_protocol")
+    if trained_tasks is None and trained_protocol is None:
+        return
+    trained = {parse_task_spec(t)[0] for t in trained_tasks or []}
+    asked = list(dict.fromkeys(parse_task_spec(t)[0] for t in config.tasks))
+    if set(asked) <= trained and trained_protocol in (None, protocol):
+        return
+    console.print(escape(f"warning: {config.model} was trained on tasks {', '.join(trained_tasks or [])} under "
+                         f"protocol {trained_protocol}; this run asks for tasks {', '.join(asked)} under protocol "
+                         f"{protocol}"), highlight=False, soft_wrap=True)
+
+
 def answered_counts(output: Path) -> dict[str, int]:
     """planned / answered / failed from the run directory (when scoring is skipped)."""
     from .store import load_plan, load_responses
@@ -464,6 +482,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                         "generation": adapter.generation_settings().model_dump(), "protocol": {"name": config.protocol}}
             check_identity(runner.output, identity)
             remove_stale_outputs(runner.output, config.tasks)
+        if runner.rank == 0:
+            warn_trained_elsewhere(adapter, config, runner.protocol.name, console)
         seconds = preflight(adapter, config.model, console, args.quiet)
         if seconds and not args.quiet:
             console.print(f"model ready in {seconds:.1f}s", highlight=False)

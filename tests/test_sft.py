@@ -326,3 +326,29 @@ def test_bad_training_input_is_one_error_line(tmp_path, capsys):
         out = capsys.readouterr().out
         assert code == 2 and out.startswith("error:") and needle in out and "Traceback" not in out
     assert not (tmp_path / "out").exists()
+
+
+def test_a_base_folder_that_does_not_exist_is_one_clear_error(trained, tmp_path, capsys):
+    capsys.readouterr()
+    code = eval_main(["run", "--tasks", "tl_size", "--model", f"lora:{trained.final}", "-M", "pretrained=/nonexistent/base",
+                      "--output", str(tmp_path / "r"), "--quiet"])
+    out = capsys.readouterr().out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in out and "Repo id" not in out
+    assert "pretrained=/nonexistent/base: no such folder" in errors[0]
+    assert not (tmp_path / "r" / "responses.jsonl").exists()
+
+
+def test_running_on_other_tasks_or_protocol_warns_once_at_load(trained, demo_root, tmp_path, capsys):
+    def run(*extra):
+        capsys.readouterr()
+        code = eval_main(["run", "--data", str(demo_root), "--limit", "1", "--model", f"lora:{trained.final}",
+                          "-M", "max_new_tokens=4", "--output", str(tmp_path / "r"), "--overwrite", *extra])
+        return code, [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+
+    code, warnings = run("--tasks", "tl_size")
+    assert code == 0 and warnings == []
+    code, warnings = run("--tasks", "tl_size,detection", "--protocol", "corrected")
+    assert code == 0 and warnings == [
+        f"warning: lora:{trained.final} was trained on tasks tl_size under protocol paper; this run asks for "
+        "tasks tl_size, detection under protocol corrected"]
