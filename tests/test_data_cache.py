@@ -21,7 +21,7 @@ def _volumes(tmp_path, n: int, shape=(20, 10, 5)) -> list[str]:
 
 def test_cache_is_bounded_in_bytes_not_count(tmp_path):
     paths = _volumes(tmp_path, 4)
-    one = 20 * 10 * 5 * 4  # float32 voxels of one volume
+    one = 20 * 10 * 5 * 2  # int16 voxels of one volume, cached as stored (float32 holds them exactly)
     cache = VolumeCache(max_bytes=2 * one)
     for p in paths:
         cache.get(p)
@@ -94,3 +94,22 @@ def test_decode_equals_v1_get_fdata_as_float32(tmp_path, dtype, slope):
     loaded = nib.load(str(path))
     v1 = nib.orientations.apply_orientation(loaded.get_fdata(), nib.orientations.io_orientation(loaded.affine))
     assert volume.dtype == np.float32 and np.array_equal(volume, v1.astype("float32"))
+
+
+def test_drop_forgets_a_volume_and_its_pending_decode(tmp_path):
+    paths = _volumes(tmp_path, 3)
+    cache = VolumeCache(max_bytes=1 << 20)
+    cache.get(paths[0])
+    cache.get(paths[1])
+    cache.drop(paths[0])
+    assert cache.nbytes == 20 * 10 * 5 * 2  # only the second volume is held
+    cache.get(paths[1])
+    assert cache.decodes == 2
+    cache.get(paths[0])  # dropped: decoded again, and counted
+    assert cache.decodes == 3
+    cache.prefetch(paths[2])
+    cache.drop(paths[2])  # a decode under way is forgotten too
+    volume, _ = cache.get(paths[2])
+    assert float(volume[0, 0, 0]) == 2.0
+    cache.drop("never/seen.nii.gz")  # nothing to forget: no error
+    cache.close()
