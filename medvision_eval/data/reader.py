@@ -85,7 +85,9 @@ class MedVisionData:
         self.problems: list[str] = []
         self._cache = VolumeCache(cache_bytes)  # None: MEDVISION_VOLUME_CACHE_MB or 512 MiB
         self._plans: dict[Path, dict[str, Any]] = {}
+        self._plan_paths: dict[tuple[str, str, str], Path] = {}  # (dataset, planner kind, version) -> plan file
         self._headers: dict[Path, VolumeHeader | SampleDataError] = {}
+        self._noted: set[Path] = set()  # other files planning read (landmark files): note_file()
         self._bad: dict[str, str] = {}  # sample id -> why its image cannot be produced
         # the official loader's per-sample filters (single-instance set); None = from the environment
         self.sample_filtering = sample_filtering_from_env() if sample_filtering is None else bool(sample_filtering)
@@ -157,8 +159,12 @@ class MedVisionData:
         return d
 
     def plan(self, config: BenchmarkConfig) -> dict[str, Any]:
+        kind, version = self.builder(config).planner_kind, _planner_version(config)
+        known = self._plan_paths.get((config.dataset, kind, version))
+        if known is not None:  # read before: no file-system calls
+            return self._plans[known]
         d = self.dataset_dir(config)
-        path = d / plan_filename(self.builder(config).planner_kind, _planner_version(config))
+        path = d / plan_filename(kind, version)
         if path not in self._plans:
             if not path.is_file():
                 found = sorted(p.name for p in d.glob("benchmark_plan_*.json*"))
@@ -168,6 +174,7 @@ class MedVisionData:
                 self._plans[path] = read_json(path)
             except (OSError, EOFError, ValueError) as exc:
                 raise DataNotFoundError(f"{path}: cannot read the plan file ({exc})") from exc
+        self._plan_paths[(config.dataset, kind, version)] = path
         return self._plans[path]
 
     def task_info(self, config: BenchmarkConfig) -> dict[str, Any]:
@@ -175,6 +182,16 @@ class MedVisionData:
         if not 1 <= config.task_id <= len(tasks):
             raise DataNotFoundError(f"{config.name}: the plan has {len(tasks)} tasks, no Task{config.task_id:02d}")
         return tasks[config.task_id - 1]
+
+    def note_file(self, path: str | Path) -> None:
+        """Record a file that planning read besides plan files and volume headers (a family's
+        landmark file): it becomes part of the run's manifest, so changing it re-plans the run."""
+        self._noted.add(Path(path))
+
+    def consulted_files(self) -> list[Path]:
+        """Every file planning has read so far (or looked for): the data root's catalogue.json,
+        plan files, volumes whose header was read (images and masks) and noted files."""
+        return sorted({self.root / CATALOGUE_FILE, *self._plans, *self._headers, *self._noted})
 
     def identity(self) -> dict[str, str]:
         """sha256 (16 hex) of every annotation file planning has read so far, by path under the root:
@@ -321,6 +338,8 @@ class MedVisionData:
                      entry: dict[str, Any]) -> tuple[int, str | None]:
         """The entry's ``slice_idx``, or (-1, a problem naming the plan file and field)."""
         raw = entry.get("slice_idx") if isinstance(entry, dict) else None
+        if type(raw) is int and -(2**53) < raw < 2**53:  # the common case (exact as a float): no message
+            return raw, None
         field = f"case {case_id!r} {annotate.PROFILE_KEYS[axis]}[{position}].slice_idx"
         plan = self.dataset_dir(config) / plan_filename(config.planner_kind, _planner_version(config))
         if raw is None:
