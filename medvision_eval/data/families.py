@@ -21,11 +21,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from .catalogue import BenchmarkConfig, Catalogue
     from .reader import MedVisionData
 
+_ANNOTATE: list[Any] = []
+
+
 def _annotate() -> Any:
     """:mod:`.annotate` (numpy), imported when a family first builds samples, not at discovery."""
-    from . import annotate
+    if not _ANNOTATE:
+        from . import annotate
 
-    return annotate
+        _ANNOTATE.append(annotate)
+    return _ANNOTATE[0]
 
 
 # One target of a slice entry: (kind, (label name, label id, Target, extra)). ``kind`` is free text
