@@ -23,7 +23,10 @@ written by ``strict_dumps`` itself (``null`` plus ``null_reasons``).
 
 from __future__ import annotations
 
+import os
+import pickle
 import sys
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,30 +80,31 @@ def _opt_int(v: Any) -> bool:
 
 def _answer_fast(d: Any) -> tuple[str, Answer] | None:
     """(key, answer) of a response line whose fields have exactly the types the models accept."""
-    if type(d) is not dict or NULL_REASONS in d:
+    try:
+        r = d["response"]
+        row = (d["key"], d["task"], d["sample_id"], d["prompt_hash"], r.get("text"), r.get("error"),
+               r.get("latency_s", 0.0), r.get("usage", _NO_USAGE))
+    except (KeyError, TypeError, AttributeError):
         return None
-    key = d.get("key")
-    r = d.get("response")
-    if (type(key) is not str or type(d.get("task")) is not str or type(d.get("sample_id")) is not str
-            or type(d.get("prompt_hash")) is not str or type(r) is not dict or d.get("surrogates") is not None):
+    key, task, sample_id, prompt_hash, text, error, latency, usage = row
+    t = type(latency)
+    if not (type(key) is str and type(task) is str and type(sample_id) is str and type(prompt_hash) is str
+            and (text is None or type(text) is str) and (error is None or type(error) is str)
+            and (t is float or t is int) and type(usage) is dict):
         return None
-    if "time" in d and not _is_num(d["time"]):
+    if NULL_REASONS in d or d.get("surrogates") is not None:
         return None
-    text = r.get("text")
-    error = r.get("error")
-    latency = r.get("latency_s", 0.0)
-    if not (_opt_str(text) and _opt_str(error) and _is_num(latency)):
+    stamp = d.get("time", 0.0)
+    t = type(stamp)
+    if t is not float and t is not int:
         return None
-    usage = r.get("usage")
-    if usage is None and "usage" not in r:
-        pt = ct = None
-    elif type(usage) is dict:
-        pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if not (_opt_int(pt) and _opt_int(ct)):
-            return None
-    else:
+    pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not ((pt is None or type(pt) is int) and (ct is None or type(ct) is int)):
         return None
     return key, (text, error, float(latency), pt, ct)
+
+
+_NO_USAGE: dict = {}
 
 
 def _answer_of(record: ResponseRecord) -> Answer:
@@ -134,54 +138,91 @@ def read_answers(run_dir: Path) -> dict[str, Answer]:
     return best
 
 
+class Forked:
+    """``fn(*args)`` computed in a forked child process while the caller goes on; :meth:`result`
+    returns its value (or raises its exception), unpickled. Without ``os.fork`` (or when
+    ``parallel`` is false) the call simply runs inline. The child only reads files and writes
+    its pickled answer to a pipe; it shares nothing with the parent after the fork."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, parallel: bool = True) -> None:
+        self._inline: tuple[str, Any] | None = None
+        self._pid = 0
+        self._fn, self._args = fn, args
+        if not parallel or not hasattr(os, "fork"):
+            self._inline = self._call(fn, args)
+            return
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            os.close(read_end)
+            code = 0
+            try:
+                data = pickle.dumps(self._call(fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+                with os.fdopen(write_end, "wb") as fh:
+                    fh.write(data)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        os.close(write_end)
+        self._pid = pid
+        self._read_end = read_end
+
+    @staticmethod
+    def _call(fn: Callable[..., Any], args: tuple) -> tuple[str, Any]:
+        try:
+            return "value", fn(*args)
+        except Exception as exc:
+            return "error", exc
+
+    def result(self) -> Any:
+        if self._inline is None:
+            with os.fdopen(self._read_end, "rb") as fh:
+                data = fh.read()
+            _, status = os.waitpid(self._pid, 0)
+            if data and status == 0:
+                self._inline = pickle.loads(data)
+            else:  # the child died or could not pickle its answer: compute it here, raising what it raises
+                self._inline = self._call(self._fn, self._args)
+        kind, value = self._inline
+        if kind == "error":
+            raise value
+        return value
+
+
 # -- the plan ------------------------------------------------------------------------------------
 
-def _sample_fast(s: Any) -> bool:
-    """Every field of :class:`Sample` present (or defaulted) with exactly the type it accepts."""
-    if type(s) is not dict:
-        return False
-    image, size, spacing, target = s.get("image"), s.get("image_size"), s.get("pixel_spacing"), s.get("target")
-    if not (type(s.get("id")) is str and type(s.get("task")) is str and type(s.get("config")) is str
-            and type(s.get("dataset")) is str and type(s.get("index")) is int and type(s.get("label")) is str
-            and type(s.get("split", "")) is str and _opt_int(s.get("label_id"))
-            and type(s.get("modality", "")) is str and type(s.get("plane", "")) is str
-            and type(s.get("image_description", "")) is str and type(s.get("extra", {})) is dict):
-        return False
-    if not (type(image) is dict and type(image.get("path")) is str and type(image.get("slice_axis")) is int
-            and type(image.get("slice_index")) is int):
-        return False
-    if not (type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int):
-        return False
-    if not (type(spacing) is list and len(spacing) == 2 and _is_num(spacing[0]) and _is_num(spacing[1])):
-        return False
-    if not (type(target) is dict and type(target.get("unit")) is str):
-        return False
-    values, names = target.get("values"), target.get("names")
-    if not (type(values) is list and type(names) is list):
-        return False
+_EMPTY: dict = {}
+
+
+def _plan_fast(d: Any) -> tuple | None:
+    """The fields the score step reads from a plan line, when each has exactly the JSON type the
+    models accept: (task, key, prompt hash, sample dict, id, config, dataset, index, label,
+    modality, plane, slice axis, target values, target unit, extra); else None.
+
+    Fields the score step never reads (image path, image size, pixel spacing, target names,
+    prompt, ...) are not checked here: they do not change any number the step writes."""
+    try:
+        s = d["sample"]
+        image = s["image"]
+        target = s["target"]
+        row = (d["task"], d["key"], d["prompt_hash"], s, s["id"], s["config"], s["dataset"], s["index"], s["label"],
+               s.get("modality", ""), s.get("plane", ""), image["slice_axis"], target["values"], target["unit"],
+               s.get("extra", _EMPTY))
+    except (KeyError, TypeError):
+        return None
+    if NULL_REASONS in d or NULL_REASONS in s:
+        return None
+    task, key, prompt_hash, _, sid, config, dataset, index, label, modality, plane, axis, values, unit, extra = row
+    if not (type(task) is str and type(key) is str and type(prompt_hash) is str and type(sid) is str
+            and type(config) is str and type(dataset) is str and type(index) is int and type(label) is str
+            and type(modality) is str and type(plane) is str and type(axis) is int and type(unit) is str
+            and type(values) is list and type(extra) is dict):
+        return None
     for v in values:
-        if not _is_num(v):
-            return False
-    for v in names:
-        if type(v) is not str:
-            return False
-    return True
-
-
-def _entry_fast(d: Any) -> bool:
-    if type(d) is not dict or NULL_REASONS in d:
-        return False
-    if not (type(d.get("task")) is str and type(d.get("key")) is str and type(d.get("prompt_hash")) is str
-            and type(d.get("order", 0)) is int):
-        return False
-    prompt = d.get("prompt")
-    if prompt is not None:
-        if type(prompt) is not list:
-            return False
-        for part in prompt:
-            if type(part) is not dict:
-                return False
-    return _sample_fast(d.get("sample"))
+        t = type(v)
+        if t is not float and t is not int:
+            return None
+    return row
 
 
 PROFILE_EXTRA = ("image_modality", "metric_type", "metric_key", "unit")
@@ -191,6 +232,51 @@ def _hashable(v: Any) -> Any:
     return v if v is None or type(v) is str else ("~", type(v).__name__, repr(v))
 
 
+class Truths:
+    """Each sample's true values (:meth:`Protocol.true_values`), stored flat: 8 bytes a value
+    instead of a tuple of float objects. ``truths[i]`` is the tuple."""
+
+    def __init__(self, flat: array | None = None, offsets: array | None = None) -> None:
+        self.flat = flat if flat is not None else array("d")
+        self.offsets = offsets if offsets is not None else array("q", [0])
+
+    def append(self, values: tuple[float, ...]) -> None:
+        self.flat.extend(values)
+        self.offsets.append(len(self.flat))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step != 1:
+                raise ValueError("Truths slices are contiguous")
+            stop = max(start, stop)
+            base = self.offsets[start]
+            return Truths(self.flat[base:self.offsets[stop]], array("q", (o - base for o in self.offsets[start:stop + 1])))
+        return tuple(self.flat[self.offsets[i]:self.offsets[i + 1]])
+
+    def __iter__(self) -> Iterator[tuple[float, ...]]:
+        flat, offsets = self.flat, self.offsets
+        for i in range(len(self)):
+            yield tuple(flat[offsets[i]:offsets[i + 1]])
+
+    def width(self) -> int | None:
+        """The number of values every sample has, or None when they differ."""
+        n = len(self)
+        if n == 0:
+            return None
+        k = self.offsets[1]
+        return k if len(self.flat) == n * k and np.all(np.diff(np.frombuffer(self.offsets, dtype=np.int64)) == k) else None
+
+    def matrix(self) -> np.ndarray:
+        """(n, width) float64 array (only when :meth:`width` is not None)."""
+        k = self.width()
+        assert k is not None
+        return np.frombuffer(self.flat, dtype=np.float64).reshape(len(self), k).copy()
+
+
 @dataclass
 class TaskColumns:
     """One task's planned samples, in plan order, as columns."""
@@ -198,55 +284,79 @@ class TaskColumns:
     ids: list[str] = field(default_factory=list)
     configs: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
-    indexes: list[int] = field(default_factory=list)
+    indexes: array = field(default_factory=lambda: array("q"))
     labels: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     prompt_hashes: list[str] = field(default_factory=list)
     units: list[str] = field(default_factory=list)
-    truths: list[tuple[float, ...]] = field(default_factory=list)  # Protocol.true_values
-    box_ratios: list[float] = field(default_factory=list)  # detection.box_area_ratio
-    codes: list[int] = field(default_factory=list)  # profile of each sample
+    truths: Truths = field(default_factory=Truths)  # Protocol.true_values
+    box_ratios: array = field(default_factory=lambda: array("d"))  # detection.box_area_ratio
+    codes: array = field(default_factory=lambda: array("q"))  # profile of each sample
     profiles: list[Sample] = field(default_factory=list)  # one validated Sample per profile
     profile_index: dict[tuple, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def appenders(self) -> tuple:
+        return (self.codes.append, self.ids.append, self.configs.append, self.datasets.append, self.indexes.append,
+                self.labels.append, self.keys.append, self.prompt_hashes.append, self.units.append,
+                self.truths.append, self.box_ratios.append)
 
-def _add(cols: TaskColumns, key: str, prompt_hash: str, s: dict, full_precision: bool,
-         make_sample: Callable[[], Sample], intern: Callable[[str], str] = sys.intern) -> None:
-    target = s["target"]
-    values = target["values"]
-    extra = s.get("extra") or {}
-    plan = extra.get("plan_values")
-    truth = tuple(float(v) for v in plan) if full_precision and plan else tuple(float(v) for v in values)
-    ratio = extra.get("box_area_ratio")
+
+_NAN = float("nan")
+
+
+def _add(cols: TaskColumns, appenders: tuple, row: tuple, full_precision: bool, make_sample: Callable[[], Sample],
+         intern: Callable[[str], str] = sys.intern) -> None:
+    _, key, prompt_hash, _, sid, config, dataset, index, label, modality, plane, axis, values, unit, extra = row
+    if extra:
+        plan = extra.get("plan_values")
+        ratio = extra.get("box_area_ratio")
+        image_modality, kind, metric_key, extra_unit = (extra.get("image_modality"), extra.get("metric_type"),
+                                                        extra.get("metric_key"), extra.get("unit"))
+        profile = (label, modality, plane, axis, dataset, unit,
+                   image_modality if image_modality is None or type(image_modality) is str else _hashable(image_modality),
+                   kind if kind is None or type(kind) is str else _hashable(kind),
+                   metric_key if metric_key is None or type(metric_key) is str else _hashable(metric_key),
+                   extra_unit if extra_unit is None or type(extra_unit) is str else _hashable(extra_unit))
+    else:
+        plan = ratio = None
+        profile = (label, modality, plane, axis, dataset, unit, None, None, None, None)
+    if full_precision and plan:
+        truth = tuple([float(v) for v in plan])
+    else:
+        truth = tuple(map(float, values))
     if ratio is not None:
         box = float(ratio)
     elif len(values) >= 4:
         x1, y1, x2, y2 = values[:4]
         box = abs(x2 - x1) * abs(y2 - y1)
     else:
-        box = float("nan")  # detection never plans such a sample; other families do not use it
-    image = s["image"]
-    unit = target["unit"]
-    profile = (s["label"], s.get("modality", ""), s.get("plane", ""), image["slice_axis"], s["dataset"], unit,
-               *(_hashable(extra.get(name)) for name in PROFILE_EXTRA))
+        box = _NAN  # detection never plans such a sample; other families do not use it
     code = cols.profile_index.get(profile)
     if code is None:
         code = cols.profile_index[profile] = len(cols.profiles)
         cols.profiles.append(make_sample())
-    cols.codes.append(code)
-    cols.ids.append(s["id"])
-    cols.configs.append(intern(s["config"]))
-    cols.datasets.append(intern(s["dataset"]))
-    cols.indexes.append(s["index"])
-    cols.labels.append(intern(s["label"]))
-    cols.keys.append(key)
-    cols.prompt_hashes.append(prompt_hash)
-    cols.units.append(intern(unit))
-    cols.truths.append(truth)
-    cols.box_ratios.append(box)
+    a_code, a_id, a_config, a_dataset, a_index, a_label, a_key, a_hash, a_unit, a_truth, a_box = appenders
+    a_code(code)
+    a_id(sid)
+    a_config(intern(config))
+    a_dataset(intern(dataset))
+    a_index(index)
+    a_label(intern(label))
+    a_key(key)
+    a_hash(prompt_hash)
+    a_unit(intern(unit))
+    a_truth(truth)
+    a_box(box)
+
+
+def _row_of_entry(entry: PlanEntry) -> tuple:
+    s = entry.sample
+    sample = s.model_dump()
+    return (entry.task, entry.key, entry.prompt_hash, sample, s.id, s.config, s.dataset, s.index, s.label, s.modality,
+            s.plane, s.image.slice_axis, list(s.target.values), s.target.unit, sample["extra"])
 
 
 def read_plan(run_dir: Path, columnar: Callable[[str], bool], full_precision: bool
@@ -258,18 +368,19 @@ def read_plan(run_dir: Path, columnar: Callable[[str], bool], full_precision: bo
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a medvision-eval run directory")
     out: dict[str, TaskColumns | list[PlanEntry]] = {}
     kinds: dict[str, bool] = {}
+    appenders: dict[str, tuple] = {}
     loads = orjson.loads
     total = 0
     for _, raw in jsonl_lines(path):
         total += 1
         try:
-            d = loads(raw)
+            row = _plan_fast(loads(raw))
         except orjson.JSONDecodeError:
-            d = None
+            row = None
         entry: PlanEntry | None = None
-        if not _entry_fast(d):
+        if row is None:
             entry = load_model_line(PlanEntry, raw.decode("utf-8"))
-        task = entry.task if entry is not None else d["task"]
+        task = entry.task if entry is not None else row[0]
         is_columnar = kinds.get(task)
         if is_columnar is None:
             is_columnar = kinds[task] = columnar(task)
@@ -279,12 +390,11 @@ def read_plan(run_dir: Path, columnar: Callable[[str], bool], full_precision: bo
         cols = out.get(task)
         if cols is None:
             cols = out[task] = TaskColumns()
+            appenders[task] = cols.appenders()
         if entry is not None:
-            sample = entry.sample
-            _add(cols, entry.key, entry.prompt_hash, sample.model_dump(), full_precision, lambda: sample)
+            _add(cols, appenders[task], _row_of_entry(entry), full_precision, lambda: entry.sample)
         else:
-            s = d["sample"]
-            _add(cols, d["key"], d["prompt_hash"], s, full_precision, lambda: Sample.model_validate(s))
+            _add(cols, appenders[task], row, full_precision, lambda: PlanEntry.model_validate_json(raw).sample)
     return out, total
 
 
@@ -304,9 +414,18 @@ def _json_str(value: str, cache: dict[str, str] | None = None) -> str:
 
 
 def float_texts(values: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """``repr`` of each value ("null" for NaN) and a mask of the infinite ones (not JSON)."""
-    flat = np.asarray(values, dtype=np.float64)
-    texts = list(map(float.__repr__, flat.tolist()))
-    for i in np.flatnonzero(np.isnan(flat)).tolist():
-        texts[i] = "null"
+    """``repr`` of each value ("null" for NaN) and a mask of the infinite ones (not JSON).
+
+    orjson writes the same shortest round-trip digits as ``repr`` and, for magnitudes in
+    [1e-4, 1e16), the same notation; values outside that range (other than 0) are ``repr``-ed
+    one by one, where ``repr`` switches to exponent notation and orjson may not."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not flat.size:
+        return [], np.zeros(0, dtype=bool)
+    texts = orjson.dumps(flat.tolist())[1:-1].decode().split(",")  # NaN and inf -> null
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(flat)
+        odd = ((magnitude < 1e-4) & (magnitude > 0)) | ((magnitude >= 1e16) & np.isfinite(flat))
+    for i in np.flatnonzero(odd).tolist():
+        texts[i] = repr(float(flat[i]))
     return texts, np.isinf(flat)

@@ -6,8 +6,11 @@ Needs no model and no data directory: ``plan.jsonl`` carries the samples and
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import hashlib
 import math
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +27,7 @@ from .judge import JUDGED_PREFIX, load_judged
 from .plugins import Registry
 from .protocol import Protocol
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
-from .columnar import Answer, TaskColumns, _json_str, float_texts, read_answers, read_plan
+from .columnar import Answer, Forked, TaskColumns, _json_str, float_texts, read_answers, read_plan
 from .schema import ParseStatus, Prediction
 from .store import (
     strict_dumps,
@@ -33,8 +36,11 @@ from .store import (
     RUN_CONFIG,
     PlanEntry,
     ResponseRecord,
+    atomic_write_pieces,
     atomic_write_text,
     response_files,
+    secret_lines,
+    storable_pieces,
     write_jsonl,
     write_lines,
 )
@@ -43,6 +49,8 @@ from .tasks.groups import ProfiledSamples
 from .tasks.parsing import parse_last_k_many
 
 NO_RESPONSE = "no response recorded (run interrupted or not yet predicted)"
+PARALLEL_BYTES = 8 << 20  # response files above this are read by a second process
+PARALLEL_ROWS = 50_000  # a task with more samples has the second half of its rows formatted by a second process
 
 
 def _finite(value: float) -> float | None:
@@ -195,11 +203,11 @@ def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answe
                     shown[i] = pred.values
             else:
                 shown[i] = pred.values
-    targets = np.full((n, k), np.nan)
-    for i, truth in enumerate(cols.truths):
-        if len(truth) == k:
-            targets[i] = truth
-        else:
+    if n and cols.truths.width() == k:
+        targets = cols.truths.matrix()
+    else:  # Task.targets: NaN-padded, cut to k
+        targets = np.full((n, k), np.nan)
+        for i, truth in enumerate(cols.truths):
             targets[i, : min(k, len(truth))] = truth[:k]
     scores = task.score_matrix(values, ok, targets)
     order = np.array(sorted(range(n), key=cols.ids.__getitem__), dtype=np.int64)
@@ -208,67 +216,199 @@ def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answe
     counted = Counter(status)
     stats = {value: int(counted.get(value, 0)) for value in STATUS_VALUES}
     result: TaskResult = task.result(ordered, ordered_scores, stats, seed=seed)
-    lines = sample_lines(cols, found, status, detail, values, ok, shown, scores)
+    lines = RowWriter(cols, found, status, detail, values, ok, shown, scores)
     return result, lines, row_counts(found)
+
+
+class RowWriter:
+    """The sample rows of a columnar task: iterating gives every line; :meth:`lines` a range of them
+    (so two processes can format the two halves)."""
+
+    def __init__(self, cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
+                 values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
+                 scores: dict[str, np.ndarray]) -> None:
+        self.parts = (cols, found, status, detail, values, ok, shown, scores)
+        self.n = len(cols)
+
+    def lines(self, lo: int, hi: int) -> Iterator[str]:
+        cols, found, status, detail, values, ok, shown, scores = self.parts
+        if (lo, hi) != (0, self.n):
+            cut = slice(lo, hi)
+            cols = dataclasses.replace(
+                cols, ids=cols.ids[cut], configs=cols.configs[cut], datasets=cols.datasets[cut],
+                indexes=cols.indexes[cut], labels=cols.labels[cut], keys=cols.keys[cut],
+                prompt_hashes=cols.prompt_hashes[cut], units=cols.units[cut], truths=cols.truths[cut],
+                box_ratios=cols.box_ratios[cut], codes=cols.codes[cut])
+            shown = {i - lo: v for i, v in shown.items() if lo <= i < hi}
+            found, status, detail = found[cut], status[cut], detail[cut]
+            values, ok = values[cut], ok[cut]
+            scores = {name: v[cut] for name, v in scores.items()}
+        return sample_lines(cols, found, status, detail, values, ok, shown, scores)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.lines(0, self.n)
+
+
+def _write_part(path: Path, rows: RowWriter, lo: int, hi: int) -> None:
+    with open(path, "wb") as fh:
+        for piece in storable_pieces(rows.lines(lo, hi)):
+            fh.write(piece)
+
+
+def write_rows(path: Path, rows: RowWriter, *, parallel: bool) -> None:
+    """``write_lines(path, rows)``; with ``parallel``, a forked process formats the second half into
+    a temporary part file (cleaned like any interrupted temporary file) that is then appended."""
+    if not parallel or rows.n < 2:
+        write_lines(path, rows)
+        return
+    half = rows.n // 2
+    part = path.parent / f".{path.name}.{os.getpid()}.part.tmp"
+    second = Forked(_write_part, part, rows, half, rows.n)
+
+    def pieces() -> Iterator[bytes]:
+        yield from storable_pieces(rows.lines(0, half))
+        second.result()
+        with open(part, "rb") as fh:
+            while block := fh.read(1 << 24):
+                yield block
+
+    try:
+        atomic_write_pieces(path, pieces())
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _row_texts(cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
+               values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
+               scores: dict[str, np.ndarray]) -> tuple[str, list[list], set[int]]:
+    """The row template and its argument columns; rows that must be written by ``strict_dumps``."""
+    n = len(cols)
+    bad: set[int] = set()
+    names = list(scores)
+    metric_columns = []
+    for name in names:
+        texts, inf = float_texts(scores[name])
+        metric_columns.append(texts)
+        bad.update(np.flatnonzero(inf).tolist())
+    # values: the parsed numbers of ok rows (finite by construction), null elsewhere
+    k = values.shape[1]
+    value_texts, value_inf = float_texts(np.where(ok[:, None], values, 0.0))
+    bad.update(np.flatnonzero(value_inf.reshape(n, k).any(axis=1)).tolist() if n else [])
+    rows_of_values = zip(*(value_texts[j::k] for j in range(k)))
+    vals = ["[" + ", ".join(v) + "]" if good else "null" for v, good in zip(rows_of_values, ok.tolist())]
+    for i, v in shown.items():
+        if v is None:
+            vals[i] = "null"
+        elif all(math.isfinite(x) for x in v):
+            vals[i] = "[" + ", ".join(map(repr, map(float, v))) + "]"
+        else:
+            bad.add(i)
+    isfinite = math.isfinite
+    width = cols.truths.width()
+    if width:
+        flat = np.frombuffer(cols.truths.flat, dtype=np.float64)
+        truth_texts, _ = float_texts(flat)
+        bad.update(np.flatnonzero(~np.isfinite(flat.reshape(n, width)).all(axis=1)).tolist())
+        targets = ["[" + ", ".join(t) + "]" for t in zip(*(truth_texts[j::width] for j in range(width)))]
+    else:
+        targets = []
+        for i, truth in enumerate(cols.truths):
+            targets.append("[" + ", ".join(map(repr, truth)) + "]")
+            if not all(isfinite(t) for t in truth):
+                bad.add(i)
+    responses, errors, latencies, usages = [], [], [], []
+    no_response = _json_str(NO_RESPONSE)
+    for i, a in enumerate(found):
+        if a is None:
+            responses.append("null")
+            errors.append(no_response)
+            latencies.append("null")
+            usages.append("null")
+            continue
+        text, error, latency, prompt_tokens, completion_tokens = a
+        try:
+            responses.append("null" if text is None else _json_str(text))
+            errors.append("null" if error is None else _json_str(error))
+        except orjson.JSONEncodeError:
+            bad.add(i)
+            responses.append("")
+            errors.append("")
+        if not isfinite(latency):
+            bad.add(i)
+        latencies.append(repr(latency))
+        usages.append('{"prompt_tokens": %s, "completion_tokens": %s}' % (
+            "null" if prompt_tokens is None else prompt_tokens, "null" if completion_tokens is None else completion_tokens))
+    details = []
+    for i, d in enumerate(detail):
+        try:
+            details.append("null" if d is None else _json_str(d))
+        except orjson.JSONEncodeError:
+            bad.add(i)
+            details.append("")
+    metric_part = ", ".join(f"{_json_str(name)}: %s" for name in names)
+    template = ('{"id": %s, "config": %s, "dataset": %s, "index": %d, "label": %s, "key": %s, "prompt_hash": %s, '
+                '"response": %s, "error": %s, "latency_s": %s, "usage": %s, "status": "%s", "values": %s, '
+                '"detail": %s, "target": %s, "unit": %s, "metrics": {' + metric_part + '}}\n')
+    columns = [json_strings(cols.ids, bad), categorical(cols.configs, bad), categorical(cols.datasets, bad),
+               cols.indexes, categorical(cols.labels, bad), json_strings(cols.keys, bad),
+               json_strings(cols.prompt_hashes, bad), responses, errors, latencies, usages, status, vals, details,
+               targets, categorical(cols.units, bad), *metric_columns]
+    return template, columns, bad
+
+
+def json_strings(values: list[str], bad: set[int]) -> list[str]:
+    """``json.dumps(v, ensure_ascii=False)`` of each string; one orjson call for the whole column
+    when no element needs an escape (no backslash in the output), else one per element. An
+    element UTF-8 cannot encode (a lone surrogate) is added to ``bad``."""
+    if not values:
+        return []
+    try:
+        blob = orjson.dumps(values)
+    except orjson.JSONEncodeError:
+        blob = None
+    if blob is not None and b"\\" not in blob:
+        return ['"' + v + '"' for v in blob[2:-2].decode().split('","')]
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(_json_str(v))
+        except orjson.JSONEncodeError:
+            bad.add(i)
+            out.append("")
+    return out
+
+
+def categorical(values: list[str], bad: set[int]) -> list[str]:
+    """:func:`json_strings` of a column with few distinct values (each encoded once)."""
+    encoded: dict[str, str] = {}
+    for v in set(values):
+        try:
+            encoded[v] = _json_str(v)
+        except orjson.JSONEncodeError:
+            encoded[v] = ""
+    if any(text == "" for text in encoded.values()):
+        bad.update(i for i, v in enumerate(values) if encoded[v] == "")
+    return [encoded[v] for v in values]
 
 
 def sample_lines(cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
                  values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
                  scores: dict[str, np.ndarray]) -> Iterator[str]:
-    """The lines of ``samples_<task>.jsonl``, each exactly ``strict_dumps(row_of(...)) + "\n"``."""
+    """The lines of ``samples_<task>.jsonl``, each exactly ``strict_dumps(row_of(...)) + "\n"``:
+    formatted column-wise; a row holding a non-finite number or text UTF-8 cannot encode is
+    written by ``strict_dumps`` (``null`` plus ``null_reasons``, U+FFFD)."""
+    template, columns, bad = _row_texts(cols, found, status, detail, values, ok, shown, scores)
     names = list(scores)
-    metric_texts = []
-    bad = np.zeros(len(cols), dtype=bool)
-    for name in names:
-        texts, inf = float_texts(scores[name])
-        metric_texts.append(texts)
-        bad |= inf
-    bad |= ~np.isfinite(np.where(ok[:, None], values, 0.0)).all(axis=1) if len(cols) else bad
-    metric_part = ", ".join(f"{_json_str(name)}: %s" for name in names)
-    template = ('{"id": %s, "config": %s, "dataset": %s, "index": %d, "label": %s, "key": %s, "prompt_hash": %s, '
-                '"response": %s, "error": %s, "latency_s": %s, "usage": %s, "status": "%s", "values": %s, '
-                '"detail": %s, "target": %s, "unit": %s, "metrics": {' + metric_part + '}}\n')
-    cache: dict[str, str] = {}
-    value_rows = values.tolist()
-    no_answer = ("null", _json_str(NO_RESPONSE), "null", "null")
-    isfinite = math.isfinite
-    for i in range(len(cols)):
-        a = found[i]
-        truth = cols.truths[i]
-        try:
-            if bad[i] or not all(isfinite(t) for t in truth):
-                raise ValueError("not finite")
-            if a is None:
-                response, error, latency, usage = no_answer
-            else:
-                if not isfinite(a[2]):
-                    raise ValueError("not finite")
-                response = "null" if a[0] is None else _json_str(a[0])
-                error = "null" if a[1] is None else _json_str(a[1])
-                latency = repr(a[2])
-                usage = ('{"prompt_tokens": %s, "completion_tokens": %s}'
-                         % ("null" if a[3] is None else a[3], "null" if a[4] is None else a[4]))
-            if i in shown or not ok[i]:
-                v = shown.get(i)
-                if v is not None and not all(isfinite(x) for x in v):
-                    raise ValueError("not finite")
-                vals = "null" if v is None else "[" + ", ".join(map(repr, map(float, v))) + "]"
-            else:
-                vals = "[" + ", ".join(map(repr, value_rows[i])) + "]"
-            d = detail[i]
-            line = template % (
-                _json_str(cols.ids[i]), _json_str(cols.configs[i], cache), _json_str(cols.datasets[i], cache),
-                cols.indexes[i], _json_str(cols.labels[i], cache), _json_str(cols.keys[i]),
-                _json_str(cols.prompt_hashes[i]), response, error, latency, usage, status[i], vals,
-                "null" if d is None else _json_str(d), "[" + ", ".join(map(repr, truth)) + "]",
-                _json_str(cols.units[i], cache), *(texts[i] for texts in metric_texts))
-        except (ValueError, TypeError, orjson.JSONEncodeError):
+    for i, args in enumerate(zip(*columns)):
+        if i in bad:
             head = (cols.ids[i], cols.configs[i], cols.datasets[i], cols.indexes[i], cols.labels[i], cols.keys[i],
                     cols.prompt_hashes[i])
-            v = shown[i] if i in shown else (tuple(value_rows[i]) if ok[i] else None)
+            v = shown[i] if i in shown else (tuple(values[i].tolist()) if ok[i] else None)
             metrics = {name: scores[name][i] for name in names}
-            line = strict_dumps(row_of(head, a, status[i], v, detail[i], metrics, truth, cols.units[i])) + "\n"
-        yield line
+            yield strict_dumps(row_of(head, found[i], status[i], v, detail[i], metrics, cols.truths[i],
+                                      cols.units[i])) + "\n"
+        else:
+            yield template % args
 
 
 def inputs_digest(run_dir: Path) -> str:
@@ -334,23 +474,38 @@ def _columnar(registry: Registry, protocol: Protocol, run_dir: Path, built: dict
 
 def score_run(run_dir: Path, *, registry: Registry | None = None) -> RunResults:
     """Score a run directory; writes ``samples_<task>.jsonl`` and ``results.json``; returns results."""
-    run_dir = Path(run_dir)
+    # Millions of small lists and tuples, none of them cyclic: the cyclic garbage collector would
+    # re-scan them again and again as they grow (a third of the reading time at a million samples).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _score_run(Path(run_dir), registry)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
     record = load_run_record(run_dir)
     protocol = Protocol.model_validate(record.protocol)
     seed = record.config.seed
     registry = registry or Registry.discover()
-    digest = DigestThread(run_dir)  # hashes the inputs on a second core while they are scored
+    # The answers are read by a second process while this one reads the plan (large runs only:
+    # a fork costs a few milliseconds); then the inputs are hashed on a thread while scoring.
+    big = sum(path.stat().st_size for path in response_files(run_dir)) > PARALLEL_BYTES
+    reading = Forked(read_answers, run_dir, parallel=big)
     built: dict[str, Any] = {}
     by_task, planned = read_plan(run_dir, _columnar(registry, protocol, run_dir, built), protocol.full_precision_targets)
-    answers = read_answers(run_dir)
+    answers = reading.result()
+    digest = DigestThread(run_dir)
 
     tasks_out: dict[str, TaskResult] = {}
     counts = Counts(planned=planned)
     for name, entries in by_task.items():
         task = built.get(name) or build_task(registry, name, protocol)
         if isinstance(entries, TaskColumns):
-            result, lines, (answered, no_response, errors) = score_task_columns(task, entries, answers, seed=seed)
-            write_lines(run_dir / f"samples_{name}.jsonl", lines)
+            result, rows, (answered, no_response, errors) = score_task_columns(task, entries, answers, seed=seed)
+            write_rows(run_dir / f"samples_{name}.jsonl", rows, parallel=rows.n > PARALLEL_ROWS and not secret_lines())
         else:
             loaded = load_judged(run_dir, name)
             result, rows = score_task(task, entries, answers, seed=seed, judged=loaded[1] if loaded else None)

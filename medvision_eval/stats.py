@@ -72,21 +72,26 @@ def normal_sums(cols: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     ``R R^T`` the covariance (eigen-decomposition, so singular covariances -- constant or repeated
     columns -- are fine) and ``z`` standard normal from ``default_rng(seed)``.
     """
+    from threadpoolctl import threadpool_limits
+
     n, k = cols.shape
     total = cols.sum(axis=0)
     mean = total / n
     scatter = np.zeros((k, k))
-    for start in range(0, n, MOMENT_ROWS):
-        block = cols[start:start + MOMENT_ROWS] - mean
-        scatter += block.T @ block
-    scatter = (scatter + scatter.T) / 2.0
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n_boot, k))
-    if not np.all(np.isfinite(scatter)):
-        return np.full((n_boot, k), np.nan)
-    eigenvalues, vectors = np.linalg.eigh(scatter)
-    root = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
-    return total[None, :] + z @ root.T
+    # one BLAS thread: these products are small, and OpenBLAS's spinning threads are 100x slower
+    # than one thread when the machine's cores are busy
+    with threadpool_limits(limits=1, user_api="blas"):
+        for start in range(0, n, MOMENT_ROWS):
+            block = cols[start:start + MOMENT_ROWS] - mean
+            scatter += block.T @ block
+        scatter = (scatter + scatter.T) / 2.0
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal((n_boot, k))
+        if not np.all(np.isfinite(scatter)):
+            return np.full((n_boot, k), np.nan)
+        eigenvalues, vectors = np.linalg.eigh(scatter)
+        root = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
+        return total[None, :] + z @ root.T
 
 
 def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:

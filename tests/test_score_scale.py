@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medvision_eval import stats
-from medvision_eval.columnar import read_answers, read_plan
+from medvision_eval.columnar import float_texts, read_answers, read_plan
 from medvision_eval.factory import build_task
 from medvision_eval.plugins import Registry
 from medvision_eval.protocol import get_protocol
@@ -54,6 +54,16 @@ def test_batch_last_k_parser_keeps_v1_quirks_and_overflow_details():
     assert failures[2].status.value == "refused"
     assert failures[3].detail == "empty answer"
     assert failures[4].detail == "2 numbers found, 4 needed"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=40))
+def test_float_texts_are_repr_and_null_for_nan(values):
+    texts, inf = float_texts(np.array(values, dtype=np.float64))
+    for v, text, is_inf in zip(values, texts, inf.tolist()):
+        assert is_inf == math.isinf(v)
+        if not math.isinf(v):
+            assert text == ("null" if math.isnan(v) else repr(v))
 
 
 # -- the reader -----------------------------------------------------------------------------------
@@ -129,8 +139,9 @@ def test_plan_reader_columns_equal_the_validated_entries_including_lax_lines(tmp
         task = build_task(registry, name, protocol)
         assert cols.ids == [e.sample.id for e in mine]
         assert cols.keys == [e.key for e in mine] and cols.prompt_hashes == [e.prompt_hash for e in mine]
-        assert cols.indexes == [e.sample.index for e in mine] and cols.labels == [e.sample.label for e in mine]
-        assert cols.truths == [task.true_values(e.sample) for e in mine]
+        assert list(cols.indexes) == [e.sample.index for e in mine] and cols.labels == [e.sample.label for e in mine]
+        assert list(cols.truths) == [task.true_values(e.sample) for e in mine]
+        assert list(cols.truths[2:5]) == [task.true_values(e.sample) for e in mine[2:5]]
         for e, code in zip(mine, cols.codes):
             profile = cols.profiles[code]
             assert (profile.label, profile.modality, profile.plane, profile.dataset) == (
