@@ -441,7 +441,6 @@ def exit_code(counts: dict[str, int], max_error_rate: float, console: Console) -
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .rundir import RunDirLock, check_identity, check_output_path, clear_run, remove_stale_outputs
     from .runner import RunConfig, Runner
-    from .scoring import cached_results, score_run
 
     generation = lmms_habits(args, console)
     model_args = parse_model_args(args.model_args, args.model_arg)
@@ -484,9 +483,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             remove_stale_outputs(runner.output, config.tasks)
         if runner.rank == 0:
             warn_trained_elsewhere(adapter, config, runner.protocol.name, console)
+            if not args.predict_only:
+                finished = _finished_rerun(args, console, runner)
+                if finished is not None:
+                    return finished
         seconds = preflight(adapter, config.model, console, args.quiet)
         if seconds and not args.quiet:
             console.print(f"model ready in {seconds:.1f}s", highlight=False)
+        from .scoring import cached_results, score_run
+
         return _run_and_score(args, console, runner, cached_results, score_run)
     finally:
         lock.release()
@@ -512,15 +517,8 @@ def _run_and_score(args: argparse.Namespace, console: Console, runner: Any, cach
         if isinstance(exc.__cause__, ModelUnavailableError):  # gave up mid-run
             raise ModelUnavailable(str(exc)) from None
         raise
-    console.print(
-        f"predicted: {summary.sent} sent, {summary.cached} already answered, {summary.errors} errors "
-        f"in {summary.seconds:.1f}s -> {escape(str(summary.output))}", highlight=False
-    )
-    if summary.problems:
-        where = escape(str(summary.output / "data_problems.txt"))
-        console.print(f"[yellow]{len(summary.problems)} data problems (all in {where}):[/yellow]")
-        for line in summary.problems[:5]:
-            console.print(f"  {escape(line)}", highlight=False)
+    _print_predicted(console, summary.output, summary.sent, summary.cached, summary.errors, summary.seconds,
+                     summary.problems)
     if runner.rank != 0:
         return EXIT_OK  # rank 0 scores and decides the exit code for the whole launch
     if args.predict_only:
@@ -531,12 +529,40 @@ def _run_and_score(args: argparse.Namespace, console: Console, runner: Any, cach
     results = (summary.sent == 0 and summary.errors == 0 and cached_results(summary.output)) or score_run(
         summary.output, registry=runner.registry
     )
+    return _print_scored(args, console, results, summary.output)
+
+
+def _print_predicted(console: Console, output: Path, sent: int, cached: int, errors: int, seconds: float,
+                     problems: list[str]) -> None:
+    console.print(f"predicted: {sent} sent, {cached} already answered, {errors} errors in {seconds:.1f}s -> "
+                  f"{escape(str(output))}", highlight=False)
+    if problems:
+        where = escape(str(output / "data_problems.txt"))
+        console.print(f"[yellow]{len(problems)} data problems (all in {where}):[/yellow]")
+        for line in problems[:5]:
+            console.print(f"  {escape(line)}", highlight=False)
+
+
+def _print_scored(args: argparse.Namespace, console: Console, results: Any, output: Path) -> int:
     from .report import print_results
 
     print_results(results, console, tables=args.tables)
-    console.print(f"wrote {escape(str(summary.output / 'results.json'))} and samples_<task>.jsonl")
+    console.print(f"wrote {escape(str(output / 'results.json'))} and samples_<task>.jsonl")
     planned, answered = results.counts.planned, results.counts.answered
     return exit_code({"planned": planned, "answered": answered, "failed": planned - answered}, args.max_error_rate, console)
+
+
+def _finished_rerun(args: argparse.Namespace, console: Console, runner: Any) -> int | None:
+    """A rerun of a finished, scored run with unchanged inputs (manifest in run.json): report the
+    stored results without planning, loading the model, sending or scoring. None: run as usual."""
+    started = time.perf_counter()
+    results = runner.finished_results()
+    if results is None:
+        return None
+    problems_file = runner.output / "data_problems.txt"
+    problems = problems_file.read_text(encoding="utf-8").splitlines() if problems_file.is_file() else []
+    _print_predicted(console, runner.output, 0, results.counts.planned, 0, time.perf_counter() - started, problems)
+    return _print_scored(args, console, results, runner.output)
 
 
 def cmd_score(args: argparse.Namespace, console: Console) -> int:

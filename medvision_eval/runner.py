@@ -20,6 +20,7 @@ from .distributed import DistributedContext
 from .errors import RunError
 from .executor import Progress, RunSummary
 from .factory import build_adapter, build_task, split_model_spec
+from .manifest import MANIFEST_FIELD, SELECTION_ENV, build_manifest, finished_run, run_key
 from .models.base import ModelAdapter, RunContext, TruthChannel
 from .planning import Plan, PlannedTask, build_plan, in_shard
 from .plugins import Registry
@@ -33,15 +34,6 @@ __all__ = [
     "build_adapter", "build_task", "split_model_spec", "parse_task_spec", "in_shard",
 ]
 
-# Environment variables that change which samples the data layer yields.
-SELECTION_ENV = (
-    "MedVision_DISABLE_SAMPLE_FILTERING",
-    "MEDVISION_DISABLE_SAMPLE_FILTERING",
-    "MEDVISION_PLANNER_VERSION",
-    "MedVision_PLANNER_VERSION",
-    "MEDVISION_DATA_DIR",
-    "MedVision_DATA_DIR",
-)
 
 
 class Runner:
@@ -74,14 +66,42 @@ class Runner:
         return self.dist.world
 
     # -- setup --------------------------------------------------------------------------------
+    def data_root(self) -> Path:
+        """The data directory this run reads (resolved as :class:`MedVisionData` resolves it)."""
+        if self._data is not None:
+            return Path(self._data.root)
+        from .data.location import default_data_dir
+
+        root = Path(self.config.data) if self.config.data else default_data_dir()
+        return root.expanduser().resolve()
+
     @property
     def data(self) -> Any:
         if self._data is None:
-            from .data import MedVisionData, default_data_dir
+            from .data import MedVisionData
 
-            root = Path(self.config.data) if self.config.data else default_data_dir()
-            self._data = MedVisionData(root, families=self.registry.sample_builders())
+            self._data = MedVisionData(self.data_root(), families=self.registry.sample_builders())
         return self._data
+
+    def key(self) -> str:
+        """Digest of the invocation and code that shape this run's plan (:func:`.manifest.run_key`)."""
+        return run_key(self.config, self.adapter, self.protocol, self.registry, world_size=self.world,
+                       data_root=self.data_root())
+
+    def finished_results(self) -> Any:
+        """The stored results when this exact run is already finished and scored (nothing to plan,
+        send or score: :func:`.manifest.finished_run`), else None."""
+        if self.world != 1 or self.config.no_cache:
+            return None
+        return finished_run(self.output, self.key(), self.data_root())
+
+    def manifest(self) -> dict[str, Any] | None:
+        """What planning consumed (after :func:`build_plan`), for ``run.json``; None when the data
+        layer does not say which files it read."""
+        consulted = getattr(self.data, "consulted_files", None)
+        if not callable(consulted):
+            return None
+        return build_manifest(self.key(), Path(self.data.root), consulted())
 
     @property
     def adapter(self) -> ModelAdapter:
@@ -117,10 +137,11 @@ class Runner:
             env={name: os.environ[name] for name in SELECTION_ENV if name in os.environ},
         )
 
-    def run_record(self) -> RunRecord:
+    def run_record(self, manifest: dict[str, Any] | None = None) -> RunRecord:
         from .environment import environment_info
 
         adapter = self.adapter
+        extra = {MANIFEST_FIELD: manifest} if manifest else {}
         return RunRecord(
             medvision_eval_version=__version__,
             config=self.config.model_copy(update={"model_args": adapter.identity().get("args", {})}),
@@ -134,6 +155,7 @@ class Runner:
             world_size=self.world,
             environment=Environment(**environment_info()),
             selection=self.selection(),
+            **extra,
         )
 
     # -- execution ------------------------------------------------------------------------------
@@ -145,7 +167,8 @@ class Runner:
         self.output.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             write_plan(self.output, plan.entries)
-            atomic_write_text(self.output / RUN_CONFIG, self.run_record().model_dump_json(indent=2) + "\n")
+            record = self.run_record(self.manifest())
+            atomic_write_text(self.output / RUN_CONFIG, record.model_dump_json(indent=2) + "\n")
         adapter = self.adapter
         adapter.prepare(RunContext(seed=self.config.seed, truth=self.truth_channel(plan) if adapter.uses_truth else None))
         executor = Executor(

@@ -11,7 +11,7 @@ from .catalogue import BenchmarkConfig, Catalogue, load_catalogue
 from .errors import DataNotFoundError, SampleDataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .demo import default_data_dir
+    from .location import default_data_dir
     from .reader import MedVisionData
 
 __all__ = ["BenchmarkConfig", "Catalogue", "DataNotFoundError", "MedVisionData", "SampleDataError",
@@ -24,7 +24,7 @@ def __getattr__(name: str) -> Any:
 
         return MedVisionData
     if name == "default_data_dir":
-        from .demo import default_data_dir
+        from .location import default_data_dir
 
         return default_data_dir
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

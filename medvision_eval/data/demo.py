@@ -25,13 +25,12 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from .location import DEMO_VERSION, DONE_MARKER, cache_base, default_data_dir  # noqa: F401  (re-exported)
 from .catalogue import CATALOGUE_FILE, PLANES, BenchmarkConfig, write_catalogue_file
 from .planfile import write_json
 from .planner import build_plan
 
-DEMO_VERSION = "1"
 SEED = 20251118
-DONE_MARKER = "demo.json"
 
 
 # ------------------------------------------------------------------------- volume helpers
@@ -215,14 +214,9 @@ def build_demo(path: str | Path) -> Path:
     return root
 
 
-def _cache_base() -> Path:
-    env = os.environ.get("MEDVISION_EVAL_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "medvision-eval"
-
-
 def demo_dir() -> Path:
     """The demo directory, generated on first use (built in a temp dir, then renamed atomically)."""
-    base = _cache_base()
+    base = cache_base()
     final = base / f"demo-{DEMO_VERSION}"
     if (final / DONE_MARKER).is_file():
         return final
@@ -241,10 +235,3 @@ def demo_dir() -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
 
-
-def default_data_dir() -> Path:
-    """``$MEDVISION_DATA_DIR`` if set, else the demo directory (generated on first use)."""
-    env = os.environ.get("MEDVISION_DATA_DIR") or os.environ.get("MedVision_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    return demo_dir()

@@ -144,6 +144,9 @@ class LandmarkSamples(SampleBuilder):
             data.report(str(exc))
             return str(exc)
         path = data.root / rel
+        note = getattr(data, "note_file", None)
+        if note is not None:
+            note(path)
         from .planfile import read_json
 
         try:

@@ -86,6 +86,7 @@ class MedVisionData:
         self._cache = VolumeCache(cache_bytes)  # None: MEDVISION_VOLUME_CACHE_MB or 512 MiB
         self._plans: dict[Path, dict[str, Any]] = {}
         self._headers: dict[Path, VolumeHeader | SampleDataError] = {}
+        self._noted: set[Path] = set()  # other files planning read (landmark files): note_file()
         self._bad: dict[str, str] = {}  # sample id -> why its image cannot be produced
         # the official loader's per-sample filters (single-instance set); None = from the environment
         self.sample_filtering = sample_filtering_from_env() if sample_filtering is None else bool(sample_filtering)
@@ -175,6 +176,16 @@ class MedVisionData:
         if not 1 <= config.task_id <= len(tasks):
             raise DataNotFoundError(f"{config.name}: the plan has {len(tasks)} tasks, no Task{config.task_id:02d}")
         return tasks[config.task_id - 1]
+
+    def note_file(self, path: str | Path) -> None:
+        """Record a file that planning read besides plan files and volume headers (a family's
+        landmark file): it becomes part of the run's manifest, so changing it re-plans the run."""
+        self._noted.add(Path(path))
+
+    def consulted_files(self) -> list[Path]:
+        """Every file planning has read so far (or looked for): the data root's catalogue.json,
+        plan files, volumes whose header was read (images and masks) and noted files."""
+        return sorted({self.root / CATALOGUE_FILE, *self._plans, *self._headers, *self._noted})
 
     def identity(self) -> dict[str, str]:
         """sha256 (16 hex) of every annotation file planning has read so far, by path under the root:
