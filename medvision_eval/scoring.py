@@ -27,7 +27,7 @@ from .judge import JUDGED_PREFIX, load_judged
 from .plugins import Registry
 from .protocol import Protocol
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
-from .columnar import Answer, Forked, TaskColumns, _json_str, float_texts, read_answers, read_plan
+from .columnar import Answer, Forked, TaskColumns, _json_str, float_texts, read_inputs
 from .schema import ParseStatus, Prediction
 from .store import (
     strict_dumps,
@@ -49,7 +49,8 @@ from .tasks.groups import ProfiledSamples
 from .tasks.parsing import parse_last_k_many
 
 NO_RESPONSE = "no response recorded (run interrupted or not yet predicted)"
-PARALLEL_BYTES = 8 << 20  # response files above this are read by a second process
+PARALLEL_BYTES = 16 << 20  # a plan above this is read by two processes (with the answers)
+ROW_BLOCK = 32_768  # rows formatted at a time
 PARALLEL_ROWS = 50_000  # a task with more samples has the second half of its rows formatted by a second process
 
 
@@ -181,15 +182,16 @@ def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answe
     rows_index = np.asarray(text_rows, dtype=np.int64)
     ks = {task.strict_rules(p).k for p in cols.profiles}
     if task.protocol.parser == "lastk" and ks == {k} and type(task).parse_for is Task.parse_for:
-        failures, parsed = parse_last_k_many(texts, k)
-        values[rows_index] = parsed
-        good = ~np.isnan(parsed).any(axis=1) if len(texts) else np.zeros(0, dtype=bool)
-        ok[rows_index[good]] = True
-        for j, pred in enumerate(failures):
-            if pred is not None:
-                i = text_rows[j]
-                status[i], detail[i] = pred.status.value, pred.detail
-                shown[i] = pred.values
+        for start in range(0, len(texts), ROW_BLOCK):  # in blocks: the tokens of a block at a time
+            failures, parsed = parse_last_k_many(texts[start:start + ROW_BLOCK], k)
+            where = rows_index[start:start + ROW_BLOCK]
+            values[where] = parsed
+            ok[where[~np.isnan(parsed).any(axis=1)]] = True
+            for j, pred in enumerate(failures):
+                if pred is not None:
+                    i = text_rows[start + j]
+                    status[i], detail[i] = pred.status.value, pred.detail
+                    shown[i] = pred.values
     else:
         profiles = cols.profiles
         for j, text in enumerate(texts):
@@ -229,8 +231,14 @@ class RowWriter:
                  scores: dict[str, np.ndarray]) -> None:
         self.parts = (cols, found, status, detail, values, ok, shown, scores)
         self.n = len(cols)
+        self.shown_rows = np.array(sorted(shown), dtype=np.int64)
 
     def lines(self, lo: int, hi: int) -> Iterator[str]:
+        """Lines ``lo`` to ``hi``, formatted :data:`ROW_BLOCK` rows at a time (bounded memory)."""
+        for start in range(lo, hi, ROW_BLOCK):
+            yield from self._block(start, min(hi, start + ROW_BLOCK))
+
+    def _block(self, lo: int, hi: int) -> Iterator[str]:
         cols, found, status, detail, values, ok, shown, scores = self.parts
         if (lo, hi) != (0, self.n):
             cut = slice(lo, hi)
@@ -239,7 +247,8 @@ class RowWriter:
                 indexes=cols.indexes[cut], labels=cols.labels[cut], keys=cols.keys[cut],
                 prompt_hashes=cols.prompt_hashes[cut], units=cols.units[cut], truths=cols.truths[cut],
                 box_ratios=cols.box_ratios[cut], codes=cols.codes[cut])
-            shown = {i - lo: v for i, v in shown.items() if lo <= i < hi}
+            first, last = np.searchsorted(self.shown_rows, [lo, hi])
+            shown = {i - lo: shown[i] for i in self.shown_rows[first:last].tolist()}
             found, status, detail = found[cut], status[cut], detail[cut]
             values, ok = values[cut], ok[cut]
             scores = {name: v[cut] for name, v in scores.items()}
@@ -492,11 +501,11 @@ def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
     registry = registry or Registry.discover()
     # The answers are read by a second process while this one reads the plan (large runs only:
     # a fork costs a few milliseconds); then the inputs are hashed on a thread while scoring.
-    big = sum(path.stat().st_size for path in response_files(run_dir)) > PARALLEL_BYTES
-    reading = Forked(read_answers, run_dir, parallel=big)
+    plan_path = run_dir / PLAN
+    big = plan_path.exists() and plan_path.stat().st_size > PARALLEL_BYTES
     built: dict[str, Any] = {}
-    by_task, planned = read_plan(run_dir, _columnar(registry, protocol, run_dir, built), protocol.full_precision_targets)
-    answers = reading.result()
+    by_task, planned, answers = read_inputs(run_dir, _columnar(registry, protocol, run_dir, built),
+                                            protocol.full_precision_targets, parallel=big)
     digest = DigestThread(run_dir)
 
     tasks_out: dict[str, TaskResult] = {}

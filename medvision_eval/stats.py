@@ -72,26 +72,68 @@ def normal_sums(cols: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     ``R R^T`` the covariance (eigen-decomposition, so singular covariances -- constant or repeated
     columns -- are fine) and ``z`` standard normal from ``default_rng(seed)``.
     """
+    n = cols.shape[0]
+    return _normal_draws(lambda lo, hi: cols[lo:hi], n, cols.shape[1], n_boot, seed)[1]
+
+
+def _prepared_block(raw: np.ndarray) -> np.ndarray:
+    block = np.array(raw, dtype=np.float64, copy=True)
+    np.nan_to_num(block, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    return np.clip(block, -FINITE_CAP, FINITE_CAP, out=block)
+
+
+def _normal_draws(block: Callable[[int, int], np.ndarray], n: int, k: int, n_boot: int, seed: int,
+                  prepare: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(observed sums (1, K) with NaN -> 0 and inf kept, (n_boot, K) normal-limit resampled sums of
+    the prepared columns), reading the (n, K) matrix ``MOMENT_ROWS`` rows at a time from ``block``."""
     from threadpoolctl import threadpool_limits
 
-    n, k = cols.shape
-    total = cols.sum(axis=0)
-    mean = total / n
+    observed = np.zeros(k)
+    total = np.zeros(k)
     scatter = np.zeros((k, k))
     # one BLAS thread: these products are small, and OpenBLAS's spinning threads are 100x slower
     # than one thread when the machine's cores are busy
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=1, user_api="blas"), np.errstate(invalid="ignore", over="ignore"):
         for start in range(0, n, MOMENT_ROWS):
-            block = cols[start:start + MOMENT_ROWS] - mean
-            scatter += block.T @ block
+            raw = block(start, min(n, start + MOMENT_ROWS))
+            if prepare:
+                observed += np.where(np.isnan(raw), 0.0, raw).sum(axis=0)
+                raw = _prepared_block(raw)
+            total += raw.sum(axis=0)
+        mean = total / n
+        for start in range(0, n, MOMENT_ROWS):
+            raw = block(start, min(n, start + MOMENT_ROWS))
+            centred = (_prepared_block(raw) if prepare else raw) - mean
+            scatter += centred.T @ centred
         scatter = (scatter + scatter.T) / 2.0
         rng = np.random.default_rng(seed)
         z = rng.standard_normal((n_boot, k))
         if not np.all(np.isfinite(scatter)):
-            return np.full((n_boot, k), np.nan)
+            return observed[None, :], np.full((n_boot, k), np.nan)
         eigenvalues, vectors = np.linalg.eigh(scatter)
         root = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
-        return total[None, :] + z @ root.T
+        return observed[None, :], total[None, :] + z @ root.T
+
+
+def normal_intervals(
+    block: Callable[[int, int], np.ndarray],
+    n: int,
+    k: int,
+    statistics: Mapping[str, Statistic],
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Interval]:
+    """:func:`bootstrap_intervals` by the normal limit, reading the raw (n, K) columns in row blocks
+    (``block(lo, hi)``), so no full copy of them is ever made."""
+    found = _approximated.get()
+    if found is not None:
+        found.append(n)
+    observed, sums = _normal_draws(block, n, k, n_boot, seed, prepare=True)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return {name: _interval(float(stat(observed)[0]), np.asarray(stat(sums), dtype=np.float64), level)
+                for name, stat in statistics.items()}
 
 
 def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
@@ -152,6 +194,10 @@ def bootstrap_intervals(
     it equals the number the tables print. Above ``exact_max_n`` samples (default
     :data:`EXACT_MAX_N`) the resampled sums come from :func:`normal_sums`.
     """
+    matrix = _as_matrix(columns)
+    if n_boot > 0 and matrix.shape[0] > (EXACT_MAX_N if exact_max_n is None else exact_max_n):
+        return normal_intervals(lambda lo, hi: matrix[lo:hi], matrix.shape[0], matrix.shape[1], statistics,
+                                n_boot=n_boot, seed=seed, level=level)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         full = _observed_sums(columns)
         values = {name: float(stat(full)[0]) for name, stat in statistics.items()}
@@ -160,15 +206,6 @@ def bootstrap_intervals(
     if n == 0 or n_boot <= 0:
         return {name: Interval(value=v, low=float("nan"), high=float("nan")) for name, v in values.items()}
     reps: dict[str, list[np.ndarray]] = {name: [] for name in statistics}
-    if n > (EXACT_MAX_N if exact_max_n is None else exact_max_n):
-        found = _approximated.get()
-        if found is not None:
-            found.append(n)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            sums = normal_sums(cols, n_boot, seed)
-            del cols
-            return {name: _interval(values[name], np.asarray(stat(sums), dtype=np.float64), level)
-                    for name, stat in statistics.items()}
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         for counts in resample_counts(n, n_boot, seed):
             sums = counts @ cols
@@ -244,6 +281,21 @@ def mean_intervals(
     names = list(per_sample)
     if not names:
         return {}
+    n = len(per_sample[names[0]])
+    if n > EXACT_MAX_N and n_boot > 0:  # the normal limit, reading the columns in row blocks
+        arrays = [np.asarray(per_sample[name], dtype=np.float64) for name in names]
+
+        def block(lo: int, hi: int) -> np.ndarray:
+            out = np.empty((hi - lo, 2 * len(arrays)))
+            for i, v in enumerate(arrays):
+                part = v[lo:hi]
+                valid = ~np.isnan(part)
+                out[:, 2 * i] = np.where(valid, part, 0.0)
+                out[:, 2 * i + 1] = valid
+            return out
+
+        return normal_intervals(block, n, 2 * len(arrays), {name: mean_stat(2 * i, 2 * i + 1) for i, name in enumerate(names)},
+                                n_boot=n_boot, seed=seed, level=level)
     cols = []
     stats: dict[str, Statistic] = {}
     for i, name in enumerate(names):

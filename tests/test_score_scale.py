@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medvision_eval import stats
-from medvision_eval.columnar import float_texts, read_answers, read_plan
+from medvision_eval import scoring, stats
+from medvision_eval.columnar import float_texts, read_answers, read_inputs, read_plan
 from medvision_eval.factory import build_task
 from medvision_eval.plugins import Registry
 from medvision_eval.protocol import get_protocol
@@ -148,6 +148,22 @@ def test_plan_reader_columns_equal_the_validated_entries_including_lax_lines(tmp
                 e.sample.label, e.sample.modality, e.sample.plane, e.sample.dataset)
 
 
+def test_two_process_reading_joins_to_exactly_what_one_process_reads(tmp_path):
+    shutil.copytree(DEMO_RUN, tmp_path / "run")
+    one, total, answers = read_inputs(tmp_path / "run", lambda name: name != "ad_measure", False, parallel=False)
+    two, total2, answers2 = read_inputs(tmp_path / "run", lambda name: name != "ad_measure", False, parallel=True)
+    assert total == total2 == 60 and answers == answers2 and list(one) == list(two)
+    for name in one:
+        if name == "ad_measure":
+            assert one[name] == two[name]
+            continue
+        a, b = one[name], two[name]
+        assert a.ids == b.ids and a.keys == b.keys and list(a.truths) == list(b.truths)
+        assert list(a.indexes) == list(b.indexes)
+        assert np.array_equal(np.array(a.box_ratios), np.array(b.box_ratios), equal_nan=True)
+        assert [a.profiles[c].label for c in a.codes] == [b.profiles[c].label for c in b.codes]
+
+
 def test_plan_reader_raises_what_the_model_raises_on_a_garbage_line(tmp_path):
     lines = _plan_lines()[:3] + ['{"task": "detection", "key": "k", "prompt_hash": "p", "sample": {"id": 1}}']
     _write_lines(tmp_path / "plan.jsonl", lines)
@@ -181,7 +197,8 @@ def _odd_answers(keys: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("protocol_name", ["paper", "corrected", "v2"])
-def test_columnar_task_path_gives_the_object_path_result_and_rows(tmp_path, protocol_name):
+def test_columnar_task_path_gives_the_object_path_result_and_rows(tmp_path, protocol_name, monkeypatch):
+    monkeypatch.setattr(scoring, "ROW_BLOCK", 7)  # parse and format in blocks that do not divide the rows
     protocol = get_protocol(protocol_name)
     registry = Registry.discover()
     shutil.copy(DEMO_RUN / "plan.jsonl", tmp_path / "plan.jsonl")
@@ -196,6 +213,13 @@ def test_columnar_task_path_gives_the_object_path_result_and_rows(tmp_path, prot
         assert strict_dumps(fast) == strict_dumps(result)
         assert list(lines) == [strict_dumps(row) + "\n" for row in rows]
         assert counts[0] == sum(1 for r in rows if r["response"] is not None and r["error"] is None)
+        # the same file whether the second half of the rows is formatted by a forked process or not
+        _, both, _ = score_task_columns(task, cols, answers, seed=3)
+        scoring.write_rows(tmp_path / "forked.jsonl", both, parallel=True)
+        scoring.write_rows(tmp_path / "inline.jsonl", both, parallel=False)
+        expected = "".join(strict_dumps(row) + "\n" for row in rows).encode()
+        assert (tmp_path / "forked.jsonl").read_bytes() == (tmp_path / "inline.jsonl").read_bytes() == expected
+        assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_columnar_rows_with_non_finite_numbers_fall_back_to_strict_rows(tmp_path):
@@ -248,6 +272,15 @@ def test_the_normal_limit_agrees_with_the_exact_bootstrap_within_a_tenth_of_the_
         assert approx[name].value == exact[name].value
         assert abs(approx[name].low - exact[name].low) <= 0.1 * width
         assert abs(approx[name].high - exact[name].high) <= 0.1 * width
+
+
+def test_a_bad_response_line_read_by_the_forked_reader_is_the_same_error(tmp_path, monkeypatch):
+    shutil.copytree(DEMO_RUN, tmp_path / "run")
+    with open(tmp_path / "run" / "responses.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"key": "x", "task": "detection"}\n')
+    monkeypatch.setattr(scoring, "PARALLEL_BYTES", 0)
+    with pytest.raises(ValueError, match=r"responses\.jsonl:61: not a valid response record"):
+        score_run(tmp_path / "run")
 
 
 def test_results_say_when_the_normal_limit_was_used(tmp_path, monkeypatch):
