@@ -157,13 +157,14 @@ def row_counts(answers: Sequence[Answer | None]) -> tuple[int, int, int]:
 STATUS_VALUES = [status.value for status in ParseStatus]
 
 
-def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer], *, seed: int):
+def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] | list[Answer | None], *,
+                       seed: int):
     """:func:`score_task` of a ``columnar`` task from plan columns: the same result and the same
     sample rows (as an iterator of text lines), without a pydantic object per sample."""
     n = len(cols)
     k = task.k
     codes = np.asarray(cols.codes, dtype=np.int64)
-    found = [answers.get(key) for key in cols.keys]
+    found = answers if isinstance(answers, list) else [answers.get(key) for key in cols.keys]
     status: list[str] = ["ok"] * n
     detail: list[str | None] = [None] * n
     shown: dict[int, tuple | None] = {}  # rows whose printed values are not their matrix row
@@ -507,11 +508,18 @@ def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
     by_task, planned, answers = read_inputs(run_dir, _columnar(registry, protocol, run_dir, built),
                                             protocol.full_precision_targets, parallel=big)
     digest = DigestThread(run_dir)
+    # each task's answers, in its plan order; then the table of all answers by key can go
+    mine: dict[str, Any] = {
+        name: [answers.get(key) for key in entries.keys] if isinstance(entries, TaskColumns)
+        else {e.key: answers[e.key] for e in entries if e.key in answers}
+        for name, entries in by_task.items()}
+    del answers
 
     tasks_out: dict[str, TaskResult] = {}
     counts = Counts(planned=planned)
     for name, entries in by_task.items():
         task = built.get(name) or build_task(registry, name, protocol)
+        answers = mine.pop(name)
         if isinstance(entries, TaskColumns):
             result, rows, (answered, no_response, errors) = score_task_columns(task, entries, answers, seed=seed)
             write_rows(run_dir / f"samples_{name}.jsonl", rows, parallel=rows.n > PARALLEL_ROWS and not secret_lines())
