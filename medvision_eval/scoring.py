@@ -11,7 +11,6 @@ import gc
 import hashlib
 import math
 import os
-import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -158,9 +157,17 @@ STATUS_VALUES = [status.value for status in ParseStatus]
 
 
 def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] | list[Answer | None], *,
-                       seed: int):
+                       seed: int, rows_ready: Any = None):
     """:func:`score_task` of a ``columnar`` task from plan columns: the same result and the same
-    sample rows (as an iterator of text lines), without a pydantic object per sample."""
+    sample rows (a :class:`RowWriter`), without a pydantic object per sample. ``rows_ready(rows)``
+    is called as soon as the rows are known, before the tables and intervals are computed (so a
+    second process can start writing them)."""
+    result, rows, counts = _score_columns(task, cols, answers, seed=seed, rows_ready=rows_ready)
+    return result, rows, counts
+
+
+def _score_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] | list[Answer | None], *,
+                   seed: int, rows_ready: Any = None):
     n = len(cols)
     k = task.k
     codes = np.asarray(cols.codes, dtype=np.int64)
@@ -213,13 +220,15 @@ def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answe
         for i, truth in enumerate(cols.truths):
             targets[i, : min(k, len(truth))] = truth[:k]
     scores = task.score_matrix(values, ok, targets)
+    lines = RowWriter(cols, found, status, detail, values, ok, shown, scores)
+    if rows_ready is not None:
+        rows_ready(lines)
     order = np.array(sorted(range(n), key=cols.ids.__getitem__), dtype=np.int64)
     ordered = ProfiledSamples(cols.profiles, codes[order], np.asarray(cols.box_ratios, dtype=np.float64)[order])
     ordered_scores = {name: np.asarray(v, dtype=np.float64)[order] for name, v in scores.items()}
     counted = Counter(status)
     stats = {value: int(counted.get(value, 0)) for value in STATUS_VALUES}
     result: TaskResult = task.result(ordered, ordered_scores, stats, seed=seed)
-    lines = RowWriter(cols, found, status, detail, values, ok, shown, scores)
     return result, lines, row_counts(found)
 
 
@@ -265,27 +274,49 @@ def _write_part(path: Path, rows: RowWriter, lo: int, hi: int) -> None:
             fh.write(piece)
 
 
+class RowsFile:
+    """Writes a task's samples file. With ``parallel``, :meth:`start` forks a process that formats
+    the second half of the rows into a temporary part file (cleaned like any interrupted temporary
+    file) while this process goes on; :meth:`finish` writes the first half and appends the part."""
+
+    def __init__(self, path: Path, *, parallel: bool) -> None:
+        self.path = path
+        self.parallel = parallel
+        self.rows: RowWriter | None = None
+        self.second: Forked | None = None
+        self.part = path.parent / f".{path.name}.{os.getpid()}.part.tmp"
+
+    def start(self, rows: RowWriter) -> None:
+        self.rows = rows
+        if self.parallel and rows.n >= 2:
+            self.second = Forked(_write_part, self.part, rows, rows.n // 2, rows.n)
+
+    def finish(self) -> None:
+        rows = self.rows
+        assert rows is not None
+        if self.second is None:
+            write_lines(self.path, rows)
+            return
+        second, half = self.second, rows.n // 2
+
+        def pieces() -> Iterator[bytes]:
+            yield from storable_pieces(rows.lines(0, half))
+            second.result()
+            with open(self.part, "rb") as fh:
+                while block := fh.read(1 << 24):
+                    yield block
+
+        try:
+            atomic_write_pieces(self.path, pieces())
+        finally:
+            self.part.unlink(missing_ok=True)
+
+
 def write_rows(path: Path, rows: RowWriter, *, parallel: bool) -> None:
-    """``write_lines(path, rows)``; with ``parallel``, a forked process formats the second half into
-    a temporary part file (cleaned like any interrupted temporary file) that is then appended."""
-    if not parallel or rows.n < 2:
-        write_lines(path, rows)
-        return
-    half = rows.n // 2
-    part = path.parent / f".{path.name}.{os.getpid()}.part.tmp"
-    second = Forked(_write_part, part, rows, half, rows.n)
-
-    def pieces() -> Iterator[bytes]:
-        yield from storable_pieces(rows.lines(0, half))
-        second.result()
-        with open(part, "rb") as fh:
-            while block := fh.read(1 << 24):
-                yield block
-
-    try:
-        atomic_write_pieces(path, pieces())
-    finally:
-        part.unlink(missing_ok=True)
+    """``write_lines(path, rows)``, the second half formatted by a forked process with ``parallel``."""
+    out = RowsFile(path, parallel=parallel)
+    out.start(rows)
+    out.finish()
 
 
 def _row_texts(cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
@@ -433,29 +464,6 @@ def inputs_digest(run_dir: Path) -> str:
     return h.hexdigest()
 
 
-class DigestThread:
-    """:func:`inputs_digest` computed on a thread (hashlib releases the GIL on large blocks)."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self._value: str | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(Path(run_dir),), daemon=True)
-        self._thread.start()
-
-    def _run(self, run_dir: Path) -> None:
-        try:
-            self._value = inputs_digest(run_dir)
-        except BaseException as exc:  # re-raised in the caller's thread by result()
-            self._error = exc
-
-    def result(self) -> str:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._value is not None
-        return self._value
-
-
 def cached_results(run_dir: Path) -> RunResults | None:
     """results.json if it was scored from exactly the run's current inputs, else None."""
     path = Path(run_dir) / RESULTS
@@ -500,14 +508,15 @@ def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
     protocol = Protocol.model_validate(record.protocol)
     seed = record.config.seed
     registry = registry or Registry.discover()
-    # The answers are read by a second process while this one reads the plan (large runs only:
-    # a fork costs a few milliseconds); then the inputs are hashed on a thread while scoring.
+    # Large runs (a fork costs milliseconds) use the second core: one process hashes the inputs,
+    # another reads the answers and the plan's tail while this one reads the plan's head, and
+    # later one formats the second half of each large samples file. No threads, so forking is safe.
     plan_path = run_dir / PLAN
     big = plan_path.exists() and plan_path.stat().st_size > PARALLEL_BYTES
+    digest = Forked(inputs_digest, run_dir, parallel=big)
     built: dict[str, Any] = {}
     by_task, planned, answers = read_inputs(run_dir, _columnar(registry, protocol, run_dir, built),
                                             protocol.full_precision_targets, parallel=big)
-    digest = DigestThread(run_dir)
     # each task's answers, in its plan order; then the table of all answers by key can go
     mine: dict[str, Any] = {
         name: [answers.get(key) for key in entries.keys] if isinstance(entries, TaskColumns)
@@ -521,8 +530,10 @@ def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
         task = built.get(name) or build_task(registry, name, protocol)
         answers = mine.pop(name)
         if isinstance(entries, TaskColumns):
-            result, rows, (answered, no_response, errors) = score_task_columns(task, entries, answers, seed=seed)
-            write_rows(run_dir / f"samples_{name}.jsonl", rows, parallel=rows.n > PARALLEL_ROWS and not secret_lines())
+            out = RowsFile(run_dir / f"samples_{name}.jsonl", parallel=len(entries) > PARALLEL_ROWS and not secret_lines())
+            result, _, (answered, no_response, errors) = score_task_columns(task, entries, answers, seed=seed,
+                                                                             rows_ready=out.start)
+            out.finish()
         else:
             loaded = load_judged(run_dir, name)
             result, rows = score_task(task, entries, answers, seed=seed, judged=loaded[1] if loaded else None)
