@@ -164,11 +164,13 @@ def test_two_process_reading_joins_to_exactly_what_one_process_reads(tmp_path):
         assert [a.profiles[c].label for c in a.codes] == [b.profiles[c].label for c in b.codes]
 
 
-def test_plan_reader_raises_what_the_model_raises_on_a_garbage_line(tmp_path):
-    lines = _plan_lines()[:3] + ['{"task": "detection", "key": "k", "prompt_hash": "p", "sample": {"id": 1}}']
+@pytest.mark.parametrize("parallel", [False, True])
+def test_plan_reader_raises_what_the_model_raises_on_a_garbage_line(tmp_path, parallel):
+    lines = _plan_lines()[:30] + ['{"task": "detection", "key": "k", "prompt_hash": "p", "sample": {"id": 1}}']
     _write_lines(tmp_path / "plan.jsonl", lines)
-    with pytest.raises(ValueError) as fast:
-        read_plan(tmp_path, lambda name: True, False)
+    shutil.copy(DEMO_RUN / "responses.jsonl", tmp_path / "responses.jsonl")
+    with pytest.raises(ValueError) as fast:  # with parallel, the bad line is in the forked reader's part
+        read_inputs(tmp_path, lambda name: True, False, parallel=parallel)
     with pytest.raises(ValueError) as slow:
         load_plan(tmp_path)
     assert type(fast.value) is type(slow.value) and str(fast.value) == str(slow.value)
