@@ -50,6 +50,7 @@ from .tasks.parsing import parse_last_k_many
 NO_RESPONSE = "no response recorded (run interrupted or not yet predicted)"
 PARALLEL_BYTES = 16 << 20  # a plan above this is read by two processes (with the answers)
 ROW_BLOCK = 32_768  # rows formatted at a time
+WRITE_SHARE = 0.4  # of a large samples file formatted by this process; the forked writer does the rest
 PARALLEL_ROWS = 50_000  # a task with more samples has the second half of its rows formatted by a second process
 
 
@@ -289,7 +290,13 @@ class RowsFile:
     def start(self, rows: RowWriter) -> None:
         self.rows = rows
         if self.parallel and rows.n >= 2:
-            self.second = Forked(_write_part, self.part, rows, rows.n // 2, rows.n)
+            self.second = Forked(_write_part, self.part, rows, self.split(rows.n), rows.n)
+
+    @staticmethod
+    def split(n: int) -> int:
+        """Rows this process formats (the rest go to the forked one, which starts while this one
+        still computes the tables and intervals, so it takes the larger share)."""
+        return max(1, int(n * WRITE_SHARE))
 
     def finish(self) -> None:
         rows = self.rows
@@ -297,7 +304,7 @@ class RowsFile:
         if self.second is None:
             write_lines(self.path, rows)
             return
-        second, half = self.second, rows.n // 2
+        second, half = self.second, self.split(rows.n)
 
         def pieces() -> Iterator[bytes]:
             yield from storable_pieces(rows.lines(0, half))
