@@ -15,9 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from rich.text import Text
 
 from . import __version__
 
@@ -339,17 +337,23 @@ def normalise_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-class RateColumn(ProgressColumn):
-    """Samples per second sent to the model in this run (answers found in the store excluded)."""
+def rate_column() -> Any:
+    """A progress column: samples per second sent to the model in this run (answers found in the
+    store excluded). rich's progress module is imported here, when bars are drawn, not at start-up."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
 
-    def render(self, task: Any) -> Text:
-        sent = task.completed - task.fields.get("cached", 0)
-        elapsed = task.finished_time if task.finished else task.elapsed
-        if not sent:
-            return Text("all stored" if task.finished else "– samples/s", style="progress.data.speed")
-        if not elapsed:
-            return Text("– samples/s", style="progress.data.speed")
-        return Text(f"{sent / elapsed:,.1f} samples/s", style="progress.data.speed")
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            sent = task.completed - task.fields.get("cached", 0)
+            elapsed = task.finished_time if task.finished else task.elapsed
+            if not sent:
+                return Text("all stored" if task.finished else "– samples/s", style="progress.data.speed")
+            if not elapsed:
+                return Text("– samples/s", style="progress.data.speed")
+            return Text(f"{sent / elapsed:,.1f} samples/s", style="progress.data.speed")
+
+    return RateColumn()
 
 
 EXIT_OK, EXIT_SAMPLES_FAILED, EXIT_USAGE, EXIT_MODEL_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -498,9 +502,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_and_score(args: argparse.Namespace, console: Console, runner: Any, cached_results: Any, score_run: Any) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from .runner import RunError
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeRemainingColumn()]
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), rate_column(), TimeRemainingColumn()]
     try:
         with Progress(*columns, console=console, disable=args.quiet, transient=False) as progress:
             bars: dict[str, Any] = {}

@@ -209,7 +209,7 @@ def finished_run(output: Path, key: str, root: Path) -> Any:
     counts = stored.get("counts") if isinstance(stored, dict) else None
     if not isinstance(counts, dict) or not counts.get("planned") or counts.get("answered") != counts.get("planned"):
         return None  # failed or missing answers: a rerun retries them
-    from .scoring import inputs_digest
+    from .rundigest import inputs_digest
 
     if stored.get("inputs_digest") != inputs_digest(output):
         return None

@@ -255,9 +255,13 @@ def cache_key_function(
 
     head = '{"generation":' + dump(generation) + ',"model":' + dump(model_identity) + ',"prompt":'
     tail = ',"task":' + dump(task_fingerprint) + "}"
+    quote = json.encoder.encode_basestring_ascii  # what json.dumps does with a str, without its set-up
 
     def key(sample_id: str, prompt_hash: str) -> str:
-        text = head + dump(prompt_hash) + ',"sample":' + dump(sample_id) + tail
+        if type(sample_id) is str and type(prompt_hash) is str:
+            text = head + quote(prompt_hash) + ',"sample":' + quote(sample_id) + tail
+        else:
+            text = head + dump(prompt_hash) + ',"sample":' + dump(sample_id) + tail
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     return key

@@ -190,3 +190,15 @@ def test_code_state_changes_with_any_file_of_a_package(tmp_path):
     assert second != first
     (pkg / "new.py").write_text("")
     assert manifest_mod._tree_state(pkg) != second
+
+
+def test_rundigest_equals_the_score_steps_inputs_digest(data, tmp_path):
+    from medvision_eval import rundigest, scoring
+
+    out = tmp_path / "r"
+    assert run(data, out, tasks="tl_size") == 0
+    (out / "responses.rank1.jsonl").write_text((out / "responses.jsonl").read_text()[:200])
+    (out / "judged_tl_size.jsonl").write_text("{}\n")
+    assert rundigest.inputs_digest(out) == scoring.inputs_digest(out)
+    (out / "judged_tl_size.jsonl").write_text("{} \n")
+    assert rundigest.inputs_digest(out) == scoring.inputs_digest(out)

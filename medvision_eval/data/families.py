@@ -15,12 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import FamilyEntry, hookimpl
 from ..schema import Target
-from . import annotate
 from .errors import DataNotFoundError, SampleDataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .catalogue import BenchmarkConfig, Catalogue
     from .reader import MedVisionData
+
+_ANNOTATE: list[Any] = []
+
+
+def _annotate() -> Any:
+    """:mod:`.annotate` (numpy), imported when a family first builds samples, not at discovery."""
+    if not _ANNOTATE:
+        from . import annotate
+
+        _ANNOTATE.append(annotate)
+    return _ANNOTATE[0]
+
 
 # One target of a slice entry: (kind, (label name, label id, Target, extra)). ``kind`` is free text
 # for the builder; "<anything>-missing" marks a sample the official loader would fail on.
@@ -57,12 +68,12 @@ class DetectionSamples(SampleBuilder):
     def targets(self, data, config, facts, entry, height, width):
         for prof in entry.get("slice_profile", []) or []:
             boxes = prof.get("bboxes", []) or []
-            if not boxes or (data.sample_filtering and not annotate.keep_box(boxes)):
+            if not boxes or (data.sample_filtering and not _annotate().keep_box(boxes)):
                 continue
             # v1 doc_to_target_BoxCoordinate reads the first box (the only one when filtered)
             box = boxes[0]
             lab = int(prof["label"])
-            rel = annotate.relative_box(box["min_coords"], box["max_coords"], height, width)
+            rel = _annotate().relative_box(box["min_coords"], box["max_coords"], height, width)
             dh, dw = box["dimensions"]
             extra = {"box_area_ratio": float(dh * dw) / float(height * width) if height and width else float("nan"),
                      "box_pixels": [*box["min_coords"], *box["max_coords"]], "unit": "relative"}
@@ -77,11 +88,11 @@ class TumorLesionSamples(SampleBuilder):
     def targets(self, data, config, facts, entry, height, width):
         profiles = entry.get("slice_profile", []) or []
         try:
-            ellipses = annotate.tl_measurements(profiles)
+            ellipses = _annotate().tl_measurements(profiles)
         except ValueError as exc:
             raise DataNotFoundError(f"{config.name}: slice {entry.get('slice_idx')}: {exc} (the official loader fails too)") from exc
         # loader: more than one cluster (v1.1.0+ plans: n_total_clusters; v1.0.0: measured ellipses) -> dropped
-        if data.sample_filtering and not annotate.keep_tl(entry, len(ellipses)):
+        if data.sample_filtering and not _annotate().keep_tl(entry, len(ellipses)):
             return
         target_label = facts["target_label"]
         name = facts["labels"].get(target_label, "lesion") if target_label is not None else "lesion"
@@ -92,7 +103,7 @@ class TumorLesionSamples(SampleBuilder):
             return
         first = ellipses[0]  # v1 doc_to_target_TumorLesionSize reads [0]
         unit = first["unit"]
-        values = (annotate.as_float16(first["major"]), annotate.as_float16(first["minor"]))
+        values = (_annotate().as_float16(first["major"]), _annotate().as_float16(first["minor"]))
         yield "ellipse", (name, target_label, Target(values=values, unit=unit, names=("major", "minor")),
                           {"unit": unit, "metric_keys": ["L-1-2", "L-3-4"],
                            "plan_values": [first["major"], first["minor"]], "n_measured": len(ellipses)})
@@ -105,8 +116,8 @@ def landmark_structure_problem(path: Any, payload: Any) -> str | None:
 
     if not isinstance(payload, dict):
         return (f"{path}: top level is a {type(payload).__name__}; expected an object with "
-                f"{', '.join(annotate.AXIS_KEYS.values())}")
-    for key in annotate.AXIS_KEYS.values():
+                f"{', '.join(_annotate().AXIS_KEYS.values())}")
+    for key in _annotate().AXIS_KEYS.values():
         slices = payload.get(key, [])
         if not isinstance(slices, list):
             return f"{path}: {key} is a {type(slices).__name__}; expected a list of slices"
@@ -162,12 +173,12 @@ class LandmarkSamples(SampleBuilder):
             data.report(structural)
             return structural
         outside = set()
-        for key in annotate.AXIS_KEYS.values():
+        for key in _annotate().AXIS_KEYS.values():
             for s in payload.get(key, []):
                 lms = s.get("landmarks", {})
                 for item in (lms if isinstance(lms, list) else [lms]):
                     pts = {k: v for k, v in item.items() if isinstance(v, list)}
-                    outside.update(annotate.points_inside(pts, shape))
+                    outside.update(_annotate().points_inside(pts, shape))
         if outside:
             msg = (f"{path}: landmarks {', '.join(sorted(outside, key=lambda k: (len(k), k)))} lie outside the "
                    f"volume of shape {tuple(shape)}")
@@ -201,7 +212,7 @@ def landmark_payload(info: dict[str, Any], prof: dict[str, Any]):
              "landmarks": names, **{f"p{i + 1}": n for i, n in enumerate(names)}}
     label = f"{mtype}_{key}"
     extra["plan_values"] = [float(prof["metric_value"])]
-    value = annotate.as_float16(prof["metric_value"])  # the HF feature is float16
+    value = _annotate().as_float16(prof["metric_value"])  # the HF feature is float16
     return label, None, Target(values=(value,), unit=unit, names=(mtype,)), extra
 
 

@@ -85,6 +85,7 @@ class MedVisionData:
         self.problems: list[str] = []
         self._cache = VolumeCache(cache_bytes)  # None: MEDVISION_VOLUME_CACHE_MB or 512 MiB
         self._plans: dict[Path, dict[str, Any]] = {}
+        self._plan_paths: dict[tuple[str, str, str], Path] = {}  # (dataset, planner kind, version) -> plan file
         self._headers: dict[Path, VolumeHeader | SampleDataError] = {}
         self._noted: set[Path] = set()  # other files planning read (landmark files): note_file()
         self._bad: dict[str, str] = {}  # sample id -> why its image cannot be produced
@@ -158,8 +159,12 @@ class MedVisionData:
         return d
 
     def plan(self, config: BenchmarkConfig) -> dict[str, Any]:
+        kind, version = self.builder(config).planner_kind, _planner_version(config)
+        known = self._plan_paths.get((config.dataset, kind, version))
+        if known is not None:  # read before: no file-system calls
+            return self._plans[known]
         d = self.dataset_dir(config)
-        path = d / plan_filename(self.builder(config).planner_kind, _planner_version(config))
+        path = d / plan_filename(kind, version)
         if path not in self._plans:
             if not path.is_file():
                 found = sorted(p.name for p in d.glob("benchmark_plan_*.json*"))
@@ -169,6 +174,7 @@ class MedVisionData:
                 self._plans[path] = read_json(path)
             except (OSError, EOFError, ValueError) as exc:
                 raise DataNotFoundError(f"{path}: cannot read the plan file ({exc})") from exc
+        self._plan_paths[(config.dataset, kind, version)] = path
         return self._plans[path]
 
     def task_info(self, config: BenchmarkConfig) -> dict[str, Any]:
@@ -332,6 +338,8 @@ class MedVisionData:
                      entry: dict[str, Any]) -> tuple[int, str | None]:
         """The entry's ``slice_idx``, or (-1, a problem naming the plan file and field)."""
         raw = entry.get("slice_idx") if isinstance(entry, dict) else None
+        if type(raw) is int and -(2**53) < raw < 2**53:  # the common case (exact as a float): no message
+            return raw, None
         field = f"case {case_id!r} {annotate.PROFILE_KEYS[axis]}[{position}].slice_idx"
         plan = self.dataset_dir(config) / plan_filename(config.planner_kind, _planner_version(config))
         if raw is None:

@@ -17,14 +17,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..hookspecs import ModelEntry
 from ..schema import ImagePart, Request, Response, Sample
 from .base import ModelAdapter, RunContext, TruthChannel
+
+if TYPE_CHECKING:  # pragma: no cover - numpy is imported when a baseline first answers
+    import numpy as np
 
 _RUN_KNOBS = frozenset({"delay_s", "error_rate", "calls_log"})
 
@@ -47,6 +49,8 @@ class OracleSettings(BaselineSettings):
 
 
 def _sample_rng(seed: int, sample_id: str, salt: str) -> np.random.Generator:
+    import numpy as np
+
     digest = hashlib.sha256(f"{seed}|{salt}|{sample_id}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
@@ -144,6 +148,8 @@ class PriorBaseline(_TruthBaseline):
     def _mean(self, task: str, sample: Sample) -> list[float]:
         key = (task, sample.config, sample.label)
         if key not in self._means:
+            import numpy as np
+
             truth = self.channel()
             train = list(truth.train_samples(sample))
             if not train:
@@ -165,6 +171,8 @@ class OracleBaseline(_TruthBaseline):
     settings_model = OracleSettings
 
     def answer(self, request: Request) -> list[float]:
+        import numpy as np
+
         values = np.asarray(self.channel().values(request), dtype=float)
         s = self.settings
         if s.noise or s.noise_abs:
