@@ -39,6 +39,8 @@ from .schema import Sample
 from .store import NULL_REASONS, PlanEntry, ResponseRecord, load_model_line, response_files
 
 BLOCK = 1 << 24  # bytes read at a time: memory stays bounded whatever the file size
+# Forked helper processes only on Linux (macOS system frameworks are not fork-safe; Windows has no fork).
+FORK = sys.platform.startswith("linux") and hasattr(os, "fork")
 
 # (text, error, latency_s, prompt_tokens, completion_tokens) of one stored answer
 Answer = tuple[str | None, str | None, float, int | None, int | None]
@@ -169,7 +171,7 @@ class Forked:
         self._inline: tuple[str, Any] | None = None
         self._pid = 0
         self._fn, self._args = fn, args
-        if not parallel or not hasattr(os, "fork"):
+        if not parallel or not FORK:
             self._inline = self._call(fn, args)
             return
         read_end, write_end = os.pipe()
@@ -407,7 +409,7 @@ def read_inputs(run_dir: Path, columnar: Callable[[str], bool], full_precision: 
     answers and the plan's tail while this one reads the plan's head (split so both do about the
     same work); the parts are joined in plan order, giving exactly what reading in one go gives."""
     path = Path(run_dir) / "plan.jsonl"
-    if not parallel or not hasattr(os, "fork") or not path.exists():
+    if not parallel or not FORK or not path.exists():
         plan, total = read_plan(run_dir, columnar, full_precision)
         return plan, total, read_answers(run_dir)
     plan_bytes = path.stat().st_size
