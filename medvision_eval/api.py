@@ -57,6 +57,11 @@ def evaluate(
         seed=seed, no_cache=no_cache, shard=shard,
     )
     runner = Runner(config)
+    finished = runner.finished_results() if runner.dist.is_main else None
+    if finished is not None:  # finished, scored, inputs unchanged: nothing to plan, send or score
+        if verbose:
+            _print(finished)
+        return finished
     summary = runner.execute(progress=_progress_printer() if verbose else None)
     if not runner.dist.is_main:  # other ranks of a data-parallel launch: rank 0 scores
         return None  # type: ignore[return-value]

@@ -1,7 +1,9 @@
 """The predict step, wired: planner -> executor, inside a distributed context.
 
-A run is resumable by construction. Planning (:mod:`.planning`) reads only annotation files, so
-a finished run re-plans in a fraction of its first wall time and sends nothing; the executor
+A run is resumable by construction. Planning (:mod:`.planning`) reads only annotation files and
+volume headers, and ``run.json`` records what it read (:mod:`.manifest`): a finished, scored run
+whose inputs are unchanged is recognised without planning (:meth:`Runner.finished_results`), any
+other rerun plans again and sends only what is missing; the executor
 (:mod:`.executor`) sends only what is missing and appends every answer as it arrives; ranks of a
 data-parallel launch meet at a torch.distributed barrier (:mod:`.distributed`) before rank 0 scores.
 """

@@ -202,3 +202,15 @@ def test_rundigest_equals_the_score_steps_inputs_digest(data, tmp_path):
     assert rundigest.inputs_digest(out) == scoring.inputs_digest(out)
     (out / "judged_tl_size.jsonl").write_text("{} \n")
     assert rundigest.inputs_digest(out) == scoring.inputs_digest(out)
+
+
+def test_api_evaluate_returns_stored_results_of_a_finished_run(data, tmp_path, plans):
+    import medvision_eval as mv
+
+    out = tmp_path / "api"
+    first = mv.evaluate("prior", "tl_size", data=data, output=out)
+    stamp = (out / "results.json").stat().st_mtime_ns
+    again = mv.evaluate("prior", "tl_size", data=data, output=out)
+    assert len(plans) == 1 and (out / "results.json").stat().st_mtime_ns == stamp
+    assert again.metric("tl_size", "all/MAE") == first.metric("tl_size", "all/MAE")
+    assert again.counts == first.counts
