@@ -4,10 +4,13 @@ The run directory stays what it is (``plan.jsonl`` and ``responses.jsonl``, one 
 line, appended crash-safe, readable by anything). What changes is how the score step reads it:
 each line is decoded with orjson and only the fields scoring needs are kept, in columns (ids,
 keys, target values, ...), instead of one validated pydantic object per line. A line is taken on
-this fast path only when every field the pydantic models define is present with exactly the JSON
-type they accept; anything else -- a coercible value, a ``null_reasons`` line, a lone surrogate,
-a torn or garbage line -- is read by the models themselves (:func:`medvision_eval.store.load_model_line`),
-so it is accepted, repaired or rejected exactly as before, with the same error naming file and line.
+this fast path only when every field the score step reads is present with exactly the JSON type
+the models accept (for a response line: every field of the record; for a plan line: the fields
+scoring reads -- the others, such as the image path or the prompt, change no number it writes and
+are not checked there); anything else -- a coercible value, a ``null_reasons`` line, a lone
+surrogate, a torn or garbage line -- is read by the models themselves
+(:func:`medvision_eval.store.load_model_line`), so it is accepted, repaired or rejected exactly as
+before, with the same error naming file and line.
 
 Sample fields that only group samples into tables (label, modality, plane, the measurement's
 kind, ...) are few-valued: each distinct combination (a *profile*) is validated into one
