@@ -34,30 +34,33 @@ sys.path.insert(0, str(ROOT / "tests"))
 TASKS = ["detection", "tl_size", "ad_measure"]
 
 
-def _config(model_dir: str, out: Path, batch_size: int, max_new_tokens: int):
+def _config(model_dir: str, out: Path, batch_size: int, max_new_tokens: int, data: str | None = None,
+            limit: int | None = None):
     from medvision_eval.config import RunConfig
 
-    return RunConfig(tasks=TASKS, model="hf", output=str(out), batch_size=batch_size,
+    return RunConfig(tasks=TASKS, model="hf", output=str(out), batch_size=batch_size, data=data, limit=limit,
                      model_args={"pretrained": model_dir, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
                                  "dtype": "float32"})
 
 
-def harness(model_dir: str, out: Path, batch_size: int, max_new_tokens: int) -> dict:
+def harness(model_dir: str, out: Path, batch_size: int, max_new_tokens: int, data: str | None = None,
+            limit: int | None = None) -> dict:
     from medvision_eval.runner import Runner
     from medvision_eval.store import load_responses
 
     t0 = time.perf_counter()
-    summary = Runner(_config(model_dir, out, batch_size, max_new_tokens)).execute()
+    summary = Runner(_config(model_dir, out, batch_size, max_new_tokens, data, limit)).execute()
     seconds = time.perf_counter() - t0
     answers = {r.sample_id + "|" + r.task: r.response.text for r in load_responses(out).values()}
     return {"seconds": seconds, "sent": summary.sent, "errors": summary.errors, "answers": answers}
 
 
-def bare(model_dir: str, out: Path, batch_size: int, max_new_tokens: int) -> dict:
+def bare(model_dir: str, out: Path, batch_size: int, max_new_tokens: int, data: str | None = None,
+         limit: int | None = None) -> dict:
     from medvision_eval.runner import Runner
 
     # untimed: the same requests the harness sends, in the executor's order, with pixels
-    runner = Runner(_config(model_dir, out, batch_size, max_new_tokens))
+    runner = Runner(_config(model_dir, out, batch_size, max_new_tokens, data, limit))
     items = []
     for rank, item in enumerate(runner.plan()):
         for i, e in enumerate(item.entries):

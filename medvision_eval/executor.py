@@ -2,8 +2,8 @@
 
 It turns a :class:`~medvision_eval.planning.Plan` into ``responses.jsonl`` lines. Samples are
 visited grouped by volume across all configs and tasks (each volume decoded once per run, the
-next one decoded on a worker thread meanwhile); image pixels are attached only when a sample is
-actually sent and dropped as soon as it is answered. Adapter failures become stored errors (retried on the next run); a
+next one decoded on a worker thread meanwhile, a finished one released at once); image pixels are
+attached only when a sample is actually sent and dropped as soon as it is answered. Adapter failures become stored errors (retried on the next run); a
 model that gives up (:class:`~medvision_eval.models.errors.ModelUnavailableError`) stops the run
 after the answers its batch did produce are stored.
 """
@@ -79,10 +79,12 @@ class Executor:
         """Send every unanswered entry, visiting volumes one at a time across all tasks.
 
         Entries are ordered by volume (path), then task (``--tasks`` order), then dataset order,
-        so a volume is decoded once for every config and task that slices it; while the model
-        answers a volume's last batch the next volume is decoded on the data's worker thread.
-        A batch holds one task's entries. Files and results keep the official order: scoring
-        reads ``plan.jsonl``, not the arrival order of answers.
+        so a volume is decoded once for every config and task that slices it. When the first
+        sample of a volume is rendered, the next volume is decoded on the data's worker thread;
+        when the last one is rendered, the volume is released, so at most the volume in use and
+        the next one are held whatever the cache bound. A batch holds one task's entries (it may
+        span volumes). Files and results keep the official order: scoring reads ``plan.jsonl``,
+        not the arrival order of answers.
         """
         generation = self.adapter.generation_settings()
         counts: dict[str, TaskCounts] = {}
@@ -97,37 +99,23 @@ class Executor:
                 progress(item.name, stats.cached, len(mine))
             todo.extend((e.sample.image.path, rank, i, item, e) for i, e in enumerate(waiting))
         todo.sort(key=lambda t: t[:3])  # volume, task, dataset order
+        visit = VolumeVisit([t[0] for t in todo], [t[4].sample for t in todo], self.data)
         start = 0
         while start < len(todo):
             item = todo[start][3]
             stop = start + 1
             while stop < len(todo) and stop - start < self.batch_size and todo[stop][3] is item:
                 stop += 1
-            batch = [t[4] for t in todo[start:stop]]
-            self._send(item, batch, generation, log, counts[item.name], next_volume=self._next_volume(todo, stop))
-            finished[item.name] += len(batch)
+            self._send(item, range(start, stop), todo, visit, generation, log, counts[item.name])
+            finished[item.name] += stop - start
             if progress:
                 progress(item.name, finished[item.name], counts[item.name].planned)
             start = stop
         return counts
 
-    @staticmethod
-    def _next_volume(todo: Sequence[tuple], stop: int) -> Any:
-        """The first sample after ``todo[stop - 1]`` whose volume differs from it (None at the end)."""
-        if stop >= len(todo):
-            return None
-        current = todo[stop - 1][0]
-        for path, _, _, _, entry in todo[stop:]:
-            if path != current:
-                return entry.sample
-        return None
-
-    def _send(self, item: PlannedTask, batch: Sequence[PlanEntry], generation: GenerationSettings,
-              log: ResponseLog, stats: TaskCounts, *, next_volume: Any = None) -> None:
-        requests, ready, failed = self._materialise(item, batch, generation)
-        prefetch = getattr(self.data, "prefetch", None)
-        if next_volume is not None and prefetch is not None:
-            prefetch(next_volume)  # decode it while the model answers this batch
+    def _send(self, item: PlannedTask, rows: range, todo: Sequence[tuple], visit: "VolumeVisit",
+              generation: GenerationSettings, log: ResponseLog, stats: TaskCounts) -> None:
+        requests, ready, failed = self._materialise(item, rows, todo, visit, generation)
         for entry, response in failed:
             log.append(_record(entry, response))
             stats.errors += 1
@@ -148,25 +136,61 @@ class Executor:
             if not response.ok:
                 stats.errors += 1
 
-    def _materialise(self, item: PlannedTask, batch: Sequence[PlanEntry], generation: GenerationSettings):
+    def _materialise(self, item: PlannedTask, rows: range, todo: Sequence[tuple], visit: "VolumeVisit",
+                     generation: GenerationSettings):
         """Requests with their pixels attached; samples whose image cannot be made become errors."""
         from .data import SampleDataError
 
         requests: list[Request] = []
         ready: list[PlanEntry] = []
         failed: list[tuple[PlanEntry, Response]] = []
-        for entry in batch:
+        for row in rows:
+            entry = todo[row][4]
             planned = item.requests[entry.key]
+            visit.starting(row)
             try:
                 attach_images(planned.messages, lambda: self.protocol.render_image(self.data, planned.sample))
             except SampleDataError as exc:
                 failed.append((entry, Response(error=f"data: {exc}")))
                 self.sample_errors.append(f"error: sample {planned.sample.id}: {exc}")
                 continue
+            finally:
+                visit.done(row)
             requests.append(Request(sample_id=planned.sample.id, task=item.name, messages=planned.messages,
                                     generation=generation, answer=planned.answer, prompt_hash=entry.prompt_hash))
             ready.append(entry)
         return requests, ready, failed
+
+
+class VolumeVisit:
+    """Decode-ahead and release for samples visited in volume order (``paths[i]`` of ``samples[i]``).
+
+    ``starting(i)`` before rendering sample ``i``: on the first sample of a volume, start decoding
+    the next volume on the data's worker thread (``data.prefetch``), so the decode overlaps the
+    work on this one. ``done(i)`` after it: on the last sample of a volume, release it
+    (``data.release``); the volume cache then never holds finished volumes. Data objects without
+    those methods are simply not asked.
+    """
+
+    def __init__(self, paths: Sequence[str], samples: Sequence[Any], data: Any) -> None:
+        self.paths = paths
+        self.samples = samples
+        self.prefetch = getattr(data, "prefetch", None)
+        self.release = getattr(data, "release", None)
+        # following[i]: index of the first sample after i on another volume (len(paths) if none)
+        self.following = [len(paths)] * len(paths)
+        for i in range(len(paths) - 2, -1, -1):
+            self.following[i] = i + 1 if paths[i + 1] != paths[i] else self.following[i + 1]
+
+    def starting(self, i: int) -> None:
+        if self.prefetch is not None and (i == 0 or self.paths[i - 1] != self.paths[i]):
+            nxt = self.following[i]
+            if nxt < len(self.paths):
+                self.prefetch(self.samples[nxt])
+
+    def done(self, i: int) -> None:
+        if self.release is not None and (i + 1 == len(self.paths) or self.paths[i + 1] != self.paths[i]):
+            self.release(self.samples[i])
 
 
 def attach_images(messages: Sequence[Any], render: Callable[[], Any]) -> None:

@@ -21,7 +21,7 @@ def _volumes(tmp_path, n: int, shape=(20, 10, 5)) -> list[str]:
 
 def test_cache_is_bounded_in_bytes_not_count(tmp_path):
     paths = _volumes(tmp_path, 4)
-    one = 20 * 10 * 5 * 4  # float32 voxels of one volume
+    one = 20 * 10 * 5 * 2  # int16 voxels of one volume, cached as stored (float32 holds them exactly)
     cache = VolumeCache(max_bytes=2 * one)
     for p in paths:
         cache.get(p)
@@ -94,3 +94,80 @@ def test_decode_equals_v1_get_fdata_as_float32(tmp_path, dtype, slope):
     loaded = nib.load(str(path))
     v1 = nib.orientations.apply_orientation(loaded.get_fdata(), nib.orientations.io_orientation(loaded.affine))
     assert volume.dtype == np.float32 and np.array_equal(volume, v1.astype("float32"))
+
+
+def test_drop_forgets_a_volume_and_its_pending_decode(tmp_path):
+    paths = _volumes(tmp_path, 3)
+    cache = VolumeCache(max_bytes=1 << 20)
+    cache.get(paths[0])
+    cache.get(paths[1])
+    cache.drop(paths[0])
+    assert cache.nbytes == 20 * 10 * 5 * 2  # only the second volume is held
+    cache.get(paths[1])
+    assert cache.decodes == 2
+    cache.get(paths[0])  # dropped: decoded again, and counted
+    assert cache.decodes == 3
+    cache.prefetch(paths[2])
+    cache.drop(paths[2])  # a decode under way is forgotten too
+    volume, _ = cache.get(paths[2])
+    assert float(volume[0, 0, 0]) == 2.0
+    cache.drop("never/seen.nii.gz")  # nothing to forget: no error
+    cache.close()
+
+
+def _gzip_members(raw: bytes, cuts: list[int]) -> bytes:
+    import gzip
+
+    edges = [0, *cuts, len(raw)]
+    return b"".join(gzip.compress(raw[a:b]) for a, b in zip(edges, edges[1:]))
+
+
+@pytest.mark.parametrize("dtype", ["<i2", ">i2", "<f4", ">f8", "u1", "<i4"])
+def test_inflated_voxels_are_exactly_nibabels(tmp_path, dtype):
+    """The straight-into-the-array inflater gives nibabel's raw array: bytes, dtype (byte order
+    included), shape and layout, for single- and multi-member gzip files and a trailing 1 axis."""
+    import gzip
+
+    from medvision_eval.data.volumes import _inflated_voxels, decode_ras
+
+    rng = np.random.default_rng(3)
+    for shape in [(37, 23, 11), (16, 9, 7, 1)]:
+        data = (rng.normal(0, 300, shape)).astype(dtype)
+        img = nib.Nifti1Image(data, np.diag([-0.7, 0.7, 2.5, 1.0]))
+        img.set_data_dtype(np.dtype(dtype))
+        plain = tmp_path / "v.nii"
+        nib.save(img, str(plain))
+        raw = plain.read_bytes()
+        for name, payload in [("one.nii.gz", gzip.compress(raw)), ("multi.nii.gz", _gzip_members(raw, [100, 5000]))]:
+            path = tmp_path / name
+            path.write_bytes(payload)
+            expected = np.asanyarray(nib.load(str(path)).dataobj)
+            got = _inflated_voxels(nib.load(str(path)), path)
+            assert got is not None and got.dtype == expected.dtype and got.shape == expected.shape
+            assert got.flags.f_contiguous == expected.flags.f_contiguous and np.array_equal(got, expected)
+            volume, _ = decode_ras(path)
+            assert volume.shape == shape[:3]
+
+
+def test_inflater_leaves_scaled_and_uncompressed_volumes_to_nibabel(tmp_path):
+    from medvision_eval.data.volumes import _inflated_voxels
+
+    img = nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(5, 4, 3), np.eye(4))
+    img.header.set_slope_inter(2.0, -1024)
+    nib.save(img, str(tmp_path / "scaled.nii.gz"))
+    assert _inflated_voxels(nib.load(str(tmp_path / "scaled.nii.gz")), tmp_path / "scaled.nii.gz") is None
+    nib.save(nib.Nifti1Image(np.ones((5, 4, 3), np.int16), np.eye(4)), str(tmp_path / "plain.nii"))
+    assert _inflated_voxels(nib.load(str(tmp_path / "plain.nii")), tmp_path / "plain.nii") is None
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_truncated_gzip_is_one_error_naming_the_file(tmp_path, keep):
+    from medvision_eval.data.volumes import decode_ras
+
+    path = tmp_path / "cut.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(40, 30, 20)).astype(np.float32), np.eye(4)),
+             str(path))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+    with pytest.raises(SampleDataError, match=r"cut\.nii\.gz: cannot decode voxel data \(truncated or corrupt gzip"):
+        decode_ras(path)

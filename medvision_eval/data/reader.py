@@ -360,16 +360,22 @@ class MedVisionData:
 
     # ---------------------------------------------------------------------------- images
     def slice_array(self, sample: Sample) -> np.ndarray:
-        """The raw float32 2D slice of a sample (decoded once per volume through the cache)."""
+        """The raw float32 2D slice of a sample (decoded once per volume through the cache); read-only
+        when it is a view into the cached volume."""
         if sample.id in self._bad:
             raise SampleDataError(self._bad[sample.id])
         path = self._checked_path(sample.image.path)
         volume, _ = self._cache.get(path)
         try:
-            # one strided copy; every later pass over the slice is then cache-friendly
-            arr = np.ascontiguousarray(take_slice(volume, sample.image.slice_axis, sample.image.slice_index))
+            arr = take_slice(volume, sample.image.slice_axis, sample.image.slice_index)
         except IndexError as exc:
             raise SampleDataError(f"{path}: {exc}") from exc
+        if arr.dtype != np.float32:  # voxels cached as stored (int16 CT): float32 holds them exactly
+            arr = arr.astype(np.float32)  # a contiguous copy
+        elif not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+            # a scattered slice (e.g. sagittal of a file-ordered volume): one strided copy, so every
+            # later pass is cache-friendly; a contiguous one (axial) is used in place, read-only
+            arr = np.ascontiguousarray(arr)
         reshape = sample.extra.get("reshape_hw")
         if reshape:  # v1: scipy.ndimage.zoom(order=1) of the float32 slice
             from scipy.ndimage import zoom
@@ -408,13 +414,37 @@ class MedVisionData:
 
     def image(self, sample: Sample, render: str = "minmax") -> Image.Image:
         """RGB image of a sample rendered as ``render`` ("minmax" v1 or "window"; the protocol's
-        renderer, see ``Protocol.render_image``)."""
+        renderer, see ``Protocol.render_image``).
+
+        Samples of one slice (one per label in detection) usually come one after another, so the
+        last rendered image is kept and returned again, the same object, when the next sample
+        would render the same pixels. Treat it as read-only (``copy()`` it before drawing on it).
+        """
         if not isinstance(render, str):
             raise TypeError(f"MedVisionData.image takes a renderer name ('minmax' or 'window'), not {type(render).__name__}; "
                             "to render as a protocol does, call protocol.render_image(data, sample)")
+        if sample.id in self._bad:
+            raise SampleDataError(self._bad[sample.id])
+        key = self._render_key(sample, render)
+        last = self.__dict__.get("_last_render")
+        if last is not None and last[0] == key:
+            return last[1]
         arr = self.slice_array(sample)
         gray = render_mod.to_uint8(arr, render, modality=sample.modality, label=sample.label, dataset=sample.dataset)
-        return render_mod.to_rgb(gray)
+        image = render_mod.to_rgb(gray)
+        self._last_render = (key, image)
+        return image
+
+    @staticmethod
+    def _render_key(sample: Sample, render: str) -> tuple:
+        """Everything the rendered pixels depend on: the slice, its expected size, the resize and
+        the renderer (``window`` also picks its window by modality, dataset and label)."""
+        reshape = sample.extra.get("reshape_hw")
+        key: tuple = (sample.image.path, sample.image.slice_axis, sample.image.slice_index, tuple(sample.image_size),
+                      tuple(reshape) if reshape else None, render)
+        if render != "minmax":
+            key += (sample.modality, sample.dataset, sample.label)
+        return key
 
     def images(self, samples: Iterable[Sample], render: str = "minmax"):
         """Yield (sample, image or SampleDataError) grouped by volume, so each volume is decoded once."""
@@ -434,8 +464,18 @@ class MedVisionData:
             return
         self._cache.prefetch(path)
 
+    def release(self, sample: Sample) -> None:
+        """Drop the decoded volume of ``sample`` (its caller is done with that volume); decoding
+        it again later is allowed, and counted in :attr:`decodes`."""
+        try:
+            path = self._checked_path(sample.image.path)
+        except SampleDataError:
+            return
+        self._cache.drop(path)
+
     def close(self) -> None:
-        """Release every decoded volume and the decode thread."""
+        """Release every decoded volume, the last rendered image and the decode thread."""
+        self._last_render = None
         self._cache.close()
 
     @property

@@ -54,7 +54,10 @@ def minmax_uint8(slice_2d: np.ndarray, *, v1_nan: bool = False) -> np.ndarray:
         x = np.where(np.isnan(x), finite.min() if finite.size else 0.0, x).astype(np.float32)
         lo, hi = x.min(), x.max()
     if hi > lo:
-        return ((x - lo) / (hi - lo) * 255).astype(np.uint8)
+        y = np.subtract(x, lo)  # ((x - lo) / (hi - lo) * 255) in float32, in one buffer
+        y /= hi - lo
+        y *= 255
+        return y.astype(np.uint8)
     return np.zeros_like(x, dtype=np.uint8)
 
 
