@@ -6,13 +6,19 @@ Needs no model and no data directory: ``plan.jsonl`` carries the samples and
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import hashlib
 import math
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from . import __version__
 from .factory import build_task
@@ -20,6 +26,7 @@ from .judge import JUDGED_PREFIX, load_judged
 from .plugins import Registry
 from .protocol import Protocol
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
+from .columnar import Answer, Forked, TaskColumns, _json_str, float_texts, read_inputs
 from .schema import ParseStatus, Prediction
 from .store import (
     strict_dumps,
@@ -28,14 +35,23 @@ from .store import (
     RUN_CONFIG,
     PlanEntry,
     ResponseRecord,
+    atomic_write_pieces,
     atomic_write_text,
-    load_plan,
-    load_responses,
     response_files,
+    secret_lines,
+    storable_pieces,
     write_jsonl,
+    write_lines,
 )
+from .tasks.base import Task
+from .tasks.groups import ProfiledSamples
+from .tasks.parsing import parse_last_k_many
 
 NO_RESPONSE = "no response recorded (run interrupted or not yet predicted)"
+PARALLEL_BYTES = 16 << 20  # a plan above this is read by two processes (with the answers)
+ROW_BLOCK = 32_768  # rows formatted at a time
+WRITE_SHARE = 0.4  # of a large samples file formatted by this process; the forked writer does the rest
+PARALLEL_ROWS = 50_000  # a task with more samples has the second half of its rows formatted by a second process
 
 
 def _finite(value: float) -> float | None:
@@ -50,39 +66,58 @@ def predict_from_record(task: Any, sample: Any, record: ResponseRecord | None) -
     return task.parse_for(sample, record.response.text or "")
 
 
-def sample_row(
-    entry: PlanEntry, record: ResponseRecord | None, pred: Prediction, metrics: dict[str, float], target: list[float]
+def predict_from_answer(task: Any, sample: Any, answer: Answer | None) -> Prediction:
+    """:func:`predict_from_record` of a stored answer as :func:`.columnar.read_answers` holds it."""
+    if answer is None:
+        return Prediction(status=ParseStatus.error, detail=NO_RESPONSE)
+    text, error = answer[0], answer[1]
+    if error is not None or text is None:
+        return Prediction(status=ParseStatus.error, detail=error or "empty response")
+    return task.parse_for(sample, text)
+
+
+def row_of(
+    head: tuple[str, str, str, int, str, str, str], answer: Answer | None, status: str,
+    values: Sequence[float] | None, detail: str | None, metrics: dict[str, float], target: Sequence[float], unit: str,
 ) -> dict:
-    s = entry.sample
-    response = record.response if record else None
+    """One line of ``samples_<task>.jsonl``; ``head``: id, config, dataset, index, label, key, prompt hash."""
+    sid, config, dataset, index, label, key, prompt_hash = head
     return {
-        "id": s.id,
-        "config": s.config,
-        "dataset": s.dataset,
-        "index": s.index,
-        "label": s.label,
-        "key": entry.key,
-        "prompt_hash": entry.prompt_hash,
-        "response": response.text if response else None,
-        "error": response.error if response else NO_RESPONSE,
-        "latency_s": response.latency_s if response else None,
-        "usage": response.usage.model_dump() if response else None,
-        "status": pred.status.value,
-        "values": list(pred.values) if pred.values is not None else None,
-        "detail": pred.detail,
-        "target": target,
-        "unit": s.target.unit,
+        "id": sid,
+        "config": config,
+        "dataset": dataset,
+        "index": index,
+        "label": label,
+        "key": key,
+        "prompt_hash": prompt_hash,
+        "response": answer[0] if answer else None,
+        "error": answer[1] if answer else NO_RESPONSE,
+        "latency_s": answer[2] if answer else None,
+        "usage": {"prompt_tokens": answer[3], "completion_tokens": answer[4]} if answer else None,
+        "status": status,
+        "values": list(values) if values is not None else None,
+        "detail": detail,
+        "target": list(target),
+        "unit": unit,
         "metrics": {k: _finite(float(v)) for k, v in metrics.items()},
     }
 
 
-def score_task(task: Any, entries: list[PlanEntry], records: dict[str, ResponseRecord], *, seed: int,
+def sample_row(
+    entry: PlanEntry, answer: Answer | None, pred: Prediction, metrics: dict[str, float], target: list[float]
+) -> dict:
+    s = entry.sample
+    head = (s.id, s.config, s.dataset, s.index, s.label, entry.key, entry.prompt_hash)
+    return row_of(head, answer, pred.status.value, pred.values, pred.detail, metrics, target, s.target.unit)
+
+
+def score_task(task: Any, entries: list[PlanEntry], answers: Mapping[str, Answer], *, seed: int,
                judged: dict[str, dict[str, Any]] | None = None):
     """``judged``: rows of ``judged_<task>.jsonl`` (:mod:`.judge`); their judged parse replaces the
     strict one, and each sample row records both (``raw_status``/``raw_values``, ``judge_mode``)."""
     samples = [e.sample for e in entries]
-    found = [records.get(e.key) for e in entries]
-    predictions = [predict_from_record(task, s, r) for s, r in zip(samples, found)]
+    found = [answers.get(e.key) for e in entries]
+    predictions = [predict_from_answer(task, s, a) for s, a in zip(samples, found)]
     raw = list(predictions)
     if judged:
         for i, s in enumerate(samples):
@@ -94,9 +129,9 @@ def score_task(task: Any, entries: list[PlanEntry], records: dict[str, ResponseR
     result: TaskResult = task.aggregate(samples, predictions, scores, seed=seed)
     rows = []
     columns = {name: np.asarray(values, dtype=np.float64).tolist() for name, values in scores.items()}  # one pass each
-    for i, (entry, record, pred) in enumerate(zip(entries, found, predictions)):
+    for i, (entry, answer, pred) in enumerate(zip(entries, found, predictions)):
         metrics = {name: column[i] for name, column in columns.items()}
-        row = sample_row(entry, record, pred, metrics, list(task.true_values(entry.sample)))
+        row = sample_row(entry, answer, pred, metrics, list(task.true_values(entry.sample)))
         if judged:
             jrow = judged.get(entry.sample.id)
             row["raw_status"] = raw[i].status.value
@@ -104,6 +139,324 @@ def score_task(task: Any, entries: list[PlanEntry], records: dict[str, ResponseR
             row["judge_mode"] = jrow["mode"] if jrow else None
         rows.append(row)
     return result, rows
+
+
+def row_counts(answers: Sequence[Answer | None]) -> tuple[int, int, int]:
+    """(answered, no response, errors) of a task's rows: what ``Counts`` adds up."""
+    answered = no_response = errors = 0
+    for a in answers:
+        if a is not None and a[0] is not None and a[1] is None:
+            answered += 1
+        elif a is None or a[1] == NO_RESPONSE:
+            no_response += 1
+        else:
+            errors += 1
+    return answered, no_response, errors
+
+
+STATUS_VALUES = [status.value for status in ParseStatus]
+
+
+def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] | list[Answer | None], *,
+                       seed: int, rows_ready: Any = None):
+    """:func:`score_task` of a ``columnar`` task from plan columns: the same result and the same
+    sample rows (a :class:`RowWriter`), without a pydantic object per sample. ``rows_ready(rows)``
+    is called as soon as the rows are known, before the tables and intervals are computed (so a
+    second process can start writing them)."""
+    result, rows, counts = _score_columns(task, cols, answers, seed=seed, rows_ready=rows_ready)
+    return result, rows, counts
+
+
+def _score_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] | list[Answer | None], *,
+                   seed: int, rows_ready: Any = None):
+    n = len(cols)
+    k = task.k
+    codes = np.asarray(cols.codes, dtype=np.int64)
+    found = answers if isinstance(answers, list) else [answers.get(key) for key in cols.keys]
+    status: list[str] = ["ok"] * n
+    detail: list[str | None] = [None] * n
+    shown: dict[int, tuple | None] = {}  # rows whose printed values are not their matrix row
+    values = np.full((n, k), np.nan)
+    ok = np.zeros(n, dtype=bool)
+    text_rows: list[int] = []
+    texts: list[str] = []
+    for i, a in enumerate(found):
+        if a is None:
+            status[i], detail[i] = "error", NO_RESPONSE
+        elif a[1] is not None or a[0] is None:
+            status[i], detail[i] = "error", a[1] or "empty response"
+        else:
+            text_rows.append(i)
+            texts.append(a[0])
+    rows_index = np.asarray(text_rows, dtype=np.int64)
+    ks = {task.strict_rules(p).k for p in cols.profiles}
+    if task.protocol.parser == "lastk" and ks == {k} and type(task).parse_for is Task.parse_for:
+        for start in range(0, len(texts), ROW_BLOCK):  # in blocks: the tokens of a block at a time
+            failures, parsed = parse_last_k_many(texts[start:start + ROW_BLOCK], k)
+            where = rows_index[start:start + ROW_BLOCK]
+            values[where] = parsed
+            ok[where[~np.isnan(parsed).any(axis=1)]] = True
+            for j, pred in enumerate(failures):
+                if pred is not None:
+                    i = text_rows[start + j]
+                    status[i], detail[i] = pred.status.value, pred.detail
+                    shown[i] = pred.values
+    else:
+        profiles = cols.profiles
+        for j, text in enumerate(texts):
+            i = text_rows[j]
+            pred = task.parse_for(profiles[codes[i]], text)
+            status[i], detail[i] = pred.status.value, pred.detail
+            if pred.status == ParseStatus.ok and pred.values is not None and len(pred.values) == k:
+                values[i] = pred.values
+                ok[i] = True
+                if pred.values != tuple(values[i].tolist()):
+                    shown[i] = pred.values
+            else:
+                shown[i] = pred.values
+    if n and cols.truths.width() == k:
+        targets = cols.truths.matrix()
+    else:  # Task.targets: NaN-padded, cut to k
+        targets = np.full((n, k), np.nan)
+        for i, truth in enumerate(cols.truths):
+            targets[i, : min(k, len(truth))] = truth[:k]
+    scores = task.score_matrix(values, ok, targets)
+    lines = RowWriter(cols, found, status, detail, values, ok, shown, scores)
+    if rows_ready is not None:
+        rows_ready(lines)
+    order = np.array(sorted(range(n), key=cols.ids.__getitem__), dtype=np.int64)
+    ordered = ProfiledSamples(cols.profiles, codes[order], np.asarray(cols.box_ratios, dtype=np.float64)[order])
+    ordered_scores = {name: np.asarray(v, dtype=np.float64)[order] for name, v in scores.items()}
+    counted = Counter(status)
+    stats = {value: int(counted.get(value, 0)) for value in STATUS_VALUES}
+    result: TaskResult = task.result(ordered, ordered_scores, stats, seed=seed)
+    return result, lines, row_counts(found)
+
+
+class RowWriter:
+    """The sample rows of a columnar task: iterating gives every line; :meth:`lines` a range of them
+    (so two processes can format the two halves)."""
+
+    def __init__(self, cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
+                 values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
+                 scores: dict[str, np.ndarray]) -> None:
+        self.parts = (cols, found, status, detail, values, ok, shown, scores)
+        self.n = len(cols)
+        self.shown_rows = np.array(sorted(shown), dtype=np.int64)
+
+    def lines(self, lo: int, hi: int) -> Iterator[str]:
+        """Lines ``lo`` to ``hi``, formatted :data:`ROW_BLOCK` rows at a time (bounded memory)."""
+        for start in range(lo, hi, ROW_BLOCK):
+            yield from self._block(start, min(hi, start + ROW_BLOCK))
+
+    def _block(self, lo: int, hi: int) -> Iterator[str]:
+        cols, found, status, detail, values, ok, shown, scores = self.parts
+        if (lo, hi) != (0, self.n):
+            cut = slice(lo, hi)
+            cols = dataclasses.replace(
+                cols, ids=cols.ids[cut], configs=cols.configs[cut], datasets=cols.datasets[cut],
+                indexes=cols.indexes[cut], labels=cols.labels[cut], keys=cols.keys[cut],
+                prompt_hashes=cols.prompt_hashes[cut], units=cols.units[cut], truths=cols.truths[cut],
+                box_ratios=cols.box_ratios[cut], codes=cols.codes[cut])
+            first, last = np.searchsorted(self.shown_rows, [lo, hi])
+            shown = {i - lo: shown[i] for i in self.shown_rows[first:last].tolist()}
+            found, status, detail = found[cut], status[cut], detail[cut]
+            values, ok = values[cut], ok[cut]
+            scores = {name: v[cut] for name, v in scores.items()}
+        return sample_lines(cols, found, status, detail, values, ok, shown, scores)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.lines(0, self.n)
+
+
+def _write_part(path: Path, rows: RowWriter, lo: int, hi: int) -> None:
+    with open(path, "wb") as fh:
+        for piece in storable_pieces(rows.lines(lo, hi)):
+            fh.write(piece)
+
+
+class RowsFile:
+    """Writes a task's samples file. With ``parallel``, :meth:`start` forks a process that formats
+    the second half of the rows into a temporary part file (cleaned like any interrupted temporary
+    file) while this process goes on; :meth:`finish` writes the first half and appends the part."""
+
+    def __init__(self, path: Path, *, parallel: bool) -> None:
+        self.path = path
+        self.parallel = parallel
+        self.rows: RowWriter | None = None
+        self.second: Forked | None = None
+        self.part = path.parent / f".{path.name}.{os.getpid()}.part.tmp"
+
+    def start(self, rows: RowWriter) -> None:
+        self.rows = rows
+        if self.parallel and rows.n >= 2:
+            self.second = Forked(_write_part, self.part, rows, self.split(rows.n), rows.n)
+
+    @staticmethod
+    def split(n: int) -> int:
+        """Rows this process formats (the rest go to the forked one, which starts while this one
+        still computes the tables and intervals, so it takes the larger share)."""
+        return max(1, int(n * WRITE_SHARE))
+
+    def finish(self) -> None:
+        rows = self.rows
+        assert rows is not None
+        if self.second is None:
+            write_lines(self.path, rows)
+            return
+        second, half = self.second, self.split(rows.n)
+
+        def pieces() -> Iterator[bytes]:
+            yield from storable_pieces(rows.lines(0, half))
+            second.result()
+            with open(self.part, "rb") as fh:
+                while block := fh.read(1 << 24):
+                    yield block
+
+        try:
+            atomic_write_pieces(self.path, pieces())
+        finally:
+            self.part.unlink(missing_ok=True)
+
+
+def write_rows(path: Path, rows: RowWriter, *, parallel: bool) -> None:
+    """``write_lines(path, rows)``, the second half formatted by a forked process with ``parallel``."""
+    out = RowsFile(path, parallel=parallel)
+    out.start(rows)
+    out.finish()
+
+
+def _row_texts(cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
+               values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
+               scores: dict[str, np.ndarray]) -> tuple[str, list[list], set[int]]:
+    """The row template and its argument columns; rows that must be written by ``strict_dumps``."""
+    n = len(cols)
+    bad: set[int] = set()
+    names = list(scores)
+    metric_columns = []
+    for name in names:
+        texts, inf = float_texts(scores[name])
+        metric_columns.append(texts)
+        bad.update(np.flatnonzero(inf).tolist())
+    # values: the parsed numbers of ok rows (finite by construction), null elsewhere
+    k = values.shape[1]
+    value_texts, value_inf = float_texts(np.where(ok[:, None], values, 0.0))
+    bad.update(np.flatnonzero(value_inf.reshape(n, k).any(axis=1)).tolist() if n else [])
+    rows_of_values = zip(*(value_texts[j::k] for j in range(k)))
+    vals = ["[" + ", ".join(v) + "]" if good else "null" for v, good in zip(rows_of_values, ok.tolist())]
+    for i, v in shown.items():
+        if v is None:
+            vals[i] = "null"
+        elif all(math.isfinite(x) for x in v):
+            vals[i] = "[" + ", ".join(map(repr, map(float, v))) + "]"
+        else:
+            bad.add(i)
+    isfinite = math.isfinite
+    width = cols.truths.width()
+    if width:
+        flat = np.frombuffer(cols.truths.flat, dtype=np.float64)
+        truth_texts, _ = float_texts(flat)
+        bad.update(np.flatnonzero(~np.isfinite(flat.reshape(n, width)).all(axis=1)).tolist())
+        targets = ["[" + ", ".join(t) + "]" for t in zip(*(truth_texts[j::width] for j in range(width)))]
+    else:
+        targets = []
+        for i, truth in enumerate(cols.truths):
+            targets.append("[" + ", ".join(map(repr, truth)) + "]")
+            if not all(isfinite(t) for t in truth):
+                bad.add(i)
+    responses, errors, latencies, usages = [], [], [], []
+    no_response = _json_str(NO_RESPONSE)
+    for i, a in enumerate(found):
+        if a is None:
+            responses.append("null")
+            errors.append(no_response)
+            latencies.append("null")
+            usages.append("null")
+            continue
+        text, error, latency, prompt_tokens, completion_tokens = a
+        try:
+            responses.append("null" if text is None else _json_str(text))
+            errors.append("null" if error is None else _json_str(error))
+        except orjson.JSONEncodeError:
+            bad.add(i)
+            responses.append("")
+            errors.append("")
+        if not isfinite(latency):
+            bad.add(i)
+        latencies.append(repr(latency))
+        usages.append('{"prompt_tokens": %s, "completion_tokens": %s}' % (
+            "null" if prompt_tokens is None else prompt_tokens, "null" if completion_tokens is None else completion_tokens))
+    details = []
+    for i, d in enumerate(detail):
+        try:
+            details.append("null" if d is None else _json_str(d))
+        except orjson.JSONEncodeError:
+            bad.add(i)
+            details.append("")
+    metric_part = ", ".join(f"{_json_str(name)}: %s" for name in names)
+    template = ('{"id": %s, "config": %s, "dataset": %s, "index": %d, "label": %s, "key": %s, "prompt_hash": %s, '
+                '"response": %s, "error": %s, "latency_s": %s, "usage": %s, "status": "%s", "values": %s, '
+                '"detail": %s, "target": %s, "unit": %s, "metrics": {' + metric_part + '}}\n')
+    columns = [json_strings(cols.ids, bad), categorical(cols.configs, bad), categorical(cols.datasets, bad),
+               cols.indexes, categorical(cols.labels, bad), json_strings(cols.keys, bad),
+               json_strings(cols.prompt_hashes, bad), responses, errors, latencies, usages, status, vals, details,
+               targets, categorical(cols.units, bad), *metric_columns]
+    return template, columns, bad
+
+
+def json_strings(values: list[str], bad: set[int]) -> list[str]:
+    """``json.dumps(v, ensure_ascii=False)`` of each string; one orjson call for the whole column
+    when no element needs an escape (no backslash in the output), else one per element. An
+    element UTF-8 cannot encode (a lone surrogate) is added to ``bad``."""
+    if not values:
+        return []
+    try:
+        blob = orjson.dumps(values)
+    except orjson.JSONEncodeError:
+        blob = None
+    if blob is not None and b"\\" not in blob:
+        return ['"' + v + '"' for v in blob[2:-2].decode().split('","')]
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(_json_str(v))
+        except orjson.JSONEncodeError:
+            bad.add(i)
+            out.append("")
+    return out
+
+
+def categorical(values: list[str], bad: set[int]) -> list[str]:
+    """:func:`json_strings` of a column with few distinct values (each encoded once)."""
+    encoded: dict[str, str] = {}
+    for v in set(values):
+        try:
+            encoded[v] = _json_str(v)
+        except orjson.JSONEncodeError:
+            encoded[v] = ""
+    if any(text == "" for text in encoded.values()):
+        bad.update(i for i, v in enumerate(values) if encoded[v] == "")
+    return [encoded[v] for v in values]
+
+
+def sample_lines(cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
+                 values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
+                 scores: dict[str, np.ndarray]) -> Iterator[str]:
+    """The lines of ``samples_<task>.jsonl``, each exactly ``strict_dumps(row_of(...)) + "\n"``:
+    formatted column-wise; a row holding a non-finite number or text UTF-8 cannot encode is
+    written by ``strict_dumps`` (``null`` plus ``null_reasons``, U+FFFD)."""
+    template, columns, bad = _row_texts(cols, found, status, detail, values, ok, shown, scores)
+    names = list(scores)
+    for i, args in enumerate(zip(*columns)):
+        if i in bad:
+            head = (cols.ids[i], cols.configs[i], cols.datasets[i], cols.indexes[i], cols.labels[i], cols.keys[i],
+                    cols.prompt_hashes[i])
+            v = shown[i] if i in shown else (tuple(values[i].tolist()) if ok[i] else None)
+            metrics = {name: scores[name][i] for name in names}
+            yield strict_dumps(row_of(head, found[i], status[i], v, detail[i], metrics, cols.truths[i],
+                                      cols.units[i])) + "\n"
+        else:
+            yield template % args
 
 
 def inputs_digest(run_dir: Path) -> str:
@@ -130,39 +483,77 @@ def cached_results(run_dir: Path) -> RunResults | None:
     return results if results.inputs_digest == inputs_digest(run_dir) else None
 
 
+def _columnar(registry: Registry, protocol: Protocol, run_dir: Path, built: dict[str, Any]) -> Any:
+    """Whether the score step may keep a task's samples as columns: a built-in family class
+    exactly (a subclass may read any sample field) and no judge re-parse to merge."""
+
+    def decide(name: str) -> bool:
+        try:
+            task = built[name] = build_task(registry, name, protocol)
+        except Exception:  # raised again, in order, when the task is scored
+            return False
+        return bool(type(task).__dict__.get("columnar", False)) and load_judged(run_dir, name) is None
+
+    return decide
+
+
 def score_run(run_dir: Path, *, registry: Registry | None = None) -> RunResults:
     """Score a run directory; writes ``samples_<task>.jsonl`` and ``results.json``; returns results."""
-    run_dir = Path(run_dir)
+    # Millions of small lists and tuples, none of them cyclic: the cyclic garbage collector would
+    # re-scan them again and again as they grow (a third of the reading time at a million samples).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _score_run(Path(run_dir), registry)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
     record = load_run_record(run_dir)
     protocol = Protocol.model_validate(record.protocol)
     seed = record.config.seed
     registry = registry or Registry.discover()
-    plan = load_plan(run_dir)
-    responses = load_responses(run_dir)
-
-    by_task: dict[str, list[PlanEntry]] = {}
-    for entry in plan:
-        by_task.setdefault(entry.task, []).append(entry)
+    # Large runs (a fork costs milliseconds) use the second core: one process hashes the inputs,
+    # another reads the answers and the plan's tail while this one reads the plan's head, and
+    # later one formats the second half of each large samples file. No threads, so forking is safe.
+    plan_path = run_dir / PLAN
+    big = plan_path.exists() and plan_path.stat().st_size > PARALLEL_BYTES
+    digest = Forked(inputs_digest, run_dir, parallel=big)
+    built: dict[str, Any] = {}
+    by_task, planned, answers = read_inputs(run_dir, _columnar(registry, protocol, run_dir, built),
+                                            protocol.full_precision_targets, parallel=big)
+    # each task's answers, in its plan order; then the table of all answers by key can go
+    mine: dict[str, Any] = {
+        name: [answers.get(key) for key in entries.keys] if isinstance(entries, TaskColumns)
+        else {e.key: answers[e.key] for e in entries if e.key in answers}
+        for name, entries in by_task.items()}
+    del answers
 
     tasks_out: dict[str, TaskResult] = {}
-    counts = Counts(planned=len(plan))
+    counts = Counts(planned=planned)
     for name, entries in by_task.items():
-        task = build_task(registry, name, protocol)
-        loaded = load_judged(run_dir, name)
-        result, rows = score_task(task, entries, responses, seed=seed, judged=loaded[1] if loaded else None)
-        if loaded:
-            result.notes.append(
-                f"Failed parses re-read by an LLM judge (strict parse first; {JUDGED_PREFIX}{name}.jsonl): judge "
-                f"{loaded[0].get('judge', {}).get('model', {}).get('adapter', '?')}; raw_status/raw_values keep the strict parse.")
-        write_jsonl(run_dir / f"samples_{name}.jsonl", rows)
+        task = built.get(name) or build_task(registry, name, protocol)
+        answers = mine.pop(name)
+        if isinstance(entries, TaskColumns):
+            out = RowsFile(run_dir / f"samples_{name}.jsonl", parallel=len(entries) > PARALLEL_ROWS and not secret_lines())
+            result, _, (answered, no_response, errors) = score_task_columns(task, entries, answers, seed=seed,
+                                                                             rows_ready=out.start)
+            out.finish()
+        else:
+            loaded = load_judged(run_dir, name)
+            result, rows = score_task(task, entries, answers, seed=seed, judged=loaded[1] if loaded else None)
+            if loaded:
+                result.notes.append(
+                    f"Failed parses re-read by an LLM judge (strict parse first; {JUDGED_PREFIX}{name}.jsonl): judge "
+                    f"{loaded[0].get('judge', {}).get('model', {}).get('adapter', '?')}; raw_status/raw_values keep the strict parse.")
+            write_jsonl(run_dir / f"samples_{name}.jsonl", rows)
+            answered, no_response, errors = row_counts([answers.get(e.key) for e in entries])
         tasks_out[name] = result
-        for row in rows:
-            if row["response"] is not None and row["error"] is None:
-                counts.answered += 1
-            elif row["error"] == NO_RESPONSE:
-                counts.no_response += 1
-            else:
-                counts.errors += 1
+        counts.answered += answered
+        counts.no_response += no_response
+        counts.errors += errors
 
     results = RunResults(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -183,7 +574,7 @@ def score_run(run_dir: Path, *, registry: Registry | None = None) -> RunResults:
         counts=counts,
         task_fingerprints={n: t.fingerprint for n, t in tasks_out.items()},
         tasks=tasks_out,
-        inputs_digest=inputs_digest(run_dir),
+        inputs_digest=digest.result(),
         merged_from=record.merged_from,
     )
     # strict JSON: a non-finite metric is null, with its reason under "null_reasons" (JSON pointer -> why)

@@ -9,11 +9,22 @@ sample-weighted means of group means, all vectorised.
 
 Determinism: resamples depend only on ``seed``, ``n`` and ``n_boot``; callers sort samples by id
 first so that results do not depend on sample order.
+
+Large samples: up to :data:`EXACT_MAX_N` samples the resamples are drawn exactly (n_boot rows of
+n multinomial counts). Beyond it that is n_boot * n draws and an (n_boot x n) @ (n x K) product
+(10^9 of each at a million samples), so the resampled column *sums* are drawn instead from their
+normal limit: mean = the observed sums (what a multinomial resample has in expectation) and
+covariance = n times the columns' empirical covariance (exactly the resampled sums' covariance).
+The statistics and percentiles are then the same code as for exact resamples, so ratios and
+weighted group means need nothing special. A task whose intervals used this says so in its
+``notes`` (:func:`approximation_note`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -24,6 +35,105 @@ Statistic = Callable[[np.ndarray], np.ndarray]  # sums (B, K) -> values (B,)
 DEFAULT_N_BOOT = 1000
 CHUNK_ELEMENTS = 4_000_000  # resample-count matrix cells per chunk (32 MB of float64)
 FINITE_CAP = 1e300  # inf in a column would turn 0 * inf into NaN in the matrix product
+# Samples up to which intervals come from exactly resampled counts; above it, from the normal limit
+# of the resampled sums (see the module docstring). A paper-scale run's largest task (detection,
+# 23,071 samples) is well below it; at this size an exact bootstrap is 5e7 draws.
+EXACT_MAX_N = 50_000
+MOMENT_ROWS = 65_536  # rows per block when summing the covariance (bounded memory)
+
+_approximated: ContextVar[list[int] | None] = ContextVar("medvision_bootstrap_approximated", default=None)
+
+
+@contextmanager
+def track_approximations() -> Iterator[list[int]]:
+    """Collect the sample counts of every bootstrap in the block that used the normal limit."""
+    found: list[int] = []
+    token = _approximated.set(found)
+    try:
+        yield found
+    finally:
+        _approximated.reset(token)
+
+
+def approximation_note(n: int) -> str:
+    """The results note of a task whose intervals used the normal limit of the bootstrap."""
+    return (f"Intervals: with {n:,} samples (more than {EXACT_MAX_N:,}) the bootstrap's resampled column sums "
+            "are drawn from their normal limit (mean: the observed sums; covariance: n times the empirical "
+            "covariance of the per-sample columns, as for multinomial resampling) instead of resampling every "
+            "sample; the same statistics and percentiles follow.")
+
+
+def normal_sums(cols: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, K) resampled column sums drawn from the normal limit of the multinomial bootstrap.
+
+    ``cols`` is the prepared (n, K) matrix (finite). Mean: the observed sums S. Covariance:
+    ``sum_i (x_i - S/n)(x_i - S/n)^T`` = n times the empirical covariance, which is exactly the
+    covariance of the sums of a multinomial(n, 1/n) resample. Drawn as ``S + z @ R.T`` with
+    ``R R^T`` the covariance (eigen-decomposition, so singular covariances -- constant or repeated
+    columns -- are fine) and ``z`` standard normal from ``default_rng(seed)``.
+    """
+    n = cols.shape[0]
+    return _normal_draws(lambda lo, hi: cols[lo:hi], n, cols.shape[1], n_boot, seed)[1]
+
+
+def _prepared_block(raw: np.ndarray) -> np.ndarray:
+    block = np.array(raw, dtype=np.float64, copy=True)
+    np.nan_to_num(block, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    return np.clip(block, -FINITE_CAP, FINITE_CAP, out=block)
+
+
+def _normal_draws(block: Callable[[int, int], np.ndarray], n: int, k: int, n_boot: int, seed: int,
+                  prepare: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(observed sums (1, K) with NaN -> 0 and inf kept, (n_boot, K) normal-limit resampled sums of
+    the prepared columns), reading the (n, K) matrix ``MOMENT_ROWS`` rows at a time from ``block``."""
+    from threadpoolctl import threadpool_limits
+
+    observed = np.zeros(k)
+    total = np.zeros(k)
+    scatter = np.zeros((k, k))
+    # one BLAS thread: these products are small, and OpenBLAS's spinning threads are 100x slower
+    # than one thread when the machine's cores are busy
+    with threadpool_limits(limits=1, user_api="blas"), np.errstate(invalid="ignore", over="ignore"):
+        for start in range(0, n, MOMENT_ROWS):
+            raw = block(start, min(n, start + MOMENT_ROWS))
+            if prepare:
+                observed += np.where(np.isnan(raw), 0.0, raw).sum(axis=0)
+                raw = _prepared_block(raw)
+            total += raw.sum(axis=0)
+        mean = total / n
+        for start in range(0, n, MOMENT_ROWS):
+            raw = block(start, min(n, start + MOMENT_ROWS))
+            centred = (_prepared_block(raw) if prepare else raw) - mean
+            scatter += centred.T @ centred
+        scatter = (scatter + scatter.T) / 2.0
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal((n_boot, k))
+        if not np.all(np.isfinite(scatter)):
+            return observed[None, :], np.full((n_boot, k), np.nan)
+        eigenvalues, vectors = np.linalg.eigh(scatter)
+        root = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
+        return observed[None, :], total[None, :] + z @ root.T
+
+
+def normal_intervals(
+    block: Callable[[int, int], np.ndarray],
+    n: int,
+    k: int,
+    statistics: Mapping[str, Statistic],
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Interval]:
+    """:func:`bootstrap_intervals` by the normal limit, reading the raw (n, K) columns in row blocks
+    (``block(lo, hi)``), so no full copy of them is ever made."""
+    found = _approximated.get()
+    if found is not None:
+        found.append(n)
+    observed, sums = _normal_draws(block, n, k, n_boot, seed, prepare=True)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return {name: _interval(float(stat(observed)[0]), np.asarray(stat(sums), dtype=np.float64), level)
+                for name, stat in statistics.items()}
 
 
 def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
@@ -47,8 +157,11 @@ def _as_matrix(columns: np.ndarray) -> np.ndarray:
 
 
 def _prepare(columns: np.ndarray) -> np.ndarray:
-    """NaN -> 0 (callers carry validity in their own columns), inf capped for the products."""
-    return np.clip(np.nan_to_num(_as_matrix(columns), nan=0.0, posinf=np.inf, neginf=-np.inf), -FINITE_CAP, FINITE_CAP)
+    """NaN -> 0 (callers carry validity in their own columns), inf capped for the products.
+    One copy of ``columns``, changed in place."""
+    cols = np.array(_as_matrix(columns), dtype=np.float64, copy=True)
+    np.nan_to_num(cols, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    return np.clip(cols, -FINITE_CAP, FINITE_CAP, out=cols)
 
 
 def _observed_sums(columns: np.ndarray) -> np.ndarray:
@@ -73,17 +186,23 @@ def bootstrap_intervals(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     level: float = 0.95,
+    exact_max_n: int | None = None,
 ) -> dict[str, Interval]:
     """Percentile intervals of several statistics, sharing one set of resamples.
 
     The point value of each statistic is computed on the full sample (the observed sums), so
-    it equals the number the tables print.
+    it equals the number the tables print. Above ``exact_max_n`` samples (default
+    :data:`EXACT_MAX_N`) the resampled sums come from :func:`normal_sums`.
     """
-    cols = _prepare(columns)
-    n = cols.shape[0]
+    matrix = _as_matrix(columns)
+    if n_boot > 0 and matrix.shape[0] > (EXACT_MAX_N if exact_max_n is None else exact_max_n):
+        return normal_intervals(lambda lo, hi: matrix[lo:hi], matrix.shape[0], matrix.shape[1], statistics,
+                                n_boot=n_boot, seed=seed, level=level)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         full = _observed_sums(columns)
         values = {name: float(stat(full)[0]) for name, stat in statistics.items()}
+    cols = _prepare(columns)
+    n = cols.shape[0]
     if n == 0 or n_boot <= 0:
         return {name: Interval(value=v, low=float("nan"), high=float("nan")) for name, v in values.items()}
     reps: dict[str, list[np.ndarray]] = {name: [] for name in statistics}
@@ -162,6 +281,21 @@ def mean_intervals(
     names = list(per_sample)
     if not names:
         return {}
+    n = len(per_sample[names[0]])
+    if n > EXACT_MAX_N and n_boot > 0:  # the normal limit, reading the columns in row blocks
+        arrays = [np.asarray(per_sample[name], dtype=np.float64) for name in names]
+
+        def block(lo: int, hi: int) -> np.ndarray:
+            out = np.empty((hi - lo, 2 * len(arrays)))
+            for i, v in enumerate(arrays):
+                part = v[lo:hi]
+                valid = ~np.isnan(part)
+                out[:, 2 * i] = np.where(valid, part, 0.0)
+                out[:, 2 * i + 1] = valid
+            return out
+
+        return normal_intervals(block, n, 2 * len(arrays), {name: mean_stat(2 * i, 2 * i + 1) for i, name in enumerate(names)},
+                                n_boot=n_boot, seed=seed, level=level)
     cols = []
     stats: dict[str, Statistic] = {}
     for i, name in enumerate(names):

@@ -267,26 +267,73 @@ def cache_key_function(
     return key
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one.
-    Known secrets are masked; lone surrogates (not UTF-8) become U+FFFD."""
+def _storable_bytes(text: str) -> bytes:
+    """UTF-8 of ``text`` with known secrets masked and lone surrogates as U+FFFD."""
     text = secrets.mask(text)
-    if _SURROGATE.search(text):
-        text = _SURROGATE.sub("\ufffd", text)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # only lone surrogates cannot be encoded
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+def atomic_write_pieces(path: Path, pieces: Iterable[bytes]) -> None:
+    """Write the bytes of ``pieces`` to ``path`` atomically (see :func:`atomic_write_text`)."""
+    _atomic_write(path, pieces)
+
+
+def _atomic_write(path: Path, pieces: Iterable[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            for piece in pieces:
+                fh.write(piece)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one.
+    Known secrets are masked; lone surrogates (not UTF-8) become U+FFFD."""
+    _atomic_write(path, [_storable_bytes(text)])
+
+
+LINES_PER_PIECE = 4096
+
+
+def write_lines(path: Path, lines: Iterable[str]) -> None:
+    """:func:`atomic_write_text` of ``"".join(lines)`` (each line ending in a newline), written a few
+    thousand lines at a time so the whole text is never in memory. Masking a piece that ends at a
+    line boundary masks what masking the whole text would, as no secret spans a newline (a secret
+    that does makes this join everything first)."""
+    if secret_lines():
+        atomic_write_text(path, "".join(lines))
+        return
+    _atomic_write(path, storable_pieces(lines))
+
+
+def secret_lines() -> bool:
+    """Whether a known secret spans a newline (then text must be masked whole, not line by line)."""
+    return any("\n" in secret for secret in secrets.known())
+
+
+def storable_pieces(lines: Iterable[str]) -> Iterator[bytes]:
+    """The UTF-8 of ``lines`` (masked, U+FFFD for lone surrogates), a few thousand lines a piece."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= LINES_PER_PIECE:
+            yield _storable_bytes("".join(batch))
+            batch.clear()
+    if batch:
+        yield _storable_bytes("".join(batch))
 
 
 def write_jsonl(path: Path, rows: Iterable[BaseModel | dict[str, Any]]) -> None:

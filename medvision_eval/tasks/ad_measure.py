@@ -110,13 +110,14 @@ class AngleDistanceTask(MeasurementTask):
         return StrictRules(k=1, unit="degree" if metric_type(sample) == "angle" else "mm", nonnegative=True)
 
     # -- scoring -------------------------------------------------------------------------------
+    columnar: ClassVar[bool] = True  # the score step may hand summarize() ProfiledSamples
+
     def summarize(self, samples: Sequence[Sample], scores: dict[str, np.ndarray], *, seed: int) -> Summary:
         per = M.per_sample_table_metrics(scores)
-        labels = [ad_label(s) for s in samples]
-        names, codes = G.index_groups(labels)
+        names, codes = G.group_index(samples, ad_label)
         rows = M.group_rows(names, codes, per, key="label")
-        first = {lab: s for lab, s in zip(labels, samples)}
-        group_of = [ad_group(n, first[n].dataset, metric_type(first[n])) for n in names]
+        last = G.representatives(samples, codes, len(names))  # v1 took the last sample of each label
+        group_of = [ad_group(n, s.dataset, metric_type(s)) for n, s in zip(names, last)]
         everything = np.ones(len(names), dtype=bool)
         table4 = [M.weighted_row("Overall", rows, everything, OVERALL_SPEC, include_by=None, key="group")]
         metrics = M.weighted_intervals("all/", per, codes, len(names), everything, OVERALL_SPEC, include_by=None, seed=seed)

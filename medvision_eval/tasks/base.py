@@ -74,6 +74,9 @@ class Task:
     unit: ClassVar[str] = "mm"
     answer_names: ClassVar[tuple[str, ...]] = ()
     decimals: ClassVar[int] = 3
+    # True (set on the class itself, not inherited) when summarize() also accepts
+    # ``groups.ProfiledSamples``, so the score step can keep this task's samples as columns.
+    columnar: ClassVar[bool] = False
 
     def __init__(self, protocol: Protocol) -> None:
         supported = self.supported_protocols()
@@ -170,16 +173,28 @@ class Task:
         order = np.array(sorted(range(len(samples)), key=lambda i: samples[i].id), dtype=np.int64)
         ordered = [samples[i] for i in order]
         ordered_scores = {k: np.asarray(v, dtype=np.float64)[order] for k, v in scores.items()}
-        summary = self.summarize(ordered, ordered_scores, seed=seed)
+        return self.result(ordered, ordered_scores, parse_stats(predictions), seed=seed)
+
+    def result(self, ordered: Sequence[Sample], ordered_scores: dict[str, np.ndarray], stats: dict[str, int], *,
+               seed: int = 0) -> TaskResult:
+        """The :class:`TaskResult` from id-ordered samples (a list, or ``groups.ProfiledSamples`` for
+        a ``columnar`` task) and scores, and the parse-status counts."""
+        from ..stats import approximation_note, track_approximations
+
+        with track_approximations() as approximated:
+            summary = self.summarize(ordered, ordered_scores, seed=seed)
+        notes = list(summary.notes)
+        if approximated:
+            notes.append(approximation_note(max(approximated)))
         return TaskResult(
             task=self.name,
             protocol=self.protocol.name,
             fingerprint=self.fingerprint(),
-            n_samples=len(samples),
-            parse_stats=parse_stats(predictions),
+            n_samples=len(ordered),
+            parse_stats=stats,
             metrics=summary.metrics,
             tables=summary.tables,
-            notes=summary.notes,
+            notes=notes,
         )
 
     # -- identity ---------------------------------------------------------------------------

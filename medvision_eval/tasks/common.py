@@ -38,6 +38,10 @@ class MeasurementTask(FamilyTask):
     def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
         return measurement_scores(self, samples, predictions)
 
+    def score_matrix(self, pred: np.ndarray, ok: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-sample metrics from the (n, k) parsed values, the ok mask and the (n, k) targets."""
+        return vocabulary(value_scores(pred, ok, targets))
+
 
 def measurement_scores(task: Task, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
     """Per-sample ``MAE``, ``MRE``, ``MAE_cov``, ``MRE_cov``, ``SR`` over the task's k values (v1 formulas)."""

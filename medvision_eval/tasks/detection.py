@@ -56,15 +56,22 @@ class DetectionTask(FamilyTask):
         return StrictRules(k=4, unit="relative", nonnegative=True, box=True)  # box checks: if the protocol asks
 
     # -- scoring -------------------------------------------------------------------------------
+    columnar: ClassVar[bool] = True  # the score step may hand summarize() ProfiledSamples
+
     def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> dict[str, np.ndarray]:
         pred, ok = prediction_matrix(predictions, 4)
-        return vocabulary(detection_scores(pred, ok, self.targets(samples, 4), v1_float32=self.protocol.v1_arithmetic))
+        return self.score_matrix(pred, ok, self.targets(samples, 4))
+
+    def score_matrix(self, pred: np.ndarray, ok: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-sample metrics from the (n, 4) parsed boxes, the ok mask and the (n, 4) targets."""
+        return vocabulary(detection_scores(pred, ok, targets, v1_float32=self.protocol.v1_arithmetic))
+
+    def group_key(self, s: Sample) -> str:
+        return G.detection_group(s.label, self.protocol.table_modality(s), G.plane_letter(s.plane, s.image.slice_axis))
 
     def summarize(self, samples: Sequence[Sample], scores: dict[str, np.ndarray], *, seed: int) -> Summary:
         per = per_sample_table_metrics(scores)
-        keys = [G.detection_group(s.label, self.protocol.table_modality(s), G.plane_letter(s.plane, s.image.slice_axis))
-                for s in samples]
-        names, codes = G.index_groups(keys)
+        names, codes = G.group_index(samples, self.group_key)
         group_rows, sets = group_table(names, codes, per)
         table2 = set_table(group_rows, sets)
         sweep = sweep_table(per, codes, sets)
@@ -157,12 +164,33 @@ def box_area_ratio(sample: Sample) -> float:
     return abs(x2 - x1) * abs(y2 - y1)
 
 
+def box_ratios(samples) -> np.ndarray:
+    """:func:`box_area_ratio` of every sample."""
+    if isinstance(samples, G.ProfiledSamples):
+        return samples.box_ratio
+    return np.array([box_area_ratio(s) for s in samples], dtype=np.float64)
+
+
+def box_ratio_bins(ratios: np.ndarray) -> np.ndarray:
+    """Index into ``G.BOX_RATIO_BINS`` of each ratio: :func:`.groups.box_ratio_bin`, vectorised
+    (the number of edges <= ratio; NaN compares below no edge and lands in the last bin)."""
+    return np.searchsorted(np.asarray(G.BOX_RATIO_EDGES, dtype=np.float64), ratios, side="right")
+
+
 def box_ratio_table(samples: Sequence[Sample], scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """Mean IoU/F1/P/R per (label @ modality, 5 % box/image bin), plus an 'all labels' row per bin."""
-    labels = [G.detection_label_by_modality(s.label, s.modality) for s in samples]
-    bins = [G.box_ratio_bin(box_area_ratio(s)) for s in samples]
-    keys = [f"{b}\x00{lab}" for b, lab in zip(bins, labels)] + [f"{b}\x00all labels" for b in bins]
-    names, codes = G.index_groups(keys)
+    label_names, label_codes = G.group_index(samples, lambda s: G.detection_label_by_modality(s.label, s.modality))
+    bins = box_ratio_bins(box_ratios(samples))
+    # group keys "<bin>\x00<label>" for every sample, then "<bin>\x00all labels" for every sample,
+    # indexed like G.index_groups on those strings (built once per distinct pair, not per sample)
+    width = len(label_names) + 1
+    pair = np.concatenate([bins * width + label_codes, bins * width + (width - 1)])
+    labels = [*label_names, "all labels"]
+    distinct, inverse = np.unique(pair, return_inverse=True)
+    keys = [f"{G.BOX_RATIO_BINS[c // width]}\x00{labels[c % width]}" for c in distinct.tolist()]
+    names = sorted(set(keys))
+    position = {k: i for i, k in enumerate(names)}
+    codes = np.array([position[k] for k in keys], dtype=np.int64)[inverse.reshape(-1)] if len(pair) else pair
     doubled = {m: np.concatenate([scores[m], scores[m]]) for m in ("IoU", "F1", "Precision", "Recall")}
     sizes = np.bincount(codes, minlength=len(names))
     means = {m: G.group_means(v, codes, len(names)) for m, v in doubled.items()}

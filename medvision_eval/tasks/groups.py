@@ -88,6 +88,57 @@ def index_groups(keys: Sequence[str]) -> tuple[list[str], np.ndarray]:
     return names, np.fromiter((pos[k] for k in keys), dtype=np.int64, count=len(keys))
 
 
+class ProfiledSamples:
+    """Samples as the score step holds them at scale: one validated :class:`Sample` per distinct
+    *profile* (the fields tables group by: label, modality, plane, slice axis, dataset, target
+    unit and the ``extra`` entries ``image_modality``, ``metric_type``, ``metric_key``, ``unit``),
+    each sample's profile code, and the one per-sample number a table reads (the box/image ratio).
+
+    A grouping function of those fields gives, per sample, exactly what it gives on the sample
+    itself; :func:`group_index`, :func:`box_ratios` and :func:`representatives` accept either
+    this or a plain sequence of samples. It is deliberately not iterable: code that needs a
+    per-sample field it does not carry fails loudly instead of reading a profile's.
+    """
+
+    def __init__(self, profiles: Sequence, codes: np.ndarray, box_ratio: np.ndarray) -> None:
+        self.profiles = list(profiles)
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.box_ratio = np.asarray(box_ratio, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def take(self, order: np.ndarray) -> "ProfiledSamples":
+        return ProfiledSamples(self.profiles, self.codes[order], self.box_ratio[order])
+
+
+def group_index(samples, key) -> tuple[list[str], np.ndarray]:
+    """:func:`index_groups` of ``[key(s) for s in samples]``; ``key`` is evaluated once per
+    profile for :class:`ProfiledSamples`."""
+    if not isinstance(samples, ProfiledSamples):
+        return index_groups([key(s) for s in samples])
+    keys = [key(p) for p in samples.profiles]
+    used = np.unique(samples.codes).tolist()
+    names = sorted({keys[c] for c in used})
+    pos = {k: i for i, k in enumerate(names)}
+    of_profile = np.array([pos.get(k, -1) for k in keys], dtype=np.int64)
+    return names, of_profile[samples.codes] if len(samples.codes) else np.zeros(0, dtype=np.int64)
+
+
+def representatives(samples, codes: np.ndarray, n_groups: int) -> list:
+    """Per group, its last sample in order (what ``{key: s for key, s in zip(keys, samples)}``
+    keeps) -- for :class:`ProfiledSamples`, that sample's profile."""
+    if not isinstance(samples, ProfiledSamples):
+        last: dict[int, object] = {}
+        for code, s in zip(codes.tolist(), samples):
+            last[code] = s
+        return [last[g] for g in range(n_groups)]
+    n = len(codes)
+    groups, first_from_end = np.unique(codes[::-1], return_index=True)
+    position = dict(zip(groups.tolist(), (n - 1 - first_from_end).tolist()))
+    return [samples.profiles[int(samples.codes[position[g]])] for g in range(n_groups)]
+
+
 def group_sums(values: np.ndarray, codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Per group: sum of non-NaN values and their count."""
     v = np.asarray(values, dtype=np.float64)

@@ -138,6 +138,42 @@ def parse_last_k(text: str | None, k: int) -> Prediction:
     return Prediction(status=ParseStatus.ok, values=values)
 
 
+def parse_last_k_many(texts: list[str], k: int) -> tuple[list[Prediction | None], np.ndarray]:
+    """:func:`parse_last_k` of many answers at once, for the score step.
+
+    Returns ``(failures, values)``: ``values`` is an (n, k) float64 array holding each ``ok``
+    parse's float32 values (NaN rows elsewhere), and ``failures[i]`` is ``None`` for an ``ok``
+    parse or exactly ``parse_last_k(texts[i], k)`` otherwise. The common case (k or more numbers,
+    none overflowing) converts every answer's last k tokens in one pass -- the same
+    ``str -> double -> float32`` rounding as :func:`_float32_all` -- and any other answer
+    (empty, too few numbers, a refusal, an overflow) goes through :func:`parse_last_k` itself,
+    so statuses, values and details are the same as parsing one answer at a time.
+    """
+    if k < 1:
+        raise ValueError(f"parse_last_k_many needs k >= 1, got {k}")
+    n = len(texts)
+    findall = V1_NUMBER.findall
+    tails: list[str] = []
+    rows: list[int] = []
+    failures: list[Prediction | None] = [None] * n
+    for i, text in enumerate(texts):
+        tokens = findall(text)
+        if len(tokens) >= k:
+            tails += tokens[-k:]
+            rows.append(i)
+        else:
+            failures[i] = parse_last_k(text, k)
+    values = np.full((n, k), np.nan)
+    if rows:
+        parsed = np.frombuffer(array("f", map(float, tails)), dtype=np.float32).reshape(len(rows), k)
+        index = np.asarray(rows, dtype=np.int64)
+        finite = np.isfinite(parsed).all(axis=1)
+        values[index[finite]] = parsed[finite]
+        for i in index[~finite].tolist():  # an overflow: parse_last_k words the detail
+            failures[i] = parse_last_k(texts[i], k)
+    return failures, values
+
+
 @dataclass(frozen=True)
 class StrictRules:
     """What the strict parser accepts for one task family."""

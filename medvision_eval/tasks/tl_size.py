@@ -59,11 +59,14 @@ class TumorLesionSizeTask(MeasurementTask):
         )
 
     # -- scoring -------------------------------------------------------------------------------
+    columnar: ClassVar[bool] = True  # the score step may hand summarize() ProfiledSamples
+
+    def group_key(self, s: Sample) -> str:
+        return G.tl_group(s.label, self.protocol.table_modality(s), G.plane_letter(s.plane, s.image.slice_axis))
+
     def summarize(self, samples: Sequence[Sample], scores: dict[str, np.ndarray], *, seed: int) -> Summary:
         per = M.per_sample_table_metrics(scores)
-        keys = [G.tl_group(s.label, self.protocol.table_modality(s), G.plane_letter(s.plane, s.image.slice_axis))
-                for s in samples]
-        names, codes = G.index_groups(keys)
+        names, codes = G.group_index(samples, self.group_key)
         rows = M.group_rows(names, codes, per, key="label")
         everything = np.ones(len(names), dtype=bool)
         overall = M.weighted_row("Overall", rows, everything, OVERALL_SPEC, include_by="MRE", key="label")
