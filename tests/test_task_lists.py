@@ -4,6 +4,7 @@ variants behave as v1's ``reshape_image_hw``."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -50,8 +51,9 @@ def test_resized_and_local_names_parse():
 
 
 def test_list_configs_shows_lists_and_sizes():
+    env = {**os.environ, "COLUMNS": "200"}  # the table's rows must not depend on the caller's terminal width
     out = subprocess.run([sys.executable, "-m", "medvision_eval.cli", "list", "configs"], capture_output=True,
-                         text=True, env=None, timeout=120, check=True).stdout
+                         text=True, env=env, timeout=120, check=True).stdout
     for row in ("w-OOD", "w-planeOOD", "wo-OOD", "336x336", "560x560", "896x896", "train_SFT", "planeOOD", "taskOOD"):
         assert row in out
     assert "1166270" in out  # detection paper list: 28 configs, 1,166,270 samples

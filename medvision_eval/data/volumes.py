@@ -116,7 +116,10 @@ def check_geometry(img: nib.spatialimages.SpatialImage, path: Path) -> None:
 def read_header(path: str | Path) -> VolumeHeader:
     """Header facts in RAS+ order. Raises SampleDataError naming the file on any problem."""
     path = Path(path)
-    img = _open(path)
+    return _header_of(_open(path), path)
+
+
+def _header_of(img: nib.spatialimages.SpatialImage, path: Path) -> VolumeHeader:
     shape = _spatial_shape(img, path)
     check_geometry(img, path)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
@@ -145,8 +148,8 @@ def decode_ras(path: str | Path) -> tuple[np.ndarray, VolumeHeader]:
     it are views into the volume cache.
     """
     path = Path(path)
-    header = read_header(path)
     img = _open(path)
+    header = _header_of(img, path)  # one header parse serves the checks and the voxels
     try:
         data = _inflated_voxels(img, path)
         if data is None:
