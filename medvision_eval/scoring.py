@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
 import math
 import os
 from collections import Counter
@@ -25,6 +24,7 @@ from .factory import build_task
 from .judge import JUDGED_PREFIX, load_judged
 from .plugins import Registry
 from .protocol import Protocol
+from .rundigest import inputs_digest  # one digest: the finished-rerun check reads it without this module
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
 from .columnar import Answer, Forked, TaskColumns, _json_str, float_texts, read_inputs
 from .schema import ParseStatus, Prediction
@@ -32,12 +32,10 @@ from .store import (
     strict_dumps,
     PLAN,
     RESULTS,
-    RUN_CONFIG,
     PlanEntry,
     ResponseRecord,
     atomic_write_pieces,
     atomic_write_text,
-    response_files,
     secret_lines,
     storable_pieces,
     write_jsonl,
@@ -457,18 +455,6 @@ def sample_lines(cols: TaskColumns, found: list[Answer | None], status: list[str
                                       cols.units[i])) + "\n"
         else:
             yield template % args
-
-
-def inputs_digest(run_dir: Path) -> str:
-    """Digest of everything scoring reads: run.json, plan.jsonl and every response file."""
-    h = hashlib.sha256(__version__.encode())
-    judged = sorted(Path(run_dir).glob(f"{JUDGED_PREFIX}*.jsonl"))
-    for path in [Path(run_dir) / RUN_CONFIG, Path(run_dir) / PLAN, *response_files(run_dir), *judged]:
-        h.update(path.name.encode())
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def cached_results(run_dir: Path) -> RunResults | None:

@@ -192,16 +192,24 @@ def test_code_state_changes_with_any_file_of_a_package(tmp_path):
     assert manifest_mod._tree_state(pkg) != second
 
 
-def test_rundigest_equals_the_score_steps_inputs_digest(data, tmp_path):
+def test_inputs_digest_covers_every_file_scoring_reads(data, tmp_path):
     from medvision_eval import rundigest, scoring
 
+    assert scoring.inputs_digest is rundigest.inputs_digest  # one implementation for results.json and reruns
     out = tmp_path / "r"
     assert run(data, out, tasks="tl_size") == 0
+    seen = {rundigest.inputs_digest(out)}
     (out / "responses.rank1.jsonl").write_text((out / "responses.jsonl").read_text()[:200])
+    seen.add(rundigest.inputs_digest(out))
     (out / "judged_tl_size.jsonl").write_text("{}\n")
-    assert rundigest.inputs_digest(out) == scoring.inputs_digest(out)
+    seen.add(rundigest.inputs_digest(out))
     (out / "judged_tl_size.jsonl").write_text("{} \n")
-    assert rundigest.inputs_digest(out) == scoring.inputs_digest(out)
+    seen.add(rundigest.inputs_digest(out))
+    (out / "plan.jsonl").write_bytes((out / "plan.jsonl").read_bytes() + b"\n")
+    seen.add(rundigest.inputs_digest(out))
+    assert len(seen) == 5  # each added or changed input file gives a new digest
+    (out / "samples_tl_size.jsonl").write_text("")  # an output, not an input
+    assert rundigest.inputs_digest(out) in seen
 
 
 def test_api_evaluate_returns_stored_results_of_a_finished_run(data, tmp_path, plans):
