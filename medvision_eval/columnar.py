@@ -475,7 +475,9 @@ def read_plan(run_dir: Path, columnar: Callable[[str], bool], full_precision: bo
         if entry is not None:
             _add(cols, appenders[task], _row_of_entry(entry), full_precision, lambda: entry.sample)
         else:
-            _add(cols, appenders[task], row, full_precision, lambda: PlanEntry.model_validate_json(raw).sample)
+            # validated as the models read any line (same repairs, same error text)
+            _add(cols, appenders[task], row, full_precision,
+                 lambda: load_model_line(PlanEntry, raw.decode("utf-8")).sample)
     return out, total
 
 
