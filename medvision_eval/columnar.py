@@ -310,7 +310,7 @@ class TaskColumns:
     ids: list[str] = field(default_factory=list)
     configs: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
-    indexes: array = field(default_factory=lambda: array("q"))
+    indexes: array | list[int] = field(default_factory=lambda: array("q"))  # a list once one is beyond int64
     labels: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     prompt_hashes: list[str] = field(default_factory=list)
@@ -336,11 +336,17 @@ class TaskColumns:
         lookup = np.frombuffer(recode, dtype=np.int64) if len(recode) else np.zeros(0, dtype=np.int64)
         codes = np.frombuffer(other.codes, dtype=np.int64) if len(other.codes) else np.zeros(0, dtype=np.int64)
         self.codes.extend(array("q", lookup[codes].tobytes()) if len(codes) else array("q"))
+        if isinstance(other.indexes, list) and not isinstance(self.indexes, list):
+            self.wide_indexes()
         for name in ("ids", "configs", "datasets", "indexes", "labels", "keys", "prompt_hashes", "units", "box_ratios"):
             getattr(self, name).extend(getattr(other, name))
         base = self.truths.offsets[-1]
         self.truths.flat.extend(other.truths.flat)
         self.truths.offsets.extend(o + base for o in other.truths.offsets[1:])
+
+    def wide_indexes(self) -> None:
+        """Keep the indexes as Python ints (an index beyond int64 is valid JSON the model accepts)."""
+        self.indexes = list(self.indexes)
 
     def appenders(self) -> tuple:
         return (self.codes.append, self.ids.append, self.configs.append, self.datasets.append, self.indexes.append,
@@ -404,6 +410,7 @@ def _row_of_entry(entry: PlanEntry) -> tuple:
 
 
 Plan = dict[str, "TaskColumns | list[PlanEntry]"]
+_INT64 = 1 << 63
 
 
 def read_inputs(run_dir: Path, columnar: Callable[[str], bool], full_precision: bool, *, parallel: bool
@@ -471,6 +478,10 @@ def read_plan(run_dir: Path, columnar: Callable[[str], bool], full_precision: bo
         cols = out.get(task)
         if cols is None:
             cols = out[task] = TaskColumns()
+            appenders[task] = cols.appenders()
+        index = row[7] if entry is None else entry.sample.index
+        if not -_INT64 <= index < _INT64 and not isinstance(cols.indexes, list):
+            cols.wide_indexes()
             appenders[task] = cols.appenders()
         if entry is not None:
             _add(cols, appenders[task], _row_of_entry(entry), full_precision, lambda: entry.sample)

@@ -4,11 +4,14 @@ object path gives (the same bytes, the same error text)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from medvision_eval.columnar import read_plan
+from medvision_eval import scoring
+from medvision_eval.columnar import read_inputs, read_plan
+from medvision_eval.scoring import score_run
 from medvision_eval.store import load_plan
 
 DEMO_RUN = Path(__file__).resolve().parents[1] / "leaderboard" / "runs" / "prior"
@@ -30,3 +33,29 @@ def test_a_bad_field_on_a_profiles_first_line_is_the_models_error_text(tmp_path)
         read_plan(tmp_path, lambda name: True, False)
     assert "sample.image_size\n  Input should be a valid tuple" in str(slow.value)
     assert type(fast.value) is type(slow.value) and str(fast.value) == str(slow.value)
+
+
+@pytest.mark.parametrize("where", [0, -1])  # -1: in the part a forked reader reads
+@pytest.mark.parametrize("parallel", [False, True])
+def test_an_index_beyond_int64_is_scored_and_written_exactly(tmp_path, monkeypatch, where, parallel):
+    run = tmp_path / "run"
+    shutil.copytree(DEMO_RUN, run)
+    rows = [json.loads(line) for line in (run / "plan.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows[where]["sample"]["index"] = 2**64 - 1  # valid JSON, an int the model accepts
+    rows[1]["sample"]["index"] = -(2**63)
+    _write(run / "plan.jsonl", rows)
+    columns, _, _ = read_inputs(run, lambda name: True, False, parallel=parallel)
+    got = [i for cols in columns.values() for i in cols.indexes]
+    assert sorted(got) == sorted(e.sample.index for e in load_plan(run))
+    if parallel:
+        monkeypatch.setattr(scoring, "PARALLEL_BYTES", 0)
+        monkeypatch.setattr(scoring, "PARALLEL_ROWS", 1)
+    score_run(run)
+    written = {}
+    for path in run.glob("samples_*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            written[row["id"]] = (row["index"], line)
+    index, line = written[rows[where]["sample"]["id"]]
+    assert index == 2**64 - 1 and '"index": 18446744073709551615, ' in line
+    assert written[rows[1]["sample"]["id"]][0] == -(2**63)
