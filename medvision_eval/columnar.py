@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 from array import array
 from collections.abc import Callable, Iterator
@@ -199,6 +200,24 @@ class Forked:
             return "value", fn(*args)
         except Exception as exc:
             return "error", exc
+
+    def discard(self) -> None:
+        """Stop and reap the child when its answer is no longer wanted (the caller is raising):
+        else it would stay blocked writing to the pipe, or a zombie, as long as this process lives."""
+        if self._inline is None and self._pid:
+            self._inline = ("error", RuntimeError("discarded"))
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except OSError:
+                pass
+            os.close(self._read_end)
+            os.waitpid(self._pid, 0)
+
+    def __del__(self) -> None:
+        try:
+            self.discard()
+        except Exception:  # at interpreter exit
+            pass
 
     def result(self) -> Any:
         if self._inline is None:
@@ -433,7 +452,11 @@ def read_inputs(run_dir: Path, columnar: Callable[[str], bool], full_precision: 
         return read_answers(run_dir), plan, total
 
     child = Forked(tail)
-    head, total = read_plan(run_dir, columnar, full_precision, stop=split)
+    try:
+        head, total = read_plan(run_dir, columnar, full_precision, stop=split)
+    except BaseException:
+        child.discard()
+        raise
     answers, rest, more = child.result()
     for task, part in rest.items():
         mine = head.get(task)

@@ -508,8 +508,12 @@ def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
     big = plan_path.exists() and plan_path.stat().st_size > PARALLEL_BYTES
     digest = Forked(inputs_digest, run_dir, parallel=big)
     built: dict[str, Any] = {}
-    by_task, planned, answers = read_inputs(run_dir, _columnar(registry, protocol, run_dir, built),
-                                            protocol.full_precision_targets, parallel=big)
+    try:
+        by_task, planned, answers = read_inputs(run_dir, _columnar(registry, protocol, run_dir, built),
+                                                protocol.full_precision_targets, parallel=big)
+    except BaseException:
+        digest.discard()
+        raise
     # each task's answers, in its plan order; then the table of all answers by key can go
     mine: dict[str, Any] = {
         name: [answers.get(key) for key in entries.keys] if isinstance(entries, TaskColumns)

@@ -4,6 +4,7 @@ object path gives (the same bytes, the same error text)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -59,3 +60,30 @@ def test_an_index_beyond_int64_is_scored_and_written_exactly(tmp_path, monkeypat
     index, line = written[rows[where]["sample"]["id"]]
     assert index == 2**64 - 1 and '"index": 18446744073709551615, ' in line
     assert written[rows[1]["sample"]["id"]][0] == -(2**63)
+
+
+def test_a_failed_parallel_score_leaves_no_child_process_behind(tmp_path, monkeypatch):
+    """A plan error found by this process while forked helpers (the digest, the answers reader)
+    run: the helpers are stopped and reaped, not left blocked or as zombies of a long-lived caller."""
+    run = tmp_path / "run"
+    shutil.copytree(DEMO_RUN, run)
+    lines = (run / "plan.jsonl").read_text(encoding="utf-8").splitlines()
+    lines[0] = '{"task": "detection", "key": "k", "prompt_hash": "p", "sample": {"id": 1}}'
+    (run / "plan.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    forked: list[int] = []
+    fork = os.fork
+
+    def recording_fork() -> int:
+        pid = fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", recording_fork)
+    monkeypatch.setattr(scoring, "PARALLEL_BYTES", 0)
+    with pytest.raises(ValueError, match="sample"):
+        score_run(run)
+    assert len(forked) == 2
+    for pid in forked:
+        with pytest.raises(ChildProcessError):  # already reaped
+            os.waitpid(pid, os.WNOHANG)
