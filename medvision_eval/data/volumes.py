@@ -156,6 +156,9 @@ def decode_ras(path: str | Path) -> tuple[np.ndarray, VolumeHeader]:
             data = np.asanyarray(img.dataobj)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as exc:
         raise SampleDataError(f"{path}: cannot decode voxel data (truncated or corrupt gzip: {exc})") from exc
+    if data.dtype.kind not in "biufc":  # RGB24/RGBA32 voxels are records: no grey value to slice
+        raise SampleDataError(f"{path}: voxel data type {img.get_data_dtype()} (e.g. RGB) is not a scalar type; "
+                              "MedVision slices greyscale volumes (convert the file to one scalar channel)")
     if data.ndim > 3:
         data = data.reshape(data.shape[:3])
     # ``np.asanyarray(img.dataobj)`` already applies scl_slope/scl_inter (as ``get_fdata`` does):
