@@ -143,3 +143,12 @@ def test_adapter_drawing_on_its_image_cannot_change_another_samples_image(demo_r
     second.thumbnail((8, 8))
     third = data.image(c)
     assert third.size == (fresh.shape[1], fresh.shape[0]) and np.array_equal(np.asarray(third), fresh)
+
+
+def test_volume_with_an_empty_axis_is_one_error_naming_the_file(tmp_path):
+    path = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((0, 4, 4), np.int16), AFFINE), str(path))
+    for read in (decode_ras, load_ras):
+        with pytest.raises(SampleDataError) as exc:
+            read(path)
+        assert str(exc.value) == f"{path}: volume of shape (0, 4, 4) has no voxels (an axis of size 0); fix the NIfTI header"

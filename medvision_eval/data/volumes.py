@@ -52,6 +52,8 @@ class VolumeHeader:
 
 def _spatial_shape(img: nib.spatialimages.SpatialImage, path: Path) -> tuple[int, ...]:
     shape = tuple(int(s) for s in img.shape)
+    if 0 in shape:
+        raise SampleDataError(f"{path}: volume of shape {shape} has no voxels (an axis of size 0); fix the NIfTI header")
     if len(shape) == 3:
         return shape
     if len(shape) > 3 and all(s == 1 for s in shape[3:]):
