@@ -94,15 +94,23 @@ def test_cached_volume_is_exact_and_read_only(tmp_path, dtype):
         volume[:, :, 0][0, 0] = 1
 
 
-def test_samples_of_one_slice_share_one_rendered_image(demo_root):
+def test_samples_of_one_slice_share_one_rendered_image(demo_root, monkeypatch):
+    import medvision_eval.data.render as render_mod
+
     data = MedVisionData(demo_root)
     samples = data.samples("DemoAbdomenCT_BoxSize_Task01_Axial")
     same = [(a, b) for a, b in zip(samples, samples[1:])
             if (a.image.path, a.image.slice_index) == (b.image.path, b.image.slice_index) and a.label != b.label]
     assert same, "the demo has slices with several labels"
     a, b = same[0]
-    assert data.image(a) is data.image(b)  # v1 min-max does not depend on the label
+    renders: list[int] = []
+    real = render_mod.to_uint8
+    monkeypatch.setattr(render_mod, "to_uint8", lambda *args, **kw: renders.append(1) or real(*args, **kw))
+    image_a, image_b = data.image(a), data.image(b)
+    assert len(renders) == 1  # v1 min-max does not depend on the label: rendered once
+    assert image_a is not image_b and np.array_equal(np.asarray(image_a), np.asarray(image_b))  # each its own copy
     assert data.decodes == 1
+    monkeypatch.setattr(render_mod, "to_uint8", real)
     # the CT window depends on the label's anatomy group: rendered per label
     liver = a.model_copy(update={"label": "liver"})
     lung = a.model_copy(update={"label": "lung", "id": a.id + "-lung"})

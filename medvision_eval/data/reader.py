@@ -417,8 +417,9 @@ class MedVisionData:
         renderer, see ``Protocol.render_image``).
 
         Samples of one slice (one per label in detection) usually come one after another, so the
-        last rendered image is kept and returned again, the same object, when the next sample
-        would render the same pixels. Treat it as read-only (``copy()`` it before drawing on it).
+        last rendered image is kept and a copy of it returned when the next sample would render the
+        same pixels. Every call returns a new image of its own: an adapter that draws on (or
+        ``thumbnail()``s) its image cannot change what another sample is sent.
         """
         if not isinstance(render, str):
             raise TypeError(f"MedVisionData.image takes a renderer name ('minmax' or 'window'), not {type(render).__name__}; "
@@ -428,12 +429,12 @@ class MedVisionData:
         key = self._render_key(sample, render)
         last = self.__dict__.get("_last_render")
         if last is not None and last[0] == key:
-            return last[1]
+            return last[1].copy()  # a new image: the kept one is never handed out
         arr = self.slice_array(sample)
         gray = render_mod.to_uint8(arr, render, modality=sample.modality, label=sample.label, dataset=sample.dataset)
         image = render_mod.to_rgb(gray)
         self._last_render = (key, image)
-        return image
+        return image.copy()
 
     @staticmethod
     def _render_key(sample: Sample, render: str) -> tuple:

@@ -52,6 +52,8 @@ class VolumeHeader:
 
 def _spatial_shape(img: nib.spatialimages.SpatialImage, path: Path) -> tuple[int, ...]:
     shape = tuple(int(s) for s in img.shape)
+    if 0 in shape:
+        raise SampleDataError(f"{path}: volume of shape {shape} has no voxels (an axis of size 0); fix the NIfTI header")
     if len(shape) == 3:
         return shape
     if len(shape) > 3 and all(s == 1 for s in shape[3:]):
@@ -156,6 +158,9 @@ def decode_ras(path: str | Path) -> tuple[np.ndarray, VolumeHeader]:
             data = np.asanyarray(img.dataobj)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as exc:
         raise SampleDataError(f"{path}: cannot decode voxel data (truncated or corrupt gzip: {exc})") from exc
+    if data.dtype.kind not in "biufc":  # RGB24/RGBA32 voxels are records: no grey value to slice
+        raise SampleDataError(f"{path}: voxel data type {img.get_data_dtype()} (e.g. RGB) is not a scalar type; "
+                              "MedVision slices greyscale volumes (convert the file to one scalar channel)")
     if data.ndim > 3:
         data = data.reshape(data.shape[:3])
     # ``np.asanyarray(img.dataobj)`` already applies scl_slope/scl_inter (as ``get_fdata`` does):
