@@ -285,21 +285,12 @@ def test_gen_kwargs_and_show_config(tmp_path):
 
 
 def test_an_endpoint_that_keeps_failing_mid_run_exits_3(demo_root, tmp_path):
-    from http.server import BaseHTTPRequestHandler
+    from loopback import LoopbackServer, QuietHandler
 
-    from loopback import LoopbackServer
-
-    class Broken(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
+    class Broken(QuietHandler):
         def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            data = b'{"error": "overloaded"}'
-            self.send_response(503)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.read_body()
+            self.reply(503, b'{"error": "overloaded"}')
 
     server = LoopbackServer(Broken, "/v1")
     try:

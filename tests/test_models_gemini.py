@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from http.server import BaseHTTPRequestHandler
 
 import pytest
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHandler
 from tiny_vlms import make_request as _make_request
 
 from medvision_eval.models.errors import ModelArgsError, ModelUnavailableError
@@ -26,12 +25,9 @@ class GeminiServer:
         self.count: dict[str, int] = {}
         outer = self
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class H(QuietHandler):
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = json.loads(self.read_body())
                 outer.requests.append(body)
                 outer.paths.append(self.path)
                 outer.keys.append(self.headers.get("x-goog-api-key"))
@@ -59,14 +55,7 @@ class GeminiServer:
                 return self._send(200, resp)
 
             def _send(self, code, obj, headers=None):
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(code, obj, headers)
 
         self._server = LoopbackServer(H, "")
         self.url = self._server.url

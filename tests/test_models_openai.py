@@ -15,11 +15,10 @@ import socket
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHandler
 from tiny_vlms import make_request, medical_image, tiny_model_dir
 
 from medvision_eval.models.errors import ModelArgsError, ModelUnavailableError
@@ -39,12 +38,9 @@ class FaultServer:
         self.lock = threading.Lock()
         outer = self
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # quiet
-                pass
-
+        class H(QuietHandler):
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = json.loads(self.read_body())
                 text = "".join(p.get("text", "") for m in body["messages"] for p in m["content"] if isinstance(p, dict))
                 script = text.split("SCRIPT:")[1].split()[0].split(",") if "SCRIPT:" in text else ["ok"]
                 with outer.lock:
@@ -74,13 +70,7 @@ class FaultServer:
 
             def _send(self, code, data, headers=None):
                 try:
-                    self.send_response(code)
-                    for k, v in (headers or {}).items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self.reply(code, data, {**(headers or {}), "Content-Type": "application/json"})
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

@@ -8,11 +8,10 @@ import socket
 import struct
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHandler
 from tiny_vlms import make_request as _make_request
 
 from medvision_eval.models._common import RemoteSettings, backoff_delay, is_transport_error, retry_policy
@@ -73,12 +72,9 @@ class _Gemini:
         self.lock = threading.Lock()
         outer = self
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class H(QuietHandler):
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = json.loads(self.read_body())
                 text = "".join(p.get("text", "") for c in body["contents"] for p in c["parts"])
                 with outer.lock:
                     n = outer.count.get(text, 0)
@@ -96,13 +92,7 @@ class _Gemini:
                 with outer.lock:
                     outer.served += 1
                 parts = [{"text": json.dumps({"Thought": "t", "Answer": "12.5, 3.0"})}]
-                data = json.dumps({"candidates": [{"content": {"role": "model", "parts": parts},
-                                                   "finishReason": "STOP"}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(200, {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]})
 
         self.server = LoopbackServer(H)
         self.url = self.server.url
@@ -191,12 +181,9 @@ class _EchoServer:
         outer = self
         self.n = 0
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class H(QuietHandler):
             def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
+                self.read_body()
                 key = self.headers.get("Authorization", "").removeprefix("Bearer ")
                 outer.n += 1
                 kind = outer.n % 3
@@ -206,11 +193,7 @@ class _EchoServer:
                     code, body = 401, "u" * 290 + f" invalid api key {key} " + "z" * 2000
                 else:
                     code, body = 200, json.dumps({"choices": [{"message": {"content": f"12.5, 3.0 (your key: {key})"}}]})
-                data = body.encode()
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(code, body)
 
         self.server = LoopbackServer(H, "/v1")
 
@@ -250,19 +233,12 @@ class _OddTextServer:
         outer = self
         self.n = 0
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class H(QuietHandler):
             def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
+                self.read_body()
                 outer.n += 1
                 content = ["12.5, 3.0\ud800", "\x00\x1b[31m12.5,\x07 3.0\x7f", "12.5, 3.0 " + "\udfff" * 10 + "x" * (1 << 20)][outer.n % 3]
-                data = json.dumps({"choices": [{"message": {"content": content}}]}).encode()  # \\ud800 escapes
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(200, json.dumps({"choices": [{"message": {"content": content}}]}))  # \\ud800 escapes
 
         self.server = LoopbackServer(H, "/v1")
 
