@@ -176,6 +176,11 @@ def test_arguments_are_validated(server):
         OpenAIAdapter(model="m", api_key="sk-123")  # keys only via the environment
     with pytest.raises(ModelArgsError, match="failure_threshold"):
         OpenAIAdapter(model="m", failure_threshold="0")
+    # the shared bounds hold where OpenAI overrides a default (concurrency 8), so they are validators
+    for bad, field in (({"concurrency": 0}, "concurrency: .*at least 1"), ({"max_retries": -1}, "max_retries"),
+                       ({"timeout": -1}, "timeout"), ({"backoff_max": -0.5}, "backoff_max")):
+        with pytest.raises(ModelArgsError, match=field):
+            OpenAIAdapter(model="m", **bad)
     ad = OpenAIAdapter(model="m", extra_body='{"top_k": 1}', geometry="qwen2_5_vl")
     assert ad.settings.extra_body == {"top_k": 1}
     assert ad.perceived_geometry(1935, 2400).canvas == (1932, 2408)
