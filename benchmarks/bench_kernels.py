@@ -11,6 +11,9 @@ checks that both give the same result:
 - ``parse``: ``tasks.parsing.parse_last_k_many`` (k = 4) over every answer text, in the score
   step's blocks of 32,768 answers, against the previous per-answer ``findall`` version, and
   ``parse_last_k_spans`` over the JSON text of each answer as it stands in responses.jsonl.
+- ``scan``: ``answerscan.scan_answers`` over responses.jsonl in 16 MB blocks (bytes already in
+  memory) against ``orjson.loads`` of each line (the old reader's decode; its field checks
+  ``_answer_fast`` come on top of that), checking that every line's answer is the same.
 """
 
 from __future__ import annotations
@@ -126,8 +129,59 @@ def bench_parse(run_dir: Path, repeat: int) -> None:
         raise SystemExit("parse: results differ")
 
 
+# ------------------------------------------------------------------------------ scan
+def bench_scan(run_dir: Path, repeat: int) -> None:
+    import orjson
+
+    from medvision_eval.answerscan import BLOCK as SCAN_BLOCK
+    from medvision_eval.answerscan import scan_answers
+    from medvision_eval.columnar import _answer_fast
+
+    path = run_dir / "responses.jsonl"
+    print(f"scan: every line of {path}", flush=True)
+    blocks, rest = [], b""
+    with open(path, "rb") as fh:
+        while block := fh.read(SCAN_BLOCK):
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            blocks.append(data[:cut])
+            rest = data[cut:]
+    lines = sum(block.count(b"\n") for block in blocks)
+    print(f"  {lines:,} lines, {sum(map(len, blocks)) / 1e6:.0f} MB in {len(blocks)} blocks", flush=True)
+
+    def old():  # what the old reader's decode costs (answers not kept)
+        loads = orjson.loads
+        for block in blocks:
+            for line in block.split(b"\n")[:-1]:
+                loads(line)
+
+    def checked():
+        loads = orjson.loads
+        for block in blocks:
+            for line in block.split(b"\n")[:-1]:
+                _answer_fast(loads(line))
+
+    def new():
+        for block in blocks:
+            scan_answers(block)
+
+    compare("decode every line: orjson.loads per line", old,
+            {"orjson.loads + _answer_fast per line": checked, "scan_answers": new}, repeat)
+    taken, same = 0, True
+    for block in blocks:  # the answers, compared once (not timed)
+        scan = scan_answers(block)
+        taken += int(scan.canonical.sum())
+        for i, line in enumerate(block.split(b"\n")[:-1]):
+            if scan.canonical[i] and scan.answer(i) != _answer_fast(orjson.loads(line)):
+                same = False
+    print(f"  {taken:,} of {lines:,} lines taken by the scan; their answers identical: {'yes' if same else 'NO'}",
+          flush=True)
+    if not same:
+        raise SystemExit("scan: answers differ")
+
+
 # ------------------------------------------------------------------------------ main
-SECTIONS = {"parse": bench_parse}
+SECTIONS = {"parse": bench_parse, "scan": bench_scan}
 
 
 def main() -> None:
