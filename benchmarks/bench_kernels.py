@@ -14,6 +14,10 @@ checks that both give the same result:
 - ``scan``: ``answerscan.scan_answers`` over responses.jsonl in 16 MB blocks (bytes already in
   memory) against ``orjson.loads`` of each line (the old reader's decode; its field checks
   ``_answer_fast`` come on top of that), checking that every line's answer is the same.
+- ``write``: ``store.write_lines`` of the samples file's 1M lines (781 MB) into a scratch
+  directory next to the bench data, fsync'd and renamed as the score step writes it, against the
+  previous write path (every byte written, then one fsync at the end); and ``storable_pieces``
+  alone (masking and UTF-8, no disk). Checks that both files are the same bytes as the original.
 """
 
 from __future__ import annotations
@@ -180,8 +184,80 @@ def bench_scan(run_dir: Path, repeat: int) -> None:
         raise SystemExit("scan: answers differ")
 
 
+# ------------------------------------------------------------------------------ write
+def previous_storable_pieces(lines):
+    """``store.storable_pieces`` as it was at 473bce8."""
+    from medvision_eval import store
+
+    batch = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= store.LINES_PER_PIECE:
+            yield store._storable_bytes("".join(batch))
+            batch.clear()
+    if batch:
+        yield store._storable_bytes("".join(batch))
+
+
+def previous_write_lines(path: Path, lines) -> None:
+    """``store.write_lines`` as it was at 473bce8: write everything, then one fsync, then rename."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for piece in previous_storable_pieces(lines):
+                fh.write(piece)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def bench_write(run_dir: Path, repeat: int) -> None:
+    import hashlib
+    import shutil
+
+    from medvision_eval import store
+
+    source = run_dir / "samples_detection.jsonl"
+    if not source.exists():
+        from bench_scoring import timed
+
+        timed("ours", run_dir)  # score once to have the samples file
+    print(f"write: the lines of {source}", flush=True)
+    with open(source, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    size = source.stat().st_size
+    print(f"  {len(lines):,} lines, {size / 1e6:.0f} MB", flush=True)
+    compare("storable_pieces (mask + UTF-8, no disk)", lambda: sum(map(len, previous_storable_pieces(lines))),
+            {"new": lambda: sum(map(len, store.storable_pieces(lines)))}, repeat)
+    scratch = run_dir.parent / f"kernels-write-{os.getpid()}"
+    scratch.mkdir()
+    try:
+        old_path, new_path = scratch / "old.jsonl", scratch / "new.jsonl"
+        compare(f"write_lines, {size / 1e6:.0f} MB fsync'd", lambda: previous_write_lines(old_path, lines),
+                {"new (background flush)": lambda: store.write_lines(new_path, lines)}, repeat)
+
+        def digest(path: Path) -> str:
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while block := fh.read(1 << 24):
+                    h.update(block)
+            return h.hexdigest()
+
+        same = digest(old_path) == digest(new_path) == digest(source)
+        print(f"  both files the same bytes as the original: {'yes' if same else 'NO'}", flush=True)
+        if not same:
+            raise SystemExit("write: bytes differ")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------ main
-SECTIONS = {"parse": bench_parse, "scan": bench_scan}
+SECTIONS = {"parse": bench_parse, "scan": bench_scan, "write": bench_write}
 
 
 def main() -> None:

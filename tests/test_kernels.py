@@ -361,3 +361,138 @@ def test_scan_text_blob_feeds_the_span_parser(tmp_path):
     want_f, want_v = parse_last_k_many([texts[i] for i in ok], 4)
     assert [failures[i] for i in ok] == want_f
     assert np.array_equal(values[ok], want_v, equal_nan=True)
+
+
+# -- the store's write path ------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import threading  # noqa: E402
+
+from medvision_eval import secrets, store  # noqa: E402
+
+
+def _old_storable_pieces(lines):
+    """storable_pieces as it was (473bce8): the reference for the bytes."""
+    batch = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= store.LINES_PER_PIECE:
+            yield store._storable_bytes("".join(batch))
+            batch.clear()
+    if batch:
+        yield store._storable_bytes("".join(batch))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=20).map(lambda t: t + "\n"), max_size=40), st.integers(min_value=1, max_value=7))
+def test_storable_pieces_are_the_same_bytes(lines, per_piece):
+    secrets.register("s3cr3t-value-xyz")
+    lines = lines + ["key s3cr3t-value-xyz here\n", "lone \ud800\n"]
+    old, store.LINES_PER_PIECE = store.LINES_PER_PIECE, per_piece
+    try:
+        assert b"".join(store.storable_pieces(iter(lines))) == b"".join(_old_storable_pieces(lines))
+    finally:
+        store.LINES_PER_PIECE = old
+    assert b"s3cr3t" not in b"".join(store.storable_pieces(lines))
+
+
+@pytest.fixture
+def small_flushes(monkeypatch):
+    """Background flushes every 1000 bytes; ``.calls`` names the thread of each, ``.done`` is set
+    by the first."""
+    monkeypatch.setattr(store, "FLUSH_EVERY", 1000)
+    real = os.fdatasync
+
+    class Flushes(list):
+        done = threading.Event()
+
+    calls = Flushes()
+
+    def counted(fd):
+        calls.append(threading.current_thread().name)
+        result = real(fd)
+        calls.done.set()
+        return result
+
+    monkeypatch.setattr(os, "fdatasync", counted)
+    return calls
+
+
+def test_large_write_flushes_in_the_background_and_writes_the_same_bytes(tmp_path, small_flushes, monkeypatch):
+    monkeypatch.setattr(store, "LINES_PER_PIECE", 100)
+    lines = [f"row {i} \ud800 é\n" for i in range(3000)]
+
+    def produced():  # a slow producer: the second half only once the helper has flushed the first
+        for i, line in enumerate(lines):
+            if i == 1500:
+                assert small_flushes.done.wait(30)
+            yield line
+
+    store.write_lines(tmp_path / "out.jsonl", produced())
+    assert (tmp_path / "out.jsonl").read_bytes() == "".join(lines).replace("\ud800", "\ufffd").encode()
+    assert small_flushes and set(small_flushes) == {"medvision-eval-flush"}
+    assert not [t for t in threading.enumerate() if t.name == "medvision-eval-flush"]
+    assert not list(tmp_path.glob(".*.tmp"))
+    small = tmp_path / "small.json"
+    small_flushes.clear()
+    store.atomic_write_text(small, "{}\n")  # a small file starts no helper
+    assert small.read_text() == "{}\n" and small_flushes == []
+
+
+def test_failed_large_write_leaves_the_old_file_and_no_temp_or_thread(tmp_path, small_flushes):
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+
+    def pieces():
+        for i in range(200):
+            if i == 100:
+                assert small_flushes.done.wait(30)
+            yield b"x" * 100 + b"\n"
+        raise RuntimeError("formatting failed")
+
+    with pytest.raises(RuntimeError, match="formatting failed"):
+        store.atomic_write_pieces(path, pieces())
+    assert small_flushes  # the helper had started
+    assert path.read_text() == "old\n" and not list(tmp_path.glob(".*.tmp"))
+    assert not [t for t in threading.enumerate() if t.name == "medvision-eval-flush"]
+
+
+def test_a_failed_background_flush_fails_the_write(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "FLUSH_EVERY", 1000)
+    monkeypatch.setattr(store, "LINES_PER_PIECE", 100)
+    tried = threading.Event()
+
+    def broken(fd):
+        tried.set()
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+
+    def produced():
+        for i in range(1000):
+            if i == 500:
+                assert tried.wait(30)
+            yield f"row {i}\n"
+
+    with pytest.raises(OSError, match="Input/output error"):
+        store.write_lines(path, produced())
+    assert path.read_text() == "old\n" and not list(tmp_path.glob(".*.tmp"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=20).map(lambda t: t.replace("\n", " ") + "\n"), max_size=30),
+       st.integers(min_value=1, max_value=5))
+def test_write_byte_lines_writes_what_write_lines_writes(tmp_path_factory, lines, per_piece):
+    secrets.register("s3cr3t-value-xyz")
+    secrets.register("é-secret-ü-long")
+    lines = lines + ["key s3cr3t-value-xyz é-secret-ü-long here\n"]
+    tmp = tmp_path_factory.mktemp("w")
+    store.write_lines(tmp / "a.jsonl", lines)
+    encoded = ["".join(lines[i:i + per_piece]).encode("utf-8", "surrogatepass") for i in range(0, len(lines), per_piece)]
+    if any("\ud800" <= c <= "\udfff" for line in lines for c in line):
+        return  # not UTF-8: write_byte_lines takes UTF-8 only
+    store.write_byte_lines(tmp / "b.jsonl", encoded)
+    assert (tmp / "a.jsonl").read_bytes() == (tmp / "b.jsonl").read_bytes()
+    assert b"s3cr3t" not in (tmp / "b.jsonl").read_bytes()
