@@ -4,7 +4,7 @@
 :class:`medvision_eval.store.ResponseLog` writes (``strict_dumps`` of a
 :class:`~medvision_eval.store.ResponseRecord`: pydantic's compact JSON, fields in model order)::
 
-    {"key":"<32 hex>","task":"…","sample_id":"…","prompt_hash":"…","response":{"text":"…"|null,
+    {"key":"<32 bytes>","task":"…","sample_id":"…","prompt_hash":"…","response":{"text":"…"|null,
      "error":"…"|null,"latency_s":<number>,"usage":{"prompt_tokens":<int>|null,
      "completion_tokens":<int>|null}},"time":<number>[,"surrogates":null]}
 
@@ -16,7 +16,7 @@ object per line.
 
 A line is taken (``AnswerScan.canonical[i]``) only when the scan proves it is that layout and
 valid JSON that the exact reader would decode to the same values: its strings hold no control
-byte and are valid UTF-8, the key is 32 lowercase hex digits, the other strings outside the
+byte and are valid UTF-8, the key is 32 bytes long (as every cache key), the other strings outside the
 answer text hold no backslash, the numbers are what ``orjson`` reads them as with the types the
 models accept. An answer text with JSON escapes is decoded by ``orjson`` itself (rows marked in
 ``text_escaped``). Every other line -- blank, reordered or extra fields, ``null_reasons``,
@@ -52,7 +52,8 @@ class AnswerScan:
       its newline);
     - ``canonical[i]``: the columns below hold this line's answer; where False, read the line with
       :func:`read_line_exactly` (it may be blank, which the exact reader skips);
-    - ``keys[i]``: the cache key, ASCII bytes (dtype ``S32``; ``b""`` where not canonical);
+    - ``keys[i]``: the cache key's UTF-8 (dtype ``S32``: a canonical line's key is 32 bytes, as
+      every cache key is; ``b""`` where not canonical);
     - ``text_start[i]``, ``text_end[i]``: the answer text's JSON string body (between its quotes)
       is ``data[text_start[i]:text_end[i]]``; ``-1, -1`` for a null text. Where
       ``text_escaped[i]`` is False the body holds no backslash and its UTF-8 *is* the text; where
@@ -109,7 +110,7 @@ class AnswerScan:
         return self.data[self.error_start[i]:self.error_end[i]].decode("utf-8")
 
     def key(self, i: int) -> str:
-        return self.keys[i].decode("ascii")
+        return self.keys[i].decode("utf-8")
 
     def text_blob(self) -> tuple[bytes, np.ndarray, np.ndarray]:
         """The answer texts' JSON bodies packed into one bytes (so the block can be dropped):
@@ -164,13 +165,23 @@ _ESCAPED_LINE = re.compile(
     + rb'","response":\{"text":(?:null|"((?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*)"),"error":(?:null|"('
     + _PLAIN + rb')"),"latency_s":([^,]*),"usage":\{"prompt_tokens":([^,]*),"completion_tokens":([^}]*)\}\},'
     rb'"time":([^,}]*)(?:,"surrogates":null)?\}\Z')
-_HEX = np.zeros(256, dtype=bool)
-_HEX[list(b"0123456789abcdef")] = True
 
 
 _NUMBER_BYTE = np.zeros(256, dtype=bool)
 _NUMBER_BYTE[list(b"0123456789.eE+-nul,")] = True
 _NUMBER = re.compile(rb"-?[0-9][-+.eE0-9]*|null")
+
+
+def _gather(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, sep: int) -> bytes:
+    """The byte ranges ``buf[starts[i]:ends[i]]``, each followed by ``sep``, as one bytes."""
+    width = ends - starts + 1
+    total = int(width.sum())
+    if not total:
+        return b""
+    at = np.cumsum(width) - width
+    out = buf[np.arange(total, dtype=np.int64) + np.repeat(starts - at, width)]
+    out[at + width - 1] = sep
+    return out.tobytes()
 
 
 def _json_numbers(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list:
@@ -182,16 +193,15 @@ def _json_numbers(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list:
     block = np.frombuffer(data, dtype=f"S{len(data)}", count=1)
     if ((ends - starts) == 4).all() and _S.startswith(block, b"null", starts, ends).all():
         return [None] * len(starts)  # all null (token counts the model did not report)
-    items = list(map(data.__getitem__, map(slice, starts.tolist(), ends.tolist())))
-    text = b",".join(items)
+    text = _gather(np.frombuffer(data, dtype=np.uint8), starts, ends, ord(","))
     if _NUMBER_BYTE[np.frombuffer(text, dtype=np.uint8)].all():
         try:
-            values = orjson.loads(b"[" + text + b"]")
+            values = orjson.loads(b"[" + text[:-1] + b"]")
             if len(values) == len(starts):
                 return values
         except orjson.JSONDecodeError:
             pass
-    return [_json_number(item) for item in items]  # one by one: only the bad ranges are rejected
+    return [_json_number(data[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]  # only the bad ones fail
 
 
 def _json_number(item: bytes) -> object:
@@ -263,88 +273,80 @@ _S = np.strings
 _HEAD = b'{"key":"'
 _AFTER_KEY, _AFTER_TASK, _AFTER_ID = b'","task":"', b'","sample_id":"', b'","prompt_hash":"'
 _AFTER_HASH = b'","response":{"text":'
-_NULL_TEXT, _AFTER_TEXT = b'null,"error":', b',"error":'
-_NULL_ERROR, _AFTER_ERROR = b'null,"latency_s":', b',"latency_s":'
+_NULL_TEXT, _AFTER_TEXT_STR = b'null,"error":', b'","error":'
+_NULL_ERROR, _AFTER_ERROR_STR = b'null,"latency_s":', b'","latency_s":'
 _AFTER_LATENCY, _AFTER_PROMPT, _AFTER_COMPLETION = b',"usage":{"prompt_tokens":', b',"completion_tokens":', b'}},"time":'
 _SURROGATES_END = b',"surrogates":null}'
 
 
 def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
     """The layout check of lines without a backslash or control byte: each fixed piece of the
-    layout is matched at the position the previous values end at, for all lines at once, with
-    numpy's string functions on the whole block as one string (no copy per line)."""
+    layout is found after the previous one, for all lines at once, with numpy's string functions
+    on the whole block as one string (no copy per line). A line must also hold exactly as many
+    quotes as the fixed pieces and its string values' delimiters account for, so no value holds
+    a quote and every piece found is where the layout puts it."""
     if not rows.size:
         return
     block = np.frombuffer(scan.data, dtype=f"S{scan.consumed}", count=1)
     start, end = scan.line_start[rows], scan.line_end[rows]
+    size = len(view)
     ok = _S.startswith(block, _HEAD, start, end)
-
-    def expect(literal: bytes, at: np.ndarray) -> np.ndarray:
-        """``literal`` at ``at``: where it is, the offset after it; elsewhere the line is dropped."""
-        nonlocal ok
-        ok &= _S.startswith(block, literal, at, end)
-        return np.where(ok, at + len(literal), end)
-
-    def closing_quote(at: np.ndarray) -> np.ndarray:
-        found = _S.find(block, b'"', at, end)
-        nonlocal ok
-        ok &= found >= 0
-        return np.where(ok, found, end)
-
     key_at = start + len(_HEAD)
-    task_at = expect(_AFTER_KEY, key_at + KEY_WIDTH)
-    id_at = expect(_AFTER_TASK, closing_quote(task_at))
-    hash_at = expect(_AFTER_ID, closing_quote(id_at))
-    text_at = expect(_AFTER_HASH, closing_quote(hash_at))
-    # the text: null or a string
+    ok &= _S.startswith(block, _AFTER_KEY, key_at + KEY_WIDTH, end)
+
+    def after(literal: bytes, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where ``literal`` first occurs from ``at`` (the end of the value before it) and the
+        offset after it (``end`` where it does not occur: the line is dropped)."""
+        nonlocal ok
+        found = _S.find(block, literal, at, end)
+        ok &= found >= at
+        return found, np.where(ok, found + len(literal), end)
+
+    task_at = key_at + KEY_WIDTH + len(_AFTER_KEY)
+    _, id_at = after(_AFTER_TASK, task_at)
+    _, hash_at = after(_AFTER_ID, id_at)
+    _, text_at = after(_AFTER_HASH, hash_at)
+    # the text: null, or a string up to the '","error":' after it
     text_null = _S.startswith(block, _NULL_TEXT, text_at, end)
-    text_str = ~text_null & (view[np.minimum(text_at, len(view) - 1)] == _QUOTE) & ok
-    text_end = np.where(text_str, _S.find(block, b'"', text_at + 1, end), -1)
-    text_str &= text_end >= 0
-    after = np.where(text_str, text_end + 1, end)
-    error_at = np.where(text_null, text_at + len(_NULL_TEXT),
-                        np.where(_S.startswith(block, _AFTER_TEXT, after, end), after + len(_AFTER_TEXT), end))
+    text_str = ~text_null & (view[np.minimum(text_at, size - 1)] == _QUOTE) & ok
+    text_end = np.where(text_str, _S.find(block, _AFTER_TEXT_STR, text_at + 1, end), -1)
+    text_str &= text_end > text_at
     ok &= text_null | text_str
-    # the error: null or a string
+    error_at = np.where(text_null, text_at + len(_NULL_TEXT), np.where(text_str, text_end + len(_AFTER_TEXT_STR), end))
+    # the error: null, or a string up to the '","latency_s":' after it
     error_null = _S.startswith(block, _NULL_ERROR, error_at, end)
-    error_str = ~error_null & (view[np.minimum(error_at, len(view) - 1)] == _QUOTE) & ok
-    error_end = np.where(error_str, _S.find(block, b'"', error_at + 1, end), -1)
-    error_str &= error_end >= 0
-    after = np.where(error_str, error_end + 1, end)
-    latency_at = np.where(error_null, error_at + len(_NULL_ERROR),
-                          np.where(_S.startswith(block, _AFTER_ERROR, after, end), after + len(_AFTER_ERROR), end))
+    error_str = ~error_null & (view[np.minimum(error_at, size - 1)] == _QUOTE) & ok
+    error_end = np.where(error_str, _S.find(block, _AFTER_ERROR_STR, error_at + 1, end), -1)
+    error_str &= error_end > error_at
     ok &= error_null | error_str
+    latency_at = np.where(error_null, error_at + len(_NULL_ERROR),
+                          np.where(error_str, error_end + len(_AFTER_ERROR_STR), end))
     # the numbers, each up to the first fixed piece after it (what lies between is checked as a number)
-    latency_end = _S.find(block, _AFTER_LATENCY, latency_at, end)
-    ok &= latency_end > latency_at
-    prompt_at = np.where(ok, latency_end + len(_AFTER_LATENCY), end)
-    prompt_end = _S.find(block, _AFTER_PROMPT, prompt_at, end)
-    ok &= prompt_end > prompt_at
-    completion_at = np.where(ok, prompt_end + len(_AFTER_PROMPT), end)
-    completion_end = _S.find(block, _AFTER_COMPLETION, completion_at, end)
-    ok &= completion_end > completion_at
-    time_at = np.where(ok, completion_end + len(_AFTER_COMPLETION), end)
+    latency_end, prompt_at = after(_AFTER_LATENCY, latency_at)
+    prompt_end, completion_at = after(_AFTER_PROMPT, prompt_at)
+    completion_end, time_at = after(_AFTER_COMPLETION, completion_at)
     with_surrogates = _S.endswith(block, _SURROGATES_END, time_at, end)
     time_end = np.where(with_surrogates, end - len(_SURROGATES_END), end - 1)
     ok &= (with_surrogates | (view[end - 1] == ord("}"))) & (time_end > time_at)
-    # the key: 32 lowercase hex digits (the 32 bytes from each key_at, as one S32 value each)
-    windows = np.ndarray(shape=(scan.consumed - KEY_WIDTH + 1,), dtype=f"S{KEY_WIDTH}", buffer=scan.data, strides=(1,))
-    keys = windows[np.minimum(key_at, len(windows) - 1)]
-    ok &= _HEX[keys.view(np.uint8).reshape(-1, KEY_WIDTH)].all(axis=1)
+    ok &= (latency_end > latency_at) & (prompt_end > prompt_at) & (completion_end > completion_at)
+    # every quote accounted for: 12 field names (13 with surrogates), 4 string values, text, error
+    quotes = 32 + 2 * with_surrogates + 2 * text_str + 2 * error_str
+    ok &= _S.count(block, b'"', start, end) == quotes
 
     take = np.flatnonzero(ok)
     if not take.size:
         return
     data = scan.data
-    numbers = [_json_numbers(data, latency_at[take], latency_end[take]),
-               _json_numbers(data, prompt_at[take], prompt_end[take]),
-               _json_numbers(data, completion_at[take], completion_end[take]),
-               _json_numbers(data, time_at[take], time_end[take])]
+    both = _json_numbers(data, np.concatenate([latency_at[take], time_at[take]]),
+                         np.concatenate([latency_end[take], time_end[take]]))  # one array for the two
+    numbers = [both[:len(take)], _json_numbers(data, prompt_at[take], prompt_end[take]),
+               _json_numbers(data, completion_at[take], completion_end[take]), both[len(take):]]
     good = _numbers_ok(*numbers)
     take = take[good]
     sel = rows[take]
     _store_numbers(scan, sel, *numbers[:3], good)
-    scan.keys[sel] = keys[take]
+    windows = np.ndarray(shape=(scan.consumed - KEY_WIDTH + 1,), dtype=f"S{KEY_WIDTH}", buffer=data, strides=(1,))
+    scan.keys[sel] = windows[key_at[take]]
     has_text = text_str[take]
     scan.text_start[sel[has_text]] = text_at[take][has_text] + 1
     scan.text_end[sel[has_text]] = text_end[take][has_text]
