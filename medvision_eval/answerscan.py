@@ -129,6 +129,48 @@ class AnswerScan:
         source = np.repeat(np.where(has, self.text_start, 0) - starts, length)
         return buf[np.arange(total, dtype=np.int64) + source].tobytes(), starts, ends
 
+    def answers(self, rows: np.ndarray) -> tuple[list[str], list[Answer]]:
+        """:meth:`answer` of each of ``rows`` (canonical lines), built column by column."""
+        keys_bytes = self.keys[rows]
+        try:
+            keys = keys_bytes.astype(f"U{KEY_WIDTH}").tolist()  # ASCII keys (every cache key)
+        except UnicodeDecodeError:
+            keys = [k.decode("utf-8") for k in keys_bytes.tolist()]
+        n = len(rows)
+        start, end = self.text_start[rows], self.text_end[rows]
+        has = start >= 0
+        length = np.where(has, end - start, 0)
+        stop = np.cumsum(length)
+        at = stop - length
+        buf = np.frombuffer(self.data, dtype=np.uint8)
+        blob = buf[np.arange(int(stop[-1]) if n else 0, dtype=np.int64) + np.repeat(np.where(has, start, 0) - at,
+                                                                                   length)].tobytes()
+        if blob.isascii():  # character offsets are byte offsets
+            joined = blob.decode("ascii")
+            texts = list(map(joined.__getitem__, map(slice, at.tolist(), stop.tolist())))
+        else:
+            texts = [blob[a:b].decode("utf-8") for a, b in zip(at.tolist(), stop.tolist())]
+        if not has.all():
+            for j in np.flatnonzero(~has).tolist():
+                texts[j] = None
+        if self.escaped_texts:
+            for j, i in enumerate(rows.tolist()):
+                if self.text_escaped[i]:
+                    texts[j] = self.escaped_texts[i]
+        errors: list[str | None] = [None] * n
+        for j in np.flatnonzero(self.error_start[rows] >= 0).tolist():
+            errors[j] = self.error(int(rows[j]))
+        tokens = []
+        for values, nulls in ((self.prompt_tokens, self.prompt_tokens_null),
+                              (self.completion_tokens, self.completion_tokens_null)):
+            null = nulls[rows]
+            column: list[int | None] = [None] * n if null.all() else values[rows].tolist()
+            if not null.all():
+                for j in np.flatnonzero(null).tolist():
+                    column[j] = None
+            tokens.append(column)
+        return keys, list(zip(texts, errors, self.latency[rows].tolist(), *tokens))
+
     def answer(self, i: int) -> tuple[str, Answer]:
         """``(key, (text, error, latency_s, prompt_tokens, completion_tokens))`` of canonical line ``i``."""
         pt = None if self.prompt_tokens_null[i] else int(self.prompt_tokens[i])
@@ -446,15 +488,22 @@ def read_answers_scanned(run_dir: Path) -> dict[str, Answer]:
                 data = rest + block if rest else block
                 scan = scan_answers(data)
                 rest = data[scan.consumed:]
-                canonical = scan.canonical.tolist()
+                rows = np.flatnonzero(scan.canonical)
+                keys, answers = scan.answers(rows)
+                if len(rows) == scan.lines and len(set(keys)) == len(keys) and best.keys().isdisjoint(keys):
+                    best.update(zip(keys, answers))  # every key new: each line's answer is kept
+                    number += scan.lines
+                    continue
+                taken = dict(zip(rows.tolist(), range(len(rows))))
                 for i in range(scan.lines):
-                    if canonical[i]:
-                        found = scan.answer(i)
+                    j = taken.get(i)
+                    if j is not None:
+                        key, answer = keys[j], answers[j]
                     else:
                         found = read_line_exactly(scan.line(i), f"{path}:{number + i + 1}")
                         if found is None:
                             continue
-                    key, answer = found
+                        key, answer = found
                     old = best.get(key)
                     if old is None or (answer[1] is None and answer[0] is not None) or not (
                             old[1] is None and old[0] is not None):
