@@ -160,8 +160,9 @@ class LandmarkSamples(SampleBuilder):
             note(path)
         from .planfile import read_json
 
+        read = getattr(data, "read_annotation", None) or read_json  # read once for all configs of the file
         try:
-            payload = read_json(path)
+            payload = read(path)
         except FileNotFoundError:
             data.report(f"warning: {path}: landmark file not found (targets come from the plan file)")
             return None

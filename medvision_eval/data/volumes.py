@@ -9,7 +9,9 @@ and the columns the second. The pixel size is ``(zooms[a], zooms[b])`` for the r
 
 from __future__ import annotations
 
+import functools
 import gzip
+import io
 import os
 import threading
 import zlib
@@ -93,10 +95,12 @@ def _raw_pixdim(img: nib.spatialimages.SpatialImage, path: Path) -> np.ndarray |
         return None
 
 
-def check_geometry(img: nib.spatialimages.SpatialImage, path: Path) -> None:
+def check_geometry(img: nib.spatialimages.SpatialImage, path: Path, pixdim: np.ndarray | None = None) -> None:
     """Pixel spacing must be finite and positive and the affine usable: a NaN, zero or negative
-    spacing would put "nan mm" (or a silently "fixed" size) into prompts and targets."""
-    pixdim = _raw_pixdim(img, path)
+    spacing would put "nan mm" (or a silently "fixed" size) into prompts and targets. ``pixdim``:
+    the header's ``pixdim[1:4]`` as stored, when the caller has read it already."""
+    if pixdim is None:
+        pixdim = _raw_pixdim(img, path)
     if pixdim is None:
         pixdim = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
     for i, z in enumerate(pixdim, start=1):
@@ -116,23 +120,82 @@ def check_geometry(img: nib.spatialimages.SpatialImage, path: Path) -> None:
 
 
 def read_header(path: str | Path) -> VolumeHeader:
-    """Header facts in RAS+ order. Raises SampleDataError naming the file on any problem."""
+    """Header facts in RAS+ order. Raises SampleDataError naming the file on any problem.
+
+    A single-file NIfTI-1 (``.nii`` / ``.nii.gz``) is read with one ``open``: its first 352 bytes
+    are inflated and handed to nibabel's own header and image classes (what ``nib.load`` builds
+    from the same bytes, without sniffing the file and re-reading it for the unchecked
+    ``pixdim``). Anything else, and any file that path cannot read, goes through ``nib.load``,
+    which also words the error."""
     path = Path(path)
+    try:
+        fast = _single_open_header(path)
+    except Exception:  # the general path below reads it (or names what is wrong with it)
+        fast = None
+    if fast is not None:
+        return fast
     return _header_of(_open(path), path)
 
 
-def _header_of(img: nib.spatialimages.SpatialImage, path: Path) -> VolumeHeader:
+_NIFTI1_HEAD = 352  # the 348-byte header and the 4-byte extension flag
+
+
+def _leading_bytes(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of a file, inflated when it is gzip (fewer if it is shorter)."""
+    with open(path, "rb") as fh:
+        if not path.name.endswith(".gz"):
+            return fh.read(size)
+        inflater = zlib.decompressobj(wbits=31)
+        out = b""
+        while len(out) < size:
+            chunk = fh.read(4096)
+            if not chunk:
+                break
+            out += inflater.decompress(chunk, size - len(out))
+            while inflater.unconsumed_tail and len(out) < size:
+                out += inflater.decompress(inflater.unconsumed_tail, size - len(out))
+            if inflater.eof:
+                break
+        return out
+
+
+def _single_open_header(path: Path) -> VolumeHeader | None:
+    """:func:`read_header` of a plain single-file NIfTI-1 from one read, else None."""
+    if not path.name.endswith((".nii", ".nii.gz")):
+        return None
+    raw = _leading_bytes(path, _NIFTI1_HEAD)
+    if len(raw) < _NIFTI1_HEAD or raw[344:348] != b"n+1\0" or raw[348:349] != b"\0":
+        return None  # short, not NIfTI-1 single file, or with extensions: nib.load reads it
+    if int.from_bytes(raw[:4], "little") != 348 and int.from_bytes(raw[:4], "big") != 348:
+        return None
+    holder = nib.fileholders.FileHolder(filename=str(path), fileobj=io.BytesIO(raw))
+    img = nib.Nifti1Image.from_file_map({"image": holder})
+    raw_header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw), check=False)
+    pixdim = np.asarray(raw_header["pixdim"][1:4], dtype=np.float64)
+    return _header_of(img, path, pixdim)
+
+
+def _header_of(img: nib.spatialimages.SpatialImage, path: Path, pixdim: np.ndarray | None = None) -> VolumeHeader:
     shape = _spatial_shape(img, path)
-    check_geometry(img, path)
+    check_geometry(img, path, pixdim)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     affine = np.asarray(img.affine, dtype=float)
-    ornt = _ras_transform(affine)
-    order = [int(ax) for ax in ornt[:, 0]]
+    order, inverse, codes = _orientation(affine.tobytes(), shape)
     ras_shape = tuple(shape[order.index(i)] for i in range(3))
     ras_zooms = tuple(zooms[order.index(i)] for i in range(3))
-    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
-    codes = tuple(nib.orientations.aff2axcodes(affine))
+    ras_affine = affine @ inverse
     return VolumeHeader(str(path), ras_shape, ras_zooms, codes, ras_affine)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=256)
+def _orientation(affine_bytes: bytes, shape: tuple[int, ...]) -> tuple[list[int], np.ndarray, tuple[str, ...]]:
+    """(voxel axis order, ``inv_ornt_aff``, axis codes) of an affine: volumes of one scanner share
+    it, so each distinct (affine, shape) is worked out once. The arrays returned are read-only."""
+    affine = np.frombuffer(affine_bytes, dtype=float).reshape(4, 4)
+    ornt = _ras_transform(affine)
+    inverse = nib.orientations.inv_ornt_aff(ornt, shape)
+    inverse.flags.writeable = False
+    return [int(ax) for ax in ornt[:, 0]], inverse, tuple(nib.orientations.aff2axcodes(affine))
 
 
 def decode_ras(path: str | Path) -> tuple[np.ndarray, VolumeHeader]:
