@@ -130,6 +130,7 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
     seen: set[tuple[str, str]] = set()
     order = 0
     image_first = getattr(adapter, "image_first", False)
+    texts: dict[str, str] = {}  # prompt text -> its canonical JSON (_user_prompt)
     for spec in config.tasks:
         name, selector = parse_task_spec(spec)
         task = tasks[name]
@@ -169,7 +170,7 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
                     if type(text) is str and type(ref) is str:
                         parts = (text, ref, image_first)
                 if parts is not None:
-                    prompt, prompt_hash = _user_prompt(text, ref, image_first)
+                    prompt, prompt_hash = _user_prompt(text, ref, image_first, texts)
                     request = PlannedRequest(sample, task=task, parts=parts)
                 else:  # a task's own messages (or a prompt that validation must check)
                     messages = arrange_messages(task.messages(sample, geometry), image_first)
@@ -183,11 +184,17 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
     return Plan(list(planned.values()))
 
 
-def _user_prompt(text: str, ref: str, image_first: bool) -> tuple[list[dict[str, Any]], str]:
-    """:func:`prompt_of` of :func:`user_message` ``(text, ref, image_first)``, without building it."""
+def _user_prompt(text: str, ref: str, image_first: bool, texts: dict[str, str] | None = None
+                 ) -> tuple[list[dict[str, Any]], str]:
+    """:func:`prompt_of` of :func:`user_message` ``(text, ref, image_first)``, without building it.
+    ``texts`` keeps the canonical JSON of each prompt text seen (a config's samples share a few)."""
     text_part = {"type": "text", "text": text}
     image_part = {"type": "image", "ref": ref}
-    text_json = '{"text":' + _quote(text) + ',"type":"text"}'
+    text_json = texts.get(text) if texts is not None else None
+    if text_json is None:
+        text_json = '{"text":' + _quote(text) + ',"type":"text"}'
+        if texts is not None:
+            texts[text] = text_json
     image_json = '{"ref":' + _quote(ref) + ',"type":"image"}'
     if image_first:
         content, canonical = [image_part, text_part], image_json + "," + text_json
