@@ -4,7 +4,7 @@
 :class:`medvision_eval.store.ResponseLog` writes (``strict_dumps`` of a
 :class:`~medvision_eval.store.ResponseRecord`: pydantic's compact JSON, fields in model order)::
 
-    {"key":"<32 bytes>","task":"…","sample_id":"…","prompt_hash":"…","response":{"text":"…"|null,
+    {"key":"<32 hex>","task":"…","sample_id":"…","prompt_hash":"…","response":{"text":"…"|null,
      "error":"…"|null,"latency_s":<number>,"usage":{"prompt_tokens":<int>|null,
      "completion_tokens":<int>|null}},"time":<number>[,"surrogates":null]}
 
@@ -16,7 +16,7 @@ object per line.
 
 A line is taken (``AnswerScan.canonical[i]``) only when the scan proves it is that layout and
 valid JSON that the exact reader would decode to the same values: its strings hold no control
-byte and are valid UTF-8, the key is 32 bytes long (as every cache key), the other strings outside the
+byte and are valid UTF-8, the key is 32 lowercase hex digits (as every cache key), the other strings outside the
 answer text hold no backslash, the numbers are what ``orjson`` reads them as with the types the
 models accept. An answer text with JSON escapes is decoded by ``orjson`` itself (rows marked in
 ``text_escaped``). Every other line -- blank, reordered or extra fields, ``null_reasons``,
@@ -52,8 +52,8 @@ class AnswerScan:
       its newline);
     - ``canonical[i]``: the columns below hold this line's answer; where False, read the line with
       :func:`read_line_exactly` (it may be blank, which the exact reader skips);
-    - ``keys[i]``: the cache key's UTF-8 (dtype ``S32``: a canonical line's key is 32 bytes, as
-      every cache key is; ``b""`` where not canonical);
+    - ``keys[i]``: the cache key, 32 lowercase hex digits as ASCII bytes (dtype ``S32``; a line
+      whose key is anything else is not canonical; ``b""`` where not canonical);
     - ``text_start[i]``, ``text_end[i]``: the answer text's JSON string body (between its quotes)
       is ``data[text_start[i]:text_end[i]]``; ``-1, -1`` for a null text. Where
       ``text_escaped[i]`` is False the body holds no backslash and its UTF-8 *is* the text; where
@@ -110,7 +110,7 @@ class AnswerScan:
         return self.data[self.error_start[i]:self.error_end[i]].decode("utf-8")
 
     def key(self, i: int) -> str:
-        return self.keys[i].decode("utf-8")
+        return self.keys[i].decode("ascii")
 
     def text_blob(self) -> tuple[bytes, np.ndarray, np.ndarray]:
         """The answer texts' JSON bodies packed into one bytes (so the block can be dropped):
@@ -311,6 +311,8 @@ def scan_answers(data: bytes) -> AnswerScan:
 
 
 _S = np.strings
+_HEX = np.zeros(256, dtype=bool)
+_HEX[list(b"0123456789abcdef")] = True
 # The fixed text between the values of a canonical line.
 _HEAD = b'{"key":"'
 _AFTER_KEY, _AFTER_TASK, _AFTER_ID = b'","task":"', b'","sample_id":"', b'","prompt_hash":"'
@@ -375,10 +377,15 @@ def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
     quotes = 32 + 2 * with_surrogates + 2 * text_str + 2 * error_str
     ok &= _S.count(block, b'"', start, end) == quotes
 
+    # the key: 32 lowercase hex digits (as every cache key)
+    data = scan.data
+    windows = np.ndarray(shape=(scan.consumed - KEY_WIDTH + 1,), dtype=f"S{KEY_WIDTH}", buffer=data, strides=(1,))
+    keys = windows[np.minimum(key_at, len(windows) - 1)]
+    ok &= _HEX[keys.view(np.uint8).reshape(-1, KEY_WIDTH)].all(axis=1)
+
     take = np.flatnonzero(ok)
     if not take.size:
         return
-    data = scan.data
     both = _json_numbers(data, np.concatenate([latency_at[take], time_at[take]]),
                          np.concatenate([latency_end[take], time_end[take]]))  # one array for the two
     numbers = [both[:len(take)], _json_numbers(data, prompt_at[take], prompt_end[take]),
@@ -387,8 +394,7 @@ def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
     take = take[good]
     sel = rows[take]
     _store_numbers(scan, sel, *numbers[:3], good)
-    windows = np.ndarray(shape=(scan.consumed - KEY_WIDTH + 1,), dtype=f"S{KEY_WIDTH}", buffer=data, strides=(1,))
-    scan.keys[sel] = windows[key_at[take]]
+    scan.keys[sel] = keys[take]
     has_text = text_str[take]
     scan.text_start[sel[has_text]] = text_at[take][has_text] + 1
     scan.text_end[sel[has_text]] = text_end[take][has_text]

@@ -496,3 +496,11 @@ def test_write_byte_lines_writes_what_write_lines_writes(tmp_path_factory, lines
     store.write_byte_lines(tmp / "b.jsonl", encoded)
     assert (tmp / "a.jsonl").read_bytes() == (tmp / "b.jsonl").read_bytes()
     assert b"s3cr3t" not in (tmp / "b.jsonl").read_bytes()
+
+
+def test_scan_takes_only_hex_keys_so_callers_can_pack_them():
+    upper = CANONICAL.replace(b"0123456789abcdef0123456789abcdef", b"0123456789ABCDEF0123456789abcdef")
+    odd = CANONICAL.replace(b"0123456789abcdef0123456789abcdef", b"0123456789abcdef0123456789abcde!")
+    scan = assert_scan_contract(upper + b"\n" + odd + b"\n" + CANONICAL + b"\n")
+    assert scan.canonical.tolist() == [False, False, True]
+    assert bytes.fromhex(scan.keys[2].decode("ascii")) == bytes.fromhex("0123456789abcdef0123456789abcdef")
