@@ -357,14 +357,22 @@ def _write_flushing(fh: Any, pieces: Iterable[bytes]) -> None:
     try:
         unflushed = 0
         for piece in pieces:
-            fh.write(piece)
-            unflushed += len(piece)
-            if unflushed >= FLUSH_EVERY:
-                fh.flush()  # into the OS, so the helper's fdatasync covers it
-                if flusher is None:
-                    flusher = _BackgroundFlush(fh.fileno())
-                flusher.request()
-                unflushed = 0
+            if unflushed + len(piece) < FLUSH_EVERY:
+                fh.write(piece)
+                unflushed += len(piece)
+                continue
+            view = memoryview(piece)  # a large piece in parts, so its start is on disk before its end
+            while len(view):
+                part = view[:FLUSH_EVERY - unflushed]
+                fh.write(part)
+                unflushed += len(part)
+                view = view[len(part):]
+                if unflushed >= FLUSH_EVERY:
+                    fh.flush()  # into the OS, so the helper's fdatasync covers it
+                    if flusher is None:
+                        flusher = _BackgroundFlush(fh.fileno())
+                    flusher.request()
+                    unflushed = 0
         fh.flush()
     except BaseException:
         if flusher is not None:  # the write failed: stop the helper quietly, report the failure

@@ -504,3 +504,13 @@ def test_scan_takes_only_hex_keys_so_callers_can_pack_them():
     scan = assert_scan_contract(upper + b"\n" + odd + b"\n" + CANONICAL + b"\n")
     assert scan.canonical.tolist() == [False, False, True]
     assert bytes.fromhex(scan.keys[2].decode("ascii")) == bytes.fromhex("0123456789abcdef0123456789abcdef")
+
+
+def test_one_large_piece_is_written_in_parts_with_flushes_between(tmp_path, small_flushes):
+    text = "".join(f"line {i} é\n" for i in range(2000))
+    store.atomic_write_text(tmp_path / "big.txt", text)
+    assert (tmp_path / "big.txt").read_text(encoding="utf-8") == text
+    assert not [t for t in threading.enumerate() if t.name == "medvision-eval-flush"]
+    pieces = [b"a" * 10, b"b" * 2500, b"c" * 999, b"d", b"e" * 3001]
+    store.atomic_write_pieces(tmp_path / "parts.bin", iter(pieces))
+    assert (tmp_path / "parts.bin").read_bytes() == b"".join(pieces)
