@@ -1,0 +1,49 @@
+"""QA session 4: hostile inputs for the plan-step rewrite (one-read NIfTI headers), the bulk
+answer scan and the store write path, each checked against what the code before them did."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medvision_eval.data.errors import SampleDataError
+from medvision_eval.data.volumes import read_header
+
+
+def _nifti_with(path: Path, **fields) -> Path:
+    """A small valid NIfTI-1 (sform set) whose raw header fields are then overwritten as given."""
+    img = nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5), np.diag([0.8, 0.9, 2.5, 1.0]))
+    nib.save(img, str(path))
+    blob = bytearray(gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes())
+    header = np.ndarray((), dtype=nib.nifti1.header_dtype, buffer=blob)
+    for key, value in fields.items():
+        name, _, index = key.partition("__")
+        if index:
+            header[name][int(index)] = value
+        else:
+            header[name] = value
+    path.write_bytes(gzip.compress(bytes(blob)) if path.name.endswith(".gz") else bytes(blob))
+    return path
+
+
+@pytest.mark.parametrize("name", ["v.nii", "v.nii.gz"])
+def test_valid_slope_with_nan_intercept_is_the_nibabel_error_naming_the_file(tmp_path, name):
+    # nib.load refuses scl_slope 2 with scl_inter NaN; the one-read header path took the file
+    # (planned its samples, dropped the planning warning) where the code before it named it.
+    path = _nifti_with(tmp_path / name, scl_slope=2.0, scl_inter=np.nan)
+    with pytest.raises(SampleDataError) as err:
+        read_header(path)
+    assert str(path) in str(err.value) and "Valid slope but invalid intercept nan" in str(err.value)
+
+
+def test_unorientable_affine_is_one_error_naming_the_file(tmp_path):
+    # A 1e20 sform entry: nibabel cannot find the voxel axes. Was a traceback (OrientationError;
+    # a bare "error: cannot convert float NaN to integer" before the plan-step rewrite).
+    path = _nifti_with(tmp_path / "v.nii.gz", srow_x__2=1e20)
+    with pytest.raises(SampleDataError) as err:
+        read_header(path)
+    assert str(path) in str(err.value) and "orientation" in str(err.value)
