@@ -329,8 +329,8 @@ def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
     on the whole block as one string (no copy per line). A line must also hold exactly as many
     quotes as the fixed pieces and its string values' delimiters account for, so no value holds
     a quote and every piece found is where the layout puts it."""
-    if not rows.size:
-        return
+    if not rows.size or scan.consumed < len(_HEAD) + KEY_WIDTH:
+        return  # (no line of a block this short is canonical: a blank line, "{}" ...)
     block = np.frombuffer(scan.data, dtype=f"S{scan.consumed}", count=1)
     start, end = scan.line_start[rows], scan.line_end[rows]
     size = len(view)

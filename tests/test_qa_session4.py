@@ -47,3 +47,41 @@ def test_unorientable_affine_is_one_error_naming_the_file(tmp_path):
     with pytest.raises(SampleDataError) as err:
         read_header(path)
     assert str(path) in str(err.value) and "orientation" in str(err.value)
+
+
+@pytest.mark.parametrize("body", [b"\n", b"\n\n  \n", b"{}\n", b"[]\n\n"])
+@pytest.mark.parametrize("block", [None, 5, 64])
+def test_scanned_answers_of_a_short_block_are_read_answers(tmp_path, monkeypatch, body, block):
+    # A block of fewer than 40 bytes of complete lines (a blank responses.jsonl, a short bad
+    # line, or the last block of a big file holding only its trailing blank line) crashed the
+    # scan with numpy's "strides is incompatible with shape" instead of reading as read_answers.
+    from medvision_eval import answerscan
+    from medvision_eval.columnar import read_answers
+
+    if block is not None:
+        monkeypatch.setattr(answerscan, "BLOCK", block)
+    (tmp_path / "responses.jsonl").write_bytes(body)
+    try:
+        expected = ("ok", read_answers(tmp_path))
+    except ValueError as exc:
+        expected = ("error", str(exc))
+    try:
+        got = ("ok", answerscan.read_answers_scanned(tmp_path))
+    except ValueError as exc:
+        got = ("error", str(exc))
+    assert got == expected
+    if expected[0] == "error":
+        assert f"{tmp_path / 'responses.jsonl'}:1: not a valid response record" in got[1]
+
+
+def test_scanned_answers_block_ending_in_a_blank_line(tmp_path, monkeypatch):
+    from medvision_eval import answerscan
+    from medvision_eval.columnar import read_answers
+
+    line = ('{"key":"%s","task":"detection","sample_id":"S/1","prompt_hash":"ab","response":{"text":"1, 2",'
+            '"error":null,"latency_s":0.5,"usage":{"prompt_tokens":null,"completion_tokens":null}},"time":1.0}\n')
+    body = (line % ("0" * 32) + line % ("1" * 32)).encode()
+    (tmp_path / "responses.jsonl").write_bytes(body + b"\n")
+    monkeypatch.setattr(answerscan, "BLOCK", len(body))  # the second block is the blank line alone
+    assert answerscan.read_answers_scanned(tmp_path) == read_answers(tmp_path)
+    assert len(read_answers(tmp_path)) == 2
