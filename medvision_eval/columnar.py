@@ -75,6 +75,20 @@ def jsonl_lines(path: Path, start: int = 0, stop: int | None = None) -> Iterator
                     yield number, raw
 
 
+def lines_before(path: Path, offset: int) -> int:
+    """The number of newlines in the first ``offset`` bytes of ``path`` (for a line number)."""
+    count = 0
+    with open(path, "rb") as fh:
+        left = offset
+        while left > 0:
+            block = fh.read(min(BLOCK, left))
+            if not block:
+                break
+            left -= len(block)
+            count += block.count(b"\n")
+    return count
+
+
 def line_boundary(path: Path, near: int) -> int:
     """The offset just after the first newline at or after byte ``near`` (the file size if none)."""
     with open(path, "rb") as fh:
@@ -482,7 +496,16 @@ def read_plan(run_dir: Path, columnar: Callable[[str], bool], full_precision: bo
     appenders: dict[str, tuple] = {}
     loads = orjson.loads
     total = 0
-    for _, raw in jsonl_lines(path, start, stop):
+
+    def validated(number: int, raw: bytes) -> PlanEntry:
+        """The line as the model reads it; a line it rejects is one error naming file and line."""
+        try:
+            return load_model_line(PlanEntry, raw.decode("utf-8"))
+        except ValueError as exc:
+            line = number + (lines_before(path, start) if start else 0)
+            raise ValueError(f"{path}:{line}: not a valid plan entry: {exc}") from exc
+
+    for number, raw in jsonl_lines(path, start, stop):
         total += 1
         try:
             row = _plan_fast(loads(raw))
@@ -490,13 +513,13 @@ def read_plan(run_dir: Path, columnar: Callable[[str], bool], full_precision: bo
             row = None
         entry: PlanEntry | None = None
         if row is None:
-            entry = load_model_line(PlanEntry, raw.decode("utf-8"))
+            entry = validated(number, raw)
         task = entry.task if entry is not None else row[0]
         is_columnar = kinds.get(task)
         if is_columnar is None:
             is_columnar = kinds[task] = columnar(task)
         if not is_columnar:
-            out.setdefault(task, []).append(entry or load_model_line(PlanEntry, raw.decode("utf-8")))
+            out.setdefault(task, []).append(entry or validated(number, raw))
             continue
         cols = out.get(task)
         if cols is None:
@@ -510,8 +533,7 @@ def read_plan(run_dir: Path, columnar: Callable[[str], bool], full_precision: bo
             _add(cols, appenders[task], _row_of_entry(entry), full_precision, lambda: entry.sample)
         else:
             # validated as the models read any line (same repairs, same error text)
-            _add(cols, appenders[task], row, full_precision,
-                 lambda: load_model_line(PlanEntry, raw.decode("utf-8")).sample)
+            _add(cols, appenders[task], row, full_precision, lambda: validated(number, raw).sample)
     return out, total
 
 

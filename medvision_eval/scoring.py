@@ -24,9 +24,11 @@ from .factory import build_task
 from .judge import JUDGED_PREFIX, load_judged
 from .plugins import Registry
 from .protocol import Protocol
-from .rundigest import inputs_digest  # one digest: the finished-rerun check reads it without this module
+from .rundigest import digests, inputs_digest  # one digest: the finished-rerun check reads it without this module
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
-from .columnar import Answer, Forked, TaskColumns, _json_str, float_texts, read_inputs
+from .columnar import FORK, Answer, Forked, TaskColumns, _json_str, float_texts, read_inputs
+from .planstore import open_store
+from .storescore import StaleStore, score_from_store
 from .schema import ParseStatus, Prediction
 from .store import (
     strict_dumps,
@@ -168,9 +170,31 @@ def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answe
 def _score_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] | list[Answer | None], *,
                    seed: int, rows_ready: Any = None):
     n = len(cols)
-    k = task.k
     codes = np.asarray(cols.codes, dtype=np.int64)
     found = answers if isinstance(answers, list) else [answers.get(key) for key in cols.keys]
+    status, detail, values, ok, shown, scores = parse_and_score(task, cols, found)
+    lines = RowWriter(cols, found, status, detail, values, ok, shown, scores)
+    if rows_ready is not None:
+        rows_ready(lines)
+    order = np.array(sorted(range(n), key=cols.ids.__getitem__), dtype=np.int64)
+    ordered = ProfiledSamples(cols.profiles, codes[order], np.asarray(cols.box_ratios, dtype=np.float64)[order])
+    ordered_scores = {name: np.asarray(v, dtype=np.float64)[order] for name, v in scores.items()}
+    result: TaskResult = task.result(ordered, ordered_scores, status_counts(status), seed=seed)
+    return result, lines, row_counts(found)
+
+
+def status_counts(status: list[str]) -> dict[str, int]:
+    counted = Counter(status)
+    return {value: int(counted.get(value, 0)) for value in STATUS_VALUES}
+
+
+def parse_and_score(task: Any, cols: TaskColumns, found: list[Answer | None]):
+    """Each row's parse (status, detail, values, ok mask, ``shown``: rows whose printed values are
+    not their matrix row) and per-sample metrics; row by row independent, so any range of rows
+    gives the rows' part of the whole."""
+    n = len(cols)
+    k = task.k
+    codes = np.asarray(cols.codes, dtype=np.int64)
     status: list[str] = ["ok"] * n
     detail: list[str | None] = [None] * n
     shown: dict[int, tuple | None] = {}  # rows whose printed values are not their matrix row
@@ -219,16 +243,7 @@ def _score_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] |
         for i, truth in enumerate(cols.truths):
             targets[i, : min(k, len(truth))] = truth[:k]
     scores = task.score_matrix(values, ok, targets)
-    lines = RowWriter(cols, found, status, detail, values, ok, shown, scores)
-    if rows_ready is not None:
-        rows_ready(lines)
-    order = np.array(sorted(range(n), key=cols.ids.__getitem__), dtype=np.int64)
-    ordered = ProfiledSamples(cols.profiles, codes[order], np.asarray(cols.box_ratios, dtype=np.float64)[order])
-    ordered_scores = {name: np.asarray(v, dtype=np.float64)[order] for name, v in scores.items()}
-    counted = Counter(status)
-    stats = {value: int(counted.get(value, 0)) for value in STATUS_VALUES}
-    result: TaskResult = task.result(ordered, ordered_scores, stats, seed=seed)
-    return result, lines, row_counts(found)
+    return status, detail, values, ok, shown, scores
 
 
 class RowWriter:
@@ -502,48 +517,44 @@ def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
     seed = record.config.seed
     registry = registry or Registry.discover()
     # Large runs (a fork costs milliseconds) use the second core: one process hashes the inputs,
-    # another reads the answers and the plan's tail while this one reads the plan's head, and
-    # later one formats the second half of each large samples file. No threads, so forking is safe.
+    # another reads half of the answers (and, without plan columns, the plan's tail) and later
+    # formats every other block of each large samples file. No threads run while forking.
     plan_path = run_dir / PLAN
     big = plan_path.exists() and plan_path.stat().st_size > PARALLEL_BYTES
-    digest = Forked(inputs_digest, run_dir, parallel=big)
+    store = None if secret_lines() else open_store(run_dir)
+    if store is not None and "key.hex" not in store:  # keys that are not cache keys: read the plan
+        store = None
+    digest = Forked(digests, run_dir, parallel=big or (store is not None and store.rows > PARALLEL_ROWS))
     built: dict[str, Any] = {}
-    try:
-        by_task, planned, answers = read_inputs(run_dir, _columnar(registry, protocol, run_dir, built),
-                                                protocol.full_precision_targets, parallel=big)
-    except BaseException:
-        digest.discard()
-        raise
-    # each task's answers, in its plan order; then the table of all answers by key can go
-    mine: dict[str, Any] = {
-        name: [answers.get(key) for key in entries.keys] if isinstance(entries, TaskColumns)
-        else {e.key: answers[e.key] for e in entries if e.key in answers}
-        for name, entries in by_task.items()}
-    del answers
+    decide = _columnar(registry, protocol, run_dir, built)
 
-    tasks_out: dict[str, TaskResult] = {}
-    counts = Counts(planned=planned)
-    for name, entries in by_task.items():
-        task = built.get(name) or build_task(registry, name, protocol)
-        answers = mine.pop(name)
-        if isinstance(entries, TaskColumns):
-            out = RowsFile(run_dir / f"samples_{name}.jsonl", parallel=len(entries) > PARALLEL_ROWS and not secret_lines())
-            result, _, (answered, no_response, errors) = score_task_columns(task, entries, answers, seed=seed,
-                                                                             rows_ready=out.start)
-            out.finish()
-        else:
-            loaded = load_judged(run_dir, name)
-            result, rows = score_task(task, entries, answers, seed=seed, judged=loaded[1] if loaded else None)
-            if loaded:
-                result.notes.append(
-                    f"Failed parses re-read by an LLM judge (strict parse first; {JUDGED_PREFIX}{name}.jsonl): judge "
-                    f"{loaded[0].get('judge', {}).get('model', {}).get('adapter', '?')}; raw_status/raw_values keep the strict parse.")
-            write_jsonl(run_dir / f"samples_{name}.jsonl", rows)
-            answered, no_response, errors = row_counts([answers.get(e.key) for e in entries])
-        tasks_out[name] = result
-        counts.answered += answered
-        counts.no_response += no_response
-        counts.errors += errors
+    def build(name: str) -> Any:
+        return built.get(name) or build_task(registry, name, protocol)
+
+    scored = None
+    if store is not None:
+        try:
+            scored = score_from_store(
+                run_dir, store, protocol=protocol, seed=seed, build=build, is_columnar=decide,
+                verified=lambda: digest.result()[1] == store.sha256, parallel=FORK and store.rows > PARALLEL_ROWS,
+                score_objects=lambda name, task, entries, answers: _score_objects(run_dir, name, task, entries,
+                                                                                  answers, seed))
+        except StaleStore:
+            scored = None
+        except BaseException:
+            try:
+                fresh = digest.result()[1] == store.sha256
+            except BaseException:
+                fresh = True
+            if fresh:
+                digest.discard()
+                raise
+            scored = None  # plan.jsonl is not what the columns were made from: read it as before
+    if scored is not None:
+        tasks_out, (answered, no_response, errors) = scored
+        counts = Counts(planned=store.rows, answered=answered, no_response=no_response, errors=errors)
+    else:
+        tasks_out, counts = _score_from_jsonl(run_dir, protocol, seed, built, decide, build, digest, big)
 
     results = RunResults(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -564,13 +575,61 @@ def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
         counts=counts,
         task_fingerprints={n: t.fingerprint for n, t in tasks_out.items()},
         tasks=tasks_out,
-        inputs_digest=digest.result(),
+        inputs_digest=digest.result()[0],
         merged_from=record.merged_from,
     )
     # strict JSON: a non-finite metric is null, with its reason under "null_reasons" (JSON pointer -> why)
     text = strict_dumps(results.model_dump(mode="json"), indent=2) + "\n"
     atomic_write_text(run_dir / RESULTS, text)
     return RunResults.model_validate_json(text)  # exactly what the file holds (non-finite -> None)
+
+
+def _score_objects(run_dir: Path, name: str, task: Any, entries: list[PlanEntry], answers: Mapping[str, Answer],
+                   seed: int) -> tuple[TaskResult, tuple[int, int, int]]:
+    """A task kept as validated entries (not columnar: a plugin family, judged answers): scored,
+    its samples file written; returns its result and (answered, no response, errors)."""
+    loaded = load_judged(run_dir, name)
+    result, rows = score_task(task, entries, answers, seed=seed, judged=loaded[1] if loaded else None)
+    if loaded:
+        result.notes.append(
+            f"Failed parses re-read by an LLM judge (strict parse first; {JUDGED_PREFIX}{name}.jsonl): judge "
+            f"{loaded[0].get('judge', {}).get('model', {}).get('adapter', '?')}; raw_status/raw_values keep the strict parse.")
+    write_jsonl(run_dir / f"samples_{name}.jsonl", rows)
+    return result, row_counts([answers.get(e.key) for e in entries])
+
+
+def _score_from_jsonl(run_dir: Path, protocol: Protocol, seed: int, built: dict[str, Any], decide: Any, build: Any,
+                      digest: Forked, big: bool) -> tuple[dict[str, TaskResult], Counts]:
+    """Every task scored from plan.jsonl itself (no plan columns, or stale ones)."""
+    try:
+        by_task, planned, answers = read_inputs(run_dir, decide, protocol.full_precision_targets, parallel=big)
+    except BaseException:
+        digest.discard()
+        raise
+    # each task's answers, in its plan order; then the table of all answers by key can go
+    mine: dict[str, Any] = {
+        name: [answers.get(key) for key in entries.keys] if isinstance(entries, TaskColumns)
+        else {e.key: answers[e.key] for e in entries if e.key in answers}
+        for name, entries in by_task.items()}
+    del answers
+
+    tasks_out: dict[str, TaskResult] = {}
+    counts = Counts(planned=planned)
+    for name, entries in by_task.items():
+        task = build(name)
+        answers = mine.pop(name)
+        if isinstance(entries, TaskColumns):
+            out = RowsFile(run_dir / f"samples_{name}.jsonl", parallel=len(entries) > PARALLEL_ROWS and not secret_lines())
+            result, _, (answered, no_response, errors) = score_task_columns(task, entries, answers, seed=seed,
+                                                                             rows_ready=out.start)
+            out.finish()
+        else:
+            result, (answered, no_response, errors) = _score_objects(run_dir, name, task, entries, answers, seed)
+        tasks_out[name] = result
+        counts.answered += answered
+        counts.no_response += no_response
+        counts.errors += errors
+    return tasks_out, counts
 
 
 def legacy_selection(record: RunRecord) -> Selection:

@@ -1,0 +1,660 @@
+"""The score step from the plan's columns (:mod:`.planstore`): bounded memory, both cores.
+
+:func:`medvision_eval.scoring.score_run` takes this path when ``plan.columns/`` matches
+``plan.jsonl`` (size and mtime first; plan.jsonl's sha256, computed by the process that
+computes the inputs digest anyway, before any output file is replaced) and every plan key is a
+cache key (32 hex digits); otherwise it reads ``plan.jsonl`` as before. Both paths write the same
+bytes.
+
+- **Answers** are read once into arrays (:class:`AnswerTable`): each key as 16 bytes, the
+  texts as one UTF-8 buffer with offsets, latency and token counts as numbers; errors and odd
+  lines are kept as Python values (few). Two processes each read half of the response bytes.
+  The plan's rows are joined to the answers by sorting keys (no dictionary of a million
+  strings); of several answers to one key, the last completed one wins, else the last one (the
+  rule of :func:`medvision_eval.columnar.read_answers`).
+- **Rows** are handled in blocks of :data:`BLOCK_ROWS`: a block's answers are parsed, scored
+  (per-sample metrics are row by row) and formatted into the samples file's bytes by the same
+  functions the JSONL path uses, so the lines are the same. On large tasks a forked process
+  takes every other block and writes it into the same temporary file at the offset this process
+  hands it; writeback to disk is started as blocks are written, so the final fsync has little
+  left to do. The tables and intervals are computed from the gathered per-sample metrics
+  while the file is synced.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import signal
+import struct
+import tempfile
+import threading
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .columnar import (FORK, Answer, TaskColumns, Truths, _answer_fast, _answer_of, jsonl_lines, line_boundary,
+                       lines_before)
+from .planstore import PlanStore
+from .store import PlanEntry, ResponseRecord, _storable_bytes, load_model_line, response_files
+
+BLOCK_ROWS = 32_768  # rows parsed and formatted at a time
+PARALLEL_ROWS = 50_000  # a task with more rows is formatted by two processes
+PARALLEL_ANSWER_BYTES = 8 << 20  # response files above this are read by two processes
+_NULL = np.iinfo(np.int64).min  # a token count that is null
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+@dataclass
+class AnswerTable:
+    """Answers in file order (all response files, each from its first line to its last)."""
+
+    hex_key: np.ndarray  # (m, 16) uint8; a key that is not 32 hex digits: zeros, and ``other_key`` set
+    other_key: dict[int, str]
+    text: np.ndarray  # uint8: the UTF-8 of every text, concatenated
+    text_offsets: np.ndarray  # (m + 1) int64
+    has_text: np.ndarray  # bool: text is not None
+    latency: np.ndarray  # float64
+    prompt_tokens: np.ndarray  # int64, _NULL for None
+    completion_tokens: np.ndarray
+    errors: dict[int, str] = field(default_factory=dict)  # answer -> its error (None elsewhere)
+    exact: dict[int, Answer] = field(default_factory=dict)  # answers whose numbers the arrays cannot hold
+
+    def __len__(self) -> int:
+        return len(self.latency)
+
+    @property
+    def completed(self) -> np.ndarray:
+        done = self.has_text.copy()
+        if self.errors:
+            done[np.fromiter(self.errors, dtype=np.int64, count=len(self.errors))] = False
+        return done
+
+    def answer(self, i: int, text: str | None) -> Answer:
+        hit = self.exact.get(i)
+        if hit is not None:
+            return hit
+        pt, ct = int(self.prompt_tokens[i]), int(self.completion_tokens[i])
+        return (text, self.errors.get(i), float(self.latency[i]), None if pt == _NULL else pt,
+                None if ct == _NULL else ct)
+
+    def texts(self, ids: np.ndarray) -> list[str | None]:
+        """The texts of answers ``ids`` (None where an answer has none)."""
+        starts, ends = self.text_offsets[ids], self.text_offsets[ids + 1]
+        if not len(ids):
+            return []
+        lo, hi = int(starts.min()), int(ends.max())
+        raw = self.text[lo:hi].tobytes()
+        out: list[str | None]
+        if raw.isascii():
+            whole = raw.decode("ascii")
+            out = [whole[a:b] for a, b in zip((starts - lo).tolist(), (ends - lo).tolist())]
+        else:
+            out = [raw[a:b].decode("utf-8") for a, b in zip((starts - lo).tolist(), (ends - lo).tolist())]
+        for j in np.flatnonzero(~self.has_text[ids]).tolist():
+            out[j] = None
+        return out
+
+    @staticmethod
+    def concat(parts: list["AnswerTable"]) -> "AnswerTable":
+        if len(parts) == 1:
+            return parts[0]
+        base, text_base = 0, 0
+        other: dict[int, str] = {}
+        errors: dict[int, str] = {}
+        exact: dict[int, Answer] = {}
+        offsets = [np.zeros(1, dtype=np.int64)]
+        for p in parts:
+            other.update({base + i: k for i, k in p.other_key.items()})
+            errors.update({base + i: e for i, e in p.errors.items()})
+            exact.update({base + i: a for i, a in p.exact.items()})
+            offsets.append(p.text_offsets[1:] + text_base)
+            base += len(p)
+            text_base += int(p.text_offsets[-1])
+        return AnswerTable(
+            hex_key=np.concatenate([p.hex_key for p in parts]), other_key=other,
+            text=np.concatenate([p.text for p in parts]), text_offsets=np.concatenate(offsets),
+            has_text=np.concatenate([p.has_text for p in parts]), latency=np.concatenate([p.latency for p in parts]),
+            prompt_tokens=np.concatenate([p.prompt_tokens for p in parts]),
+            completion_tokens=np.concatenate([p.completion_tokens for p in parts]), errors=errors, exact=exact)
+
+
+_INT64 = 1 << 63
+_CHUNK_LINES = 65_536
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.parts: list[AnswerTable] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.keys: list[str] = []
+        self.texts: list[str] = []
+        self.has: list[bool] = []
+        self.lat: list[float] = []
+        self.pt: list[int] = []
+        self.ct: list[int] = []
+        self.errors: dict[int, str] = {}
+        self.exact: dict[int, Answer] = {}
+
+    def add(self, key: str, answer: Answer) -> None:
+        text, error, latency, pt, ct = answer
+        i = len(self.keys)
+        self.keys.append(key)
+        self.has.append(text is not None)
+        self.texts.append(text if text is not None else "")
+        self.lat.append(latency)
+        if error is not None:
+            self.errors[i] = error
+        if (pt is not None and not -_INT64 < pt < _INT64) or (ct is not None and not -_INT64 < ct < _INT64):
+            self.exact[i] = answer
+            pt = ct = None
+        self.pt.append(_NULL if pt is None else pt)
+        self.ct.append(_NULL if ct is None else ct)
+        if len(self.keys) >= _CHUNK_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.keys:
+            return
+        from .planstore import hex_keys, text_column
+
+        m = len(self.keys)
+        hexed = hex_keys(self.keys)
+        other: dict[int, str] = {}
+        if hexed is None:
+            hexed = np.zeros((m, 16), dtype=np.uint8)
+            for i, key in enumerate(self.keys):
+                one = hex_keys([key])
+                if one is None:
+                    other[i] = key
+                else:
+                    hexed[i] = one[0]
+        try:
+            blob, offsets = text_column(self.texts)
+        except UnicodeEncodeError:  # lone surrogates: such texts are kept whole
+            safe = []
+            for i, t in enumerate(self.texts):
+                try:
+                    t.encode("utf-8")
+                    safe.append(t)
+                except UnicodeEncodeError:
+                    pt, ct = self.pt[i], self.ct[i]
+                    self.exact[i] = (t if self.has[i] else None, self.errors.get(i), self.lat[i],
+                                     None if pt == _NULL else pt, None if ct == _NULL else ct)
+                    safe.append("")
+            blob, offsets = text_column(safe)
+        self.parts.append(AnswerTable(
+            hex_key=hexed, other_key=other, text=np.array(blob), text_offsets=offsets,
+            has_text=np.array(self.has, dtype=bool), latency=np.array(self.lat, dtype=np.float64),
+            prompt_tokens=np.array(self.pt, dtype=np.int64), completion_tokens=np.array(self.ct, dtype=np.int64),
+            errors=self.errors, exact=self.exact))
+        self._reset()
+
+    def table(self) -> AnswerTable:
+        self.flush()
+        if not self.parts:
+            return _empty_table()
+        return AnswerTable.concat(self.parts)
+
+
+def _empty_table() -> AnswerTable:
+    return AnswerTable(hex_key=np.zeros((0, 16), dtype=np.uint8), other_key={}, text=np.zeros(0, dtype=np.uint8),
+                       text_offsets=np.zeros(1, dtype=np.int64), has_text=np.zeros(0, dtype=bool),
+                       latency=np.zeros(0), prompt_tokens=np.zeros(0, dtype=np.int64),
+                       completion_tokens=np.zeros(0, dtype=np.int64))
+
+
+def scan_answers(ranges: list[tuple[Path, int, int | None]]) -> AnswerTable:
+    """The answers of the response lines in ``ranges`` ((file, start, stop) byte ranges, each
+    starting at a line start), in order: each line as :func:`.columnar.read_answers` reads it (the
+    same fast path, the same validation and error, naming file and line, for any other line)."""
+    out = _Builder()
+    loads = orjson.loads
+    for path, start, stop in ranges:
+        for number, raw in jsonl_lines(path, start, stop):
+            try:
+                found = _answer_fast(loads(raw))
+            except orjson.JSONDecodeError:
+                found = None
+            if found is None:
+                try:
+                    record = load_model_line(ResponseRecord, raw.decode("utf-8"))
+                except ValueError as exc:
+                    line = number + (lines_before(path, start) if start else 0)
+                    raise ValueError(f"{path}:{line}: not a valid response record: {exc}") from exc
+                found = (record.key, _answer_of(record))
+            out.add(*found)
+    return out.table()
+
+
+def read_answer_table(run_dir: Path, *, parallel: bool) -> AnswerTable:
+    """All answers of the run, in file order; with ``parallel`` a forked process reads the second
+    half of the bytes."""
+    paths = response_files(run_dir)
+    sizes = [p.stat().st_size for p in paths]
+    total = sum(sizes)
+    if not parallel or not FORK or total <= PARALLEL_ANSWER_BYTES:
+        return scan_answers([(p, 0, None) for p in paths])
+    # split the bytes of all files in two at a line start
+    half = total // 2
+    first: list[tuple[Path, int, int | None]] = []
+    second: list[tuple[Path, int, int | None]] = []
+    seen = 0
+    for path, size in zip(paths, sizes):
+        if seen + size <= half:
+            first.append((path, 0, None))
+        elif seen >= half:
+            second.append((path, 0, None))
+        else:
+            cut = line_boundary(path, half - seen)
+            first.append((path, 0, cut))
+            if cut < size:
+                second.append((path, cut, None))
+        seen += size
+    from .columnar import Forked
+
+    child = Forked(scan_answers, second)
+    try:
+        head = scan_answers(first)
+    except BaseException:
+        child.discard()
+        raise
+    return AnswerTable.concat([head, child.result()])
+
+
+def join_answers(plan_keys: np.ndarray, answers: AnswerTable) -> np.ndarray:
+    """For each plan row (``plan_keys``: (n, 16) uint8), the index of its answer, or -1: of the
+    answers to a key, the last completed one, else the last one."""
+    n, m = len(plan_keys), len(answers)
+    pick = np.full(n, -1, dtype=np.int64)
+    if not n or not m:
+        return pick
+    words = np.ascontiguousarray(answers.hex_key).view(">u8")  # (m, 2): big-endian, so order = byte order
+    hi, lo = words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
+    usable = np.ones(m, dtype=bool)
+    if answers.other_key:
+        usable[np.fromiter(answers.other_key, dtype=np.int64, count=len(answers.other_key))] = False
+    seq = np.arange(m, dtype=np.int64)
+    order = np.lexsort((seq, answers.completed, lo, hi))  # last of each key: completed, then latest
+    order = order[usable[order]]
+    shi, slo = hi[order], lo[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = (shi[1:] != shi[:-1]) | (slo[1:] != slo[:-1])
+    win, whi, wlo = order[last], shi[last], slo[last]
+    pwords = np.ascontiguousarray(plan_keys).view(">u8")
+    phi, plo = pwords[:, 0].astype(np.uint64), pwords[:, 1].astype(np.uint64)
+    # (hi, lo) pairs are sorted: find each plan key's pair by hi, then step over equal his
+    at = np.searchsorted(whi, phi, side="left")
+    end = np.searchsorted(whi, phi, side="right")
+    single = (end - at) == 1
+    rows = np.flatnonzero(single)
+    hit = rows[wlo[at[rows]] == plo[rows]]
+    pick[hit] = win[at[hit]]
+    for r in np.flatnonzero(end - at > 1).tolist():  # several winners share the first 8 bytes
+        j = at[r] + np.searchsorted(wlo[at[r]:end[r]], plo[r])
+        if j < end[r] and wlo[j] == plo[r]:
+            pick[r] = win[j]
+    return pick
+
+
+# -- the plan side ----------------------------------------------------------------------------
+
+def task_rows(store: PlanStore) -> dict[str, np.ndarray]:
+    """Each task's plan rows, in plan order, tasks in order of first appearance."""
+    codes = np.asarray(store["task"])
+    names = store.tables["task"]
+    present, first = np.unique(codes, return_index=True)
+    out = {}
+    for code in present[np.argsort(first)].tolist():
+        out[names[code]] = np.flatnonzero(codes == code)
+    return out
+
+
+@dataclass
+class TaskPlan:
+    """One columnar task's rows from the store."""
+
+    name: str
+    rows: np.ndarray  # plan rows, plan order
+    codes: np.ndarray  # task-local profile code of each row
+    profiles: list  # one validated Sample per task-local profile
+    truth_flat: np.ndarray
+    truth_offsets: np.ndarray
+
+
+def task_plan(store: PlanStore, plan_path: Path, name: str, rows: np.ndarray, full_precision: bool) -> TaskPlan:
+    global_codes = np.asarray(store["profile"])[rows]
+    used, first = np.unique(global_codes, return_index=True)
+    order = np.argsort(first, kind="stable")  # profiles in order of first appearance, as the JSONL reader
+    local = np.empty(int(used.max()) + 1 if len(used) else 0, dtype=np.int64)
+    local[used[order]] = np.arange(len(used))
+    profiles = [load_model_line(PlanEntry, store.line(plan_path, int(rows[first[j]])).decode("utf-8")).sample
+                for j in order.tolist()]
+    flat, offsets = store.truths(rows, full_precision)
+    return TaskPlan(name, rows, local[global_codes] if len(rows) else np.zeros(0, dtype=np.int64), profiles,
+                    flat, offsets)
+
+
+def entries_of(store: PlanStore, plan_path: Path, rows: np.ndarray) -> list[PlanEntry]:
+    """The validated plan entries of ``rows`` (for tasks the score step keeps as objects)."""
+    out = []
+    with open(plan_path, "rb") as fh:
+        offsets = store["line"]
+        for r in rows.tolist():
+            start, end = int(offsets[r]), int(offsets[r + 1])
+            fh.seek(start)
+            out.append(load_model_line(PlanEntry, fh.read(end - start).rstrip(b"\n").decode("utf-8")))
+    return out
+
+
+def block_columns(store: PlanStore, plan: TaskPlan, lo: int, hi: int) -> TaskColumns:
+    """Rows ``lo:hi`` of the task as the JSONL path's :class:`TaskColumns` (only the block)."""
+    rows = plan.rows[lo:hi]
+    tables = store.tables
+
+    def coded(name: str) -> list[str]:
+        table = tables[name]
+        return [table[c] for c in np.asarray(store[name])[rows].tolist()]
+
+    offsets = plan.truth_offsets[lo:hi + 1]
+    base = int(offsets[0])
+    flat = plan.truth_flat[base:int(offsets[-1])]
+    truths = Truths(array("d", flat.tobytes()), array("q", (offsets - base).tobytes()))
+    return TaskColumns(
+        ids=store.texts("id", rows), configs=coded("config"), datasets=coded("dataset"),
+        indexes=np.asarray(store["index"])[rows].tolist(), labels=coded("label"), keys=store.texts("key", rows),
+        prompt_hashes=store.texts("prompt_hash", rows), units=coded("unit"), truths=truths,
+        box_ratios=array("d", np.asarray(store["box_ratio"])[rows].tobytes()),
+        codes=array("q", plan.codes[lo:hi].astype(np.int64).tobytes()), profiles=plan.profiles)
+
+
+def block_answers(answers: AnswerTable, pick: np.ndarray) -> list[Answer | None]:
+    found: list[Answer | None] = [None] * len(pick)
+    have = np.flatnonzero(pick >= 0)
+    ids = pick[have]
+    texts = answers.texts(ids)
+    for j, i, text in zip(have.tolist(), ids.tolist(), texts):
+        found[j] = answers.answer(i, text)
+    return found
+
+
+# -- one block: parse, score, format -----------------------------------------------------------
+
+@dataclass
+class BlockOut:
+    scores: dict[str, np.ndarray]
+    status: list[str]
+    counts: tuple[int, int, int]
+
+
+def run_block(task: Any, store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: np.ndarray,
+              lo: int, hi: int) -> tuple[bytes, BlockOut]:
+    from .scoring import parse_and_score, row_counts, sample_lines
+
+    cols = block_columns(store, plan, lo, hi)
+    found = block_answers(answers, pick[plan.rows[lo:hi]])
+    status, detail, values, ok, shown, scores = parse_and_score(task, cols, found)
+    data = _storable_bytes("".join(sample_lines(cols, found, status, detail, values, ok, shown, scores)))
+    return data, BlockOut({k: np.asarray(v, dtype=np.float64) for k, v in scores.items()}, status, row_counts(found))
+
+
+# -- writing a samples file with two processes -------------------------------------------------
+
+_libc = None
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing these bytes to disk now (``sync_file_range``, Linux), so a
+    later fsync has little left to wait for. A no-op where unavailable."""
+    global _libc
+    if not FORK or length <= 0:
+        return
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        _libc.sync_file_range(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
+    except (OSError, AttributeError):
+        _libc = False  # type: ignore[assignment]
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            raise EOFError("the row-writing process ended early")
+        out += chunk
+    return out
+
+
+class BlockFile:
+    """A samples file written block by block into a temporary file (the same temporary names
+    and permissions as :func:`medvision_eval.store.atomic_write_text`), synced on a thread, then
+    renamed into place by :meth:`commit`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        self.fd, self.tmp = fd, Path(tmp)
+        self.size = 0
+        self._sync: threading.Thread | None = None
+        self._sync_error: BaseException | None = None
+
+    def write_at(self, data: bytes, offset: int) -> None:
+        _pwrite_all(self.fd, data, offset)
+        start_writeback(self.fd, offset, len(data))
+
+    def sync_in_background(self) -> None:
+        def run() -> None:
+            try:
+                os.fsync(self.fd)
+            except BaseException as exc:  # re-raised by commit()
+                self._sync_error = exc
+
+        self._sync = threading.Thread(target=run, name="samples-fsync", daemon=True)
+        self._sync.start()
+
+    def wait(self) -> None:
+        if self._sync is not None:
+            self._sync.join()
+            self._sync = None
+        if self._sync_error is not None:
+            raise self._sync_error
+
+    def commit(self) -> None:
+        if self._sync is None:
+            os.fsync(self.fd)
+        self.wait()
+        os.close(self.fd)
+        self.fd = -1
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        try:
+            self.wait()
+        except BaseException:
+            pass
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_blocks(out: BlockFile, blocks: list[tuple[int, int]], make: Callable[[int, int], tuple[bytes, BlockOut]],
+                 *, parallel: bool) -> list[BlockOut]:
+    """Every block's bytes into ``out`` in order; their :class:`BlockOut`. With ``parallel``, a
+    forked process makes every other block and writes it at the offset this process sends."""
+    if not parallel or not FORK or len(blocks) < 2:
+        results = []
+        for lo, hi in blocks:
+            data, res = make(lo, hi)
+            out.write_at(data, out.size)
+            out.size += len(data)
+            results.append(res)
+        return results
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    result_r, result_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: odd blocks
+        code = 0
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            os.close(result_r)
+            mine = []
+            for j in range(1, len(blocks), 2):
+                data, res = make(*blocks[j])
+                offset = struct.unpack("<q", _read_exact(to_child_r, 8))[0]
+                out.write_at(data, offset)
+                os.write(to_parent_w, struct.pack("<q", offset + len(data)))
+                mine.append(res)
+            payload = pickle.dumps(("value", mine), protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException as exc:
+            code = 1
+            try:
+                payload = pickle.dumps(("error", exc), protocol=pickle.HIGHEST_PROTOCOL)
+            except BaseException:
+                payload = pickle.dumps(("error", RuntimeError(f"row-writing process failed: {exc!r}")))
+        try:
+            with os.fdopen(result_w, "wb") as fh:
+                fh.write(payload)
+        finally:
+            os._exit(code)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    os.close(result_w)
+    results: list[BlockOut] = []
+    theirs: list[BlockOut] | None = None
+    try:
+        try:
+            for j in range(0, len(blocks), 2):
+                data, res = make(*blocks[j])
+                out.write_at(data, out.size)
+                out.size += len(data)
+                results.append(res)
+                if j + 1 < len(blocks):
+                    os.write(to_child_w, struct.pack("<q", out.size))
+                    out.size = struct.unpack("<q", _read_exact(to_parent_r, 8))[0]
+        except EOFError:  # the child stopped: raise what it raised
+            with os.fdopen(result_r, "rb") as fh:
+                result_r = -1
+                data = fh.read()
+            kind, value = pickle.loads(data) if data else ("error", RuntimeError("the row-writing process died"))
+            raise value if kind == "error" else RuntimeError("the row-writing process ended early")
+        with os.fdopen(result_r, "rb") as fh:
+            result_r = -1
+            kind, value = pickle.loads(fh.read())
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        if kind == "error":
+            raise value
+        theirs = value
+    finally:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            os.waitpid(pid, 0)
+        for fd in (to_child_w, to_parent_r) + ((result_r,) if result_r >= 0 else ()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    assert theirs is not None
+    merged: list[BlockOut] = []
+    for j in range(len(blocks)):
+        merged.append(results[j // 2] if j % 2 == 0 else theirs[j // 2])
+    return merged
+
+
+# -- the whole step ------------------------------------------------------------------------------
+
+class StaleStore(Exception):
+    """The plan columns are not plan.jsonl's: score from plan.jsonl instead."""
+
+
+def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: int, build: Callable[[str], Any],
+                     is_columnar: Callable[[str], bool], verified: Callable[[], bool], parallel: bool,
+                     score_objects: Callable[..., Any]) -> tuple[dict[str, Any], tuple[int, int, int]]:
+    """Score every task of the run from the plan columns; writes each samples file (after
+    ``verified()`` confirmed plan.jsonl is the store's). Returns the task results and the
+    (answered, no response, errors) counts. Raises :class:`StaleStore` when not verified."""
+    from .scoring import status_counts
+    from .tasks.groups import ProfiledSamples
+
+    plan_path = run_dir / "plan.jsonl"
+    checked = False
+
+    def check() -> None:
+        nonlocal checked
+        if not checked:
+            if not verified():
+                raise StaleStore()
+            checked = True
+
+    answers = read_answer_table(run_dir, parallel=parallel)
+    pick = join_answers(np.asarray(store["key.hex"]), answers)
+    results: dict[str, Any] = {}
+    answered = no_response = errors = 0
+    id_rank = np.asarray(store["id_rank"])
+    box_ratio = np.asarray(store["box_ratio"])
+    for name, rows in task_rows(store).items():
+        columnar = is_columnar(name)
+        task = build(name)
+        if not columnar:
+            entries = entries_of(store, plan_path, rows)
+            have = np.flatnonzero(pick[rows] >= 0)
+            ids = pick[rows][have]
+            mine = {entries[j].key: answers.answer(i, t)
+                    for j, i, t in zip(have.tolist(), ids.tolist(), answers.texts(ids))}
+            check()
+            results[name], counted = score_objects(name, task, entries, mine)
+        else:
+            plan = task_plan(store, plan_path, name, rows, protocol.full_precision_targets)
+            n = len(rows)
+            blocks = [(lo, min(n, lo + BLOCK_ROWS)) for lo in range(0, n, BLOCK_ROWS)]
+            out = BlockFile(run_dir / f"samples_{name}.jsonl")
+            try:
+                made = write_blocks(out, blocks, lambda lo, hi: run_block(task, store, plan, answers, pick, lo, hi),
+                                    parallel=parallel and n > PARALLEL_ROWS)
+                out.sync_in_background()
+                status = [v for b in made for v in b.status]
+                scores = {k: np.concatenate([b.scores[k] for b in made]) for k in made[0].scores}
+                counted = tuple(sum(b.counts[i] for b in made) for i in range(3))
+                order = np.argsort(id_rank[rows], kind="stable")
+                ordered = ProfiledSamples(plan.profiles, plan.codes[order], box_ratio[rows][order])
+                results[name] = task.result(ordered, {k: v[order] for k, v in scores.items()}, status_counts(status),
+                                            seed=seed)
+                check()
+                out.commit()
+            except BaseException:
+                out.discard()
+                raise
+        answered += counted[0]
+        no_response += counted[1]
+        errors += counted[2]
+    check()
+    return results, (answered, no_response, errors)
