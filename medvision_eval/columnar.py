@@ -153,6 +153,74 @@ def _answer_of(record: ResponseRecord) -> Answer:
     return (r.text, r.error, r.latency_s, r.usage.prompt_tokens, r.usage.completion_tokens)
 
 
+NULL_COUNT = -(1 << 63)  # a token count that is null, in AnswerColumns
+
+
+@dataclass
+class AnswerColumns:
+    """The answers of a range of rows as columns (what a list of :data:`Answer` or None holds):
+    ``present`` (an answer is recorded), each row's text (None where absent or null), the rows
+    whose error is set, latency, token counts (:data:`NULL_COUNT` for None); ``exact``: rows whose
+    answer the arrays cannot hold (a token count beyond int64), kept whole."""
+
+    present: np.ndarray
+    texts: list[str | None]
+    errors: dict[int, str]
+    latency: np.ndarray
+    prompt_tokens: np.ndarray
+    completion_tokens: np.ndarray
+    exact: dict[int, Answer] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> Answer | None:
+        if not self.present[i]:
+            return None
+        hit = self.exact.get(i)
+        if hit is not None:
+            return hit
+        pt, ct = int(self.prompt_tokens[i]), int(self.completion_tokens[i])
+        return (self.texts[i], self.errors.get(i), float(self.latency[i]), None if pt == NULL_COUNT else pt,
+                None if ct == NULL_COUNT else ct)
+
+    def cut(self, lo: int, hi: int) -> "AnswerColumns":
+        return AnswerColumns(self.present[lo:hi], self.texts[lo:hi],
+                             {i - lo: e for i, e in self.errors.items() if lo <= i < hi}, self.latency[lo:hi],
+                             self.prompt_tokens[lo:hi], self.completion_tokens[lo:hi],
+                             {i - lo: a for i, a in self.exact.items() if lo <= i < hi})
+
+    @classmethod
+    def of(cls, found: "list[Answer | None] | AnswerColumns") -> "AnswerColumns":
+        if isinstance(found, AnswerColumns):
+            return found
+        n = len(found)
+        present = np.zeros(n, dtype=bool)
+        texts: list[str | None] = [None] * n
+        errors: dict[int, str] = {}
+        exact: dict[int, Answer] = {}
+        latency = np.zeros(n)
+        pts = np.full(n, NULL_COUNT, dtype=np.int64)
+        cts = np.full(n, NULL_COUNT, dtype=np.int64)
+        for i, a in enumerate(found):
+            if a is None:
+                continue
+            text, error, lat, pt, ct = a
+            present[i] = True
+            texts[i] = text
+            if error is not None:
+                errors[i] = error
+            latency[i] = lat
+            if (pt is not None and not NULL_COUNT < pt < -NULL_COUNT) or (ct is not None and not NULL_COUNT < ct < -NULL_COUNT):
+                exact[i] = a
+                continue
+            if pt is not None:
+                pts[i] = pt
+            if ct is not None:
+                cts[i] = ct
+        return cls(present, texts, errors, latency, pts, cts, exact)
+
+
 def read_answers(run_dir: Path) -> dict[str, Answer]:
     """Latest answer per cache key across all response files; completed answers win over errors
     (the rule of :func:`medvision_eval.store.load_responses`)."""

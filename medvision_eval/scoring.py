@@ -26,7 +26,7 @@ from .plugins import Registry
 from .protocol import Protocol
 from .rundigest import digests, inputs_digest  # one digest: the finished-rerun check reads it without this module
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
-from .columnar import FORK, Answer, Forked, TaskColumns, _json_str, float_texts, read_inputs
+from .columnar import NULL_COUNT, FORK, Answer, AnswerColumns, Forked, TaskColumns, _json_str, float_texts, read_inputs
 from .planstore import open_store
 from .storescore import StaleStore, score_from_store
 from .schema import ParseStatus, Prediction
@@ -141,8 +141,19 @@ def score_task(task: Any, entries: list[PlanEntry], answers: Mapping[str, Answer
     return result, rows
 
 
-def row_counts(answers: Sequence[Answer | None]) -> tuple[int, int, int]:
+def row_counts(answers: "Sequence[Answer | None] | AnswerColumns") -> tuple[int, int, int]:
     """(answered, no response, errors) of a task's rows: what ``Counts`` adds up."""
+    if isinstance(answers, AnswerColumns):
+        n, present = len(answers), answers.present
+        erred = np.zeros(n, dtype=bool)
+        told = np.zeros(n, dtype=bool)
+        for i, e in answers.errors.items():
+            erred[i] = True
+            told[i] = e == NO_RESPONSE
+        has_text = np.fromiter((t is not None for t in answers.texts), dtype=bool, count=n)
+        answered = int((present & has_text & ~erred).sum())
+        no_response = int((~present).sum() + (present & told).sum())
+        return answered, no_response, n - answered - no_response
     answered = no_response = errors = 0
     for a in answers:
         if a is not None and a[0] is not None and a[1] is None:
@@ -155,6 +166,7 @@ def row_counts(answers: Sequence[Answer | None]) -> tuple[int, int, int]:
 
 
 STATUS_VALUES = [status.value for status in ParseStatus]
+_NULL_USAGE = '{"prompt_tokens": null, "completion_tokens": null}'
 
 
 def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] | list[Answer | None], *,
@@ -200,16 +212,18 @@ def parse_and_score(task: Any, cols: TaskColumns, found: list[Answer | None]):
     shown: dict[int, tuple | None] = {}  # rows whose printed values are not their matrix row
     values = np.full((n, k), np.nan)
     ok = np.zeros(n, dtype=bool)
+    ans = AnswerColumns.of(found)
+    errors = ans.errors
     text_rows: list[int] = []
     texts: list[str] = []
-    for i, a in enumerate(found):
-        if a is None:
+    for i, (here, text) in enumerate(zip(ans.present.tolist(), ans.texts)):
+        if not here:
             status[i], detail[i] = "error", NO_RESPONSE
-        elif a[1] is not None or a[0] is None:
-            status[i], detail[i] = "error", a[1] or "empty response"
+        elif text is None or i in errors:
+            status[i], detail[i] = "error", errors.get(i) or "empty response"
         else:
             text_rows.append(i)
-            texts.append(a[0])
+            texts.append(text)
     rows_index = np.asarray(text_rows, dtype=np.int64)
     ks = {task.strict_rules(p).k for p in cols.profiles}
     if task.protocol.parser == "lastk" and ks == {k} and type(task).parse_for is Task.parse_for:
@@ -377,35 +391,41 @@ def _row_texts(cols: TaskColumns, found: list[Answer | None], status: list[str],
             targets.append("[" + ", ".join(map(repr, truth)) + "]")
             if not all(isfinite(t) for t in truth):
                 bad.add(i)
-    responses, errors, latencies, usages = [], [], [], []
+    ans = AnswerColumns.of(found)
+    present = ans.present
+    texts = ans.texts
+    none_rows = [i for i, t in enumerate(texts) if t is None]
+    responses = json_strings([t if t is not None else "" for t in texts] if none_rows else texts, bad)
+    for i in none_rows:
+        responses[i] = "null"
     no_response = _json_str(NO_RESPONSE)
-    for i, a in enumerate(found):
-        if a is None:
-            responses.append("null")
-            errors.append(no_response)
-            latencies.append("null")
-            usages.append("null")
-            continue
-        text, error, latency, prompt_tokens, completion_tokens = a
+    absent = ~present
+    errors = np.where(present, "null", no_response).astype(object).tolist() if n else []
+    for i, e in ans.errors.items():
         try:
-            responses.append("null" if text is None else _json_str(text))
-            errors.append("null" if error is None else _json_str(error))
+            errors[i] = _json_str(e)
         except orjson.JSONEncodeError:
             bad.add(i)
-            responses.append("")
-            errors.append("")
-        if not isfinite(latency):
-            bad.add(i)
-        latencies.append(repr(latency))
-        usages.append('{"prompt_tokens": %s, "completion_tokens": %s}' % (
-            "null" if prompt_tokens is None else prompt_tokens, "null" if completion_tokens is None else completion_tokens))
-    details = []
+            errors[i] = ""
+    latency_texts, _ = float_texts(ans.latency)
+    bad.update(np.flatnonzero(present & ~np.isfinite(ans.latency)).tolist())
+    latencies = np.array(latency_texts, dtype=object)
+    latencies[absent] = "null"
+    latencies = latencies.tolist()
+    usages = np.where(present, _NULL_USAGE, "null").astype(object).tolist() if n else []
+    counted = np.flatnonzero(present & ((ans.prompt_tokens != NULL_COUNT) | (ans.completion_tokens != NULL_COUNT)))
+    for i in counted.tolist() + list(ans.exact):
+        _, _, _, prompt_tokens, completion_tokens = ans[i]
+        usages[i] = '{"prompt_tokens": %s, "completion_tokens": %s}' % (
+            "null" if prompt_tokens is None else prompt_tokens, "null" if completion_tokens is None else completion_tokens)
+    details = ["null"] * n
     for i, d in enumerate(detail):
-        try:
-            details.append("null" if d is None else _json_str(d))
-        except orjson.JSONEncodeError:
-            bad.add(i)
-            details.append("")
+        if d is not None:
+            try:
+                details[i] = _json_str(d)
+            except orjson.JSONEncodeError:
+                bad.add(i)
+                details[i] = ""
     metric_part = ", ".join(f"{_json_str(name)}: %s" for name in names)
     template = ('{"id": %s, "config": %s, "dataset": %s, "index": %d, "label": %s, "key": %s, "prompt_hash": %s, '
                 '"response": %s, "error": %s, "latency_s": %s, "usage": %s, "status": "%s", "values": %s, '
@@ -454,22 +474,22 @@ def categorical(values: list[str], bad: set[int]) -> list[str]:
 
 def sample_lines(cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
                  values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
-                 scores: dict[str, np.ndarray]) -> Iterator[str]:
+                 scores: dict[str, np.ndarray]) -> list[str]:
     """The lines of ``samples_<task>.jsonl``, each exactly ``strict_dumps(row_of(...)) + "\n"``:
     formatted column-wise; a row holding a non-finite number or text UTF-8 cannot encode is
     written by ``strict_dumps`` (``null`` plus ``null_reasons``, U+FFFD)."""
+    found = AnswerColumns.of(found)
     template, columns, bad = _row_texts(cols, found, status, detail, values, ok, shown, scores)
     names = list(scores)
-    for i, args in enumerate(zip(*columns)):
-        if i in bad:
-            head = (cols.ids[i], cols.configs[i], cols.datasets[i], cols.indexes[i], cols.labels[i], cols.keys[i],
-                    cols.prompt_hashes[i])
-            v = shown[i] if i in shown else (tuple(values[i].tolist()) if ok[i] else None)
-            metrics = {name: scores[name][i] for name in names}
-            yield strict_dumps(row_of(head, found[i], status[i], v, detail[i], metrics, cols.truths[i],
-                                      cols.units[i])) + "\n"
-        else:
-            yield template % args
+    lines = [template % args for args in zip(*columns)]
+    for i in sorted(bad):
+        head = (cols.ids[i], cols.configs[i], cols.datasets[i], cols.indexes[i], cols.labels[i], cols.keys[i],
+                cols.prompt_hashes[i])
+        v = shown[i] if i in shown else (tuple(values[i].tolist()) if ok[i] else None)
+        metrics = {name: scores[name][i] for name in names}
+        lines[i] = strict_dumps(row_of(head, found[i], status[i], v, detail[i], metrics, cols.truths[i],
+                                       cols.units[i])) + "\n"
+    return lines
 
 
 def cached_results(run_dir: Path) -> RunResults | None:

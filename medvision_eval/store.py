@@ -467,7 +467,13 @@ def load_plan(run_dir: Path) -> list[PlanEntry]:
     path = Path(run_dir) / PLAN
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a medvision-eval run directory")
-    return [load_model_line(PlanEntry, line) for _, line in iter_jsonl(path)]
+    entries = []
+    for number, line in iter_jsonl(path):
+        try:
+            entries.append(load_model_line(PlanEntry, line))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not a valid plan entry: {exc}") from exc
+    return entries
 
 
 def write_json(path: Path, obj: Any, *, why: dict[str, str] | None = None) -> None:

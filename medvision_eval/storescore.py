@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .columnar import (FORK, Answer, TaskColumns, Truths, _answer_fast, _answer_of, jsonl_lines, line_boundary,
+from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, _answer_fast, _answer_of, jsonl_lines, line_boundary,
                        lines_before)
 from .planstore import PlanStore
 from .store import PlanEntry, ResponseRecord, _storable_bytes, load_model_line, response_files
@@ -47,7 +47,7 @@ from .store import PlanEntry, ResponseRecord, _storable_bytes, load_model_line, 
 BLOCK_ROWS = 32_768  # rows parsed and formatted at a time
 PARALLEL_ROWS = 50_000  # a task with more rows is formatted by two processes
 PARALLEL_ANSWER_BYTES = 8 << 20  # response files above this are read by two processes
-_NULL = np.iinfo(np.int64).min  # a token count that is null
+_NULL = NULL_COUNT  # a token count that is null
 
 
 # -- answers -----------------------------------------------------------------------------------
@@ -377,14 +377,31 @@ def block_columns(store: PlanStore, plan: TaskPlan, lo: int, hi: int) -> TaskCol
         codes=array("q", plan.codes[lo:hi].astype(np.int64).tobytes()), profiles=plan.profiles)
 
 
-def block_answers(answers: AnswerTable, pick: np.ndarray) -> list[Answer | None]:
-    found: list[Answer | None] = [None] * len(pick)
-    have = np.flatnonzero(pick >= 0)
+def block_answers(answers: AnswerTable, pick: np.ndarray) -> AnswerColumns:
+    """The answers of rows whose answer ids are ``pick`` (-1: none), as columns."""
+    n = len(pick)
+    present = pick >= 0
+    have = np.flatnonzero(present)
     ids = pick[have]
-    texts = answers.texts(ids)
-    for j, i, text in zip(have.tolist(), ids.tolist(), texts):
-        found[j] = answers.answer(i, text)
-    return found
+    texts: list[str | None] = [None] * n
+    for j, text in zip(have.tolist(), answers.texts(ids)):
+        texts[j] = text
+    latency = np.zeros(n)
+    latency[have] = answers.latency[ids]
+    pts = np.full(n, NULL_COUNT, dtype=np.int64)
+    cts = np.full(n, NULL_COUNT, dtype=np.int64)
+    pts[have] = answers.prompt_tokens[ids]
+    cts[have] = answers.completion_tokens[ids]
+    errors: dict[int, str] = {}
+    exact: dict[int, Answer] = {}
+    for table, out in ((answers.errors, errors), (answers.exact, exact)):
+        if table:
+            hit = np.isin(ids, np.fromiter(table, dtype=np.int64, count=len(table)))
+            for j, i in zip(have[hit].tolist(), ids[hit].tolist()):
+                out[j] = table[i]
+    for j, a in exact.items():  # kept whole: its text too
+        texts[j] = a[0]
+    return AnswerColumns(present, texts, errors, latency, pts, cts, exact)
 
 
 # -- one block: parse, score, format -----------------------------------------------------------
