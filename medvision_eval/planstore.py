@@ -435,17 +435,31 @@ class PlanStore:
 
     def texts(self, name: str, rows: np.ndarray) -> list[str]:
         """The text column ``name`` (id, prompt_hash, key) at ``rows`` as str."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return []
         if name == "key" and "key.hex" in self._arrays:
-            return [b.hex() for b in map(bytes, self._arrays["key.hex"][rows])] if len(rows) else []
+            h = np.asarray(self._arrays["key.hex"][rows]).tobytes().hex()
+            return [h[i:i + 32] for i in range(0, len(h), 32)]
         blob, offsets = self._arrays[f"{name}.blob"], self._arrays[f"{name}.offsets"]
         starts, ends = offsets[rows], offsets[rows + 1]
-        raw = blob.tobytes() if len(rows) == self.rows else None
-        if raw is not None and np.array_equal(rows, np.arange(self.rows)):
-            text = raw.decode("utf-8")
-            if len(text) == len(raw):
-                return [text[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
-        mv = memoryview(blob)
-        return [bytes(mv[a:b]).decode("utf-8") for a, b in zip(starts.tolist(), ends.tolist())]
+        first, last = int(rows[0]), int(rows[-1])
+        if last - first + 1 == len(rows) and np.all(np.diff(rows) == 1):  # a contiguous run: one slice
+            base = int(starts[0])
+            raw = np.asarray(blob[base:int(ends[-1])]).tobytes()
+        else:
+            lengths = ends - starts
+            bounds = np.zeros(len(rows) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=bounds[1:])
+            at = np.arange(int(bounds[-1]), dtype=np.int64) + np.repeat(starts - bounds[:-1], lengths)
+            raw = np.asarray(blob[at]).tobytes()
+            base = 0
+            starts, ends = bounds[:-1], bounds[1:]
+        cuts = zip((starts - base).tolist(), (ends - base).tolist())
+        if raw.isascii():
+            text = raw.decode("ascii")
+            return [text[a:b] for a, b in cuts]
+        return [raw[a:b].decode("utf-8") for a, b in cuts]
 
     def truths(self, rows: np.ndarray, full_precision: bool) -> tuple[np.ndarray, np.ndarray]:
         """(flat values, offsets) of the rows' true values, gathered in ``rows`` order."""

@@ -41,7 +41,7 @@ import orjson
 
 from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, _answer_fast, _answer_of, jsonl_lines, line_boundary,
                        lines_before)
-from .planstore import PlanStore
+from .planstore import PlanStore, hex_keys
 from .store import PlanEntry, ResponseRecord, _storable_bytes, load_model_line, response_files
 
 BLOCK_ROWS = 32_768  # rows parsed and formatted at a time
@@ -58,11 +58,12 @@ class AnswerTable:
 
     hex_key: np.ndarray  # (m, 16) uint8; a key that is not 32 hex digits: zeros, and ``other_key`` set
     other_key: dict[int, str]
-    text: np.ndarray  # uint8: the UTF-8 of every text, concatenated
-    text_offsets: np.ndarray  # (m + 1) int64
+    text: np.ndarray  # uint8: the UTF-8 of the texts
+    text_start: np.ndarray  # (m,) int64: answer i's text is text[text_start[i]:text_end[i]]
+    text_end: np.ndarray
     has_text: np.ndarray  # bool: text is not None
     latency: np.ndarray  # float64
-    prompt_tokens: np.ndarray  # int64, _NULL for None
+    prompt_tokens: np.ndarray  # int64, NULL_COUNT for None
     completion_tokens: np.ndarray
     errors: dict[int, str] = field(default_factory=dict)  # answer -> its error (None elsewhere)
     exact: dict[int, Answer] = field(default_factory=dict)  # answers whose numbers the arrays cannot hold
@@ -87,17 +88,25 @@ class AnswerTable:
 
     def texts(self, ids: np.ndarray) -> list[str | None]:
         """The texts of answers ``ids`` (None where an answer has none)."""
-        starts, ends = self.text_offsets[ids], self.text_offsets[ids + 1]
         if not len(ids):
             return []
-        lo, hi = int(starts.min()), int(ends.max())
-        raw = self.text[lo:hi].tobytes()
+        starts, ends = self.text_start[ids], self.text_end[ids]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        bounds = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=bounds[1:])
+        if total:
+            at = np.arange(total, dtype=np.int64) + np.repeat(starts - bounds[:-1], lengths)
+            raw = self.text[at].tobytes()
+        else:
+            raw = b""
+        cuts = zip(bounds[:-1].tolist(), bounds[1:].tolist())
         out: list[str | None]
         if raw.isascii():
             whole = raw.decode("ascii")
-            out = [whole[a:b] for a, b in zip((starts - lo).tolist(), (ends - lo).tolist())]
+            out = [whole[a:b] for a, b in cuts]
         else:
-            out = [raw[a:b].decode("utf-8") for a, b in zip((starts - lo).tolist(), (ends - lo).tolist())]
+            out = [raw[a:b].decode("utf-8") for a, b in cuts]
         for j in np.flatnonzero(~self.has_text[ids]).tolist():
             out[j] = None
         return out
@@ -110,18 +119,20 @@ class AnswerTable:
         other: dict[int, str] = {}
         errors: dict[int, str] = {}
         exact: dict[int, Answer] = {}
-        offsets = [np.zeros(1, dtype=np.int64)]
+        starts, ends = [], []
         for p in parts:
             other.update({base + i: k for i, k in p.other_key.items()})
             errors.update({base + i: e for i, e in p.errors.items()})
             exact.update({base + i: a for i, a in p.exact.items()})
-            offsets.append(p.text_offsets[1:] + text_base)
+            starts.append(p.text_start + text_base)
+            ends.append(p.text_end + text_base)
             base += len(p)
-            text_base += int(p.text_offsets[-1])
+            text_base += len(p.text)
         return AnswerTable(
             hex_key=np.concatenate([p.hex_key for p in parts]), other_key=other,
-            text=np.concatenate([p.text for p in parts]), text_offsets=np.concatenate(offsets),
-            has_text=np.concatenate([p.has_text for p in parts]), latency=np.concatenate([p.latency for p in parts]),
+            text=np.concatenate([p.text for p in parts]), text_start=np.concatenate(starts),
+            text_end=np.concatenate(ends), has_text=np.concatenate([p.has_text for p in parts]),
+            latency=np.concatenate([p.latency for p in parts]),
             prompt_tokens=np.concatenate([p.prompt_tokens for p in parts]),
             completion_tokens=np.concatenate([p.completion_tokens for p in parts]), errors=errors, exact=exact)
 
@@ -193,7 +204,7 @@ class _Builder:
                     safe.append("")
             blob, offsets = text_column(safe)
         self.parts.append(AnswerTable(
-            hex_key=hexed, other_key=other, text=np.array(blob), text_offsets=offsets,
+            hex_key=hexed, other_key=other, text=np.array(blob), text_start=offsets[:-1], text_end=offsets[1:],
             has_text=np.array(self.has, dtype=bool), latency=np.array(self.lat, dtype=np.float64),
             prompt_tokens=np.array(self.pt, dtype=np.int64), completion_tokens=np.array(self.ct, dtype=np.int64),
             errors=self.errors, exact=self.exact))
@@ -208,32 +219,162 @@ class _Builder:
 
 def _empty_table() -> AnswerTable:
     return AnswerTable(hex_key=np.zeros((0, 16), dtype=np.uint8), other_key={}, text=np.zeros(0, dtype=np.uint8),
-                       text_offsets=np.zeros(1, dtype=np.int64), has_text=np.zeros(0, dtype=bool),
+                       text_start=np.zeros(0, dtype=np.int64), text_end=np.zeros(0, dtype=np.int64),
+                       has_text=np.zeros(0, dtype=bool),
                        latency=np.zeros(0), prompt_tokens=np.zeros(0, dtype=np.int64),
                        completion_tokens=np.zeros(0, dtype=np.int64))
+
+
+def _bulk_scanner() -> Any:
+    """The bulk line scanner (:mod:`medvision_eval.answerscan`) when this version has it."""
+    try:
+        from . import answerscan
+    except ImportError:
+        return None
+    return answerscan if hasattr(answerscan, "scan_answers") and hasattr(answerscan, "read_line_exactly") else None
 
 
 def scan_answers(ranges: list[tuple[Path, int, int | None]]) -> AnswerTable:
     """The answers of the response lines in ``ranges`` ((file, start, stop) byte ranges, each
     starting at a line start), in order: each line as :func:`.columnar.read_answers` reads it (the
     same fast path, the same validation and error, naming file and line, for any other line)."""
+    bulk = _bulk_scanner()
+    parts: list[AnswerTable] = []
+    for path, start, stop in ranges:
+        if bulk is not None:
+            parts.extend(_scan_bulk(bulk, path, start, stop))
+        else:
+            parts.append(_scan_lines(path, start, stop))
+    parts = [p for p in parts if len(p)]
+    return AnswerTable.concat(parts) if parts else _empty_table()
+
+
+def _scan_lines(path: Path, start: int, stop: int | None) -> AnswerTable:
     out = _Builder()
     loads = orjson.loads
-    for path, start, stop in ranges:
-        for number, raw in jsonl_lines(path, start, stop):
+    for number, raw in jsonl_lines(path, start, stop):
+        try:
+            found = _answer_fast(loads(raw))
+        except orjson.JSONDecodeError:
+            found = None
+        if found is None:
             try:
-                found = _answer_fast(loads(raw))
-            except orjson.JSONDecodeError:
-                found = None
-            if found is None:
-                try:
-                    record = load_model_line(ResponseRecord, raw.decode("utf-8"))
-                except ValueError as exc:
-                    line = number + (lines_before(path, start) if start else 0)
-                    raise ValueError(f"{path}:{line}: not a valid response record: {exc}") from exc
-                found = (record.key, _answer_of(record))
-            out.add(*found)
+                record = load_model_line(ResponseRecord, raw.decode("utf-8"))
+            except ValueError as exc:
+                line = number + (lines_before(path, start) if start else 0)
+                raise ValueError(f"{path}:{line}: not a valid response record: {exc}") from exc
+            found = (record.key, _answer_of(record))
+        out.add(*found)
     return out.table()
+
+
+SCAN_BLOCK = 1 << 24  # response bytes scanned at a time
+
+
+def _scan_bulk(bulk: Any, path: Path, start: int, stop: int | None):
+    """The answers of one byte range, a block at a time, with the bulk scanner; each block's
+    lines it does not take are read exactly (:func:`answerscan.read_line_exactly`)."""
+    base: list[int] = []  # lines before ``start`` (counted only if a line needs naming)
+
+    def where(number: int) -> str:
+        if not base:
+            base.append(lines_before(path, start) if start else 0)
+        return f"{path}:{base[0] + number}"
+
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        left = None if stop is None else stop - start
+        rest = b""
+        number = 0
+        while left is None or left > 0:
+            block = fh.read(SCAN_BLOCK if left is None else min(SCAN_BLOCK, left))
+            if not block:
+                break  # a torn last line (no newline) is skipped, as jsonl_lines does
+            if left is not None:
+                left -= len(block)
+            data = rest + block if rest else block
+            scan = bulk.scan_answers(data)
+            rest = data[scan.consumed:]
+            yield _table_of_scan(bulk, scan, lambda i: where(number + i + 1))
+            number += scan.lines
+
+
+def _table_of_scan(bulk: Any, scan: Any, where: Callable[[int], str]) -> AnswerTable:
+    lines = scan.lines
+    canon = np.asarray(scan.canonical, dtype=bool)
+    keep = np.ones(lines, dtype=bool)
+    odd: dict[int, tuple[str, Answer]] = {}
+    for i in np.flatnonzero(~canon).tolist():
+        found = bulk.read_line_exactly(scan.line(i), where(i))
+        if found is None:
+            keep[i] = False  # a blank line
+        else:
+            odd[i] = found
+    blob, tstart, tend = scan.text_blob()
+    text = np.frombuffer(blob, dtype=np.uint8) if blob else np.zeros(0, dtype=np.uint8)
+    tstart = np.asarray(tstart, dtype=np.int64).copy()
+    tend = np.asarray(tend, dtype=np.int64).copy()
+    has_text = canon & (np.asarray(scan.text_start) >= 0)
+    hexed = np.zeros((lines, 16), dtype=np.uint8)
+    if canon.any():
+        hexed[canon] = np.frombuffer(bytes.fromhex(np.asarray(scan.keys)[canon].tobytes().decode("ascii")),
+                                     dtype=np.uint8).reshape(-1, 16)
+    latency = np.asarray(scan.latency, dtype=np.float64).copy()
+    pts = np.where(scan.prompt_tokens_null, _NULL, scan.prompt_tokens).astype(np.int64)
+    cts = np.where(scan.completion_tokens_null, _NULL, scan.completion_tokens).astype(np.int64)
+    errors: dict[int, str] = {}
+    for i in np.flatnonzero(canon & (np.asarray(scan.error_start) >= 0)).tolist():
+        errors[i] = scan.error(i)
+    other: dict[int, str] = {}
+    exact: dict[int, Answer] = {}
+    extra: list[bytes] = []
+    extra_at = len(text)
+
+    def put_text(i: int, value: str | None) -> None:
+        nonlocal extra_at
+        if value is None:
+            has_text[i] = False
+            tstart[i] = tend[i] = 0
+            return
+        raw = value.encode("utf-8")
+        has_text[i] = True
+        tstart[i], tend[i] = extra_at, extra_at + len(raw)
+        extra.append(raw)
+        extra_at += len(raw)
+
+    for i in np.flatnonzero(canon & np.asarray(scan.text_escaped, dtype=bool)).tolist():
+        put_text(i, scan.escaped_texts[i])
+    for i, (key, answer) in odd.items():
+        one = hex_keys([key]) if len(key) == 32 else None
+        if one is None:
+            other[i] = key
+        else:
+            hexed[i] = one[0]
+        t, error, lat, pt, ct = answer
+        try:
+            put_text(i, t)
+        except UnicodeEncodeError:  # lone surrogates: kept whole
+            put_text(i, "")
+            exact[i] = answer
+        if error is not None:
+            errors[i] = error
+        latency[i] = lat
+        if (pt is not None and not _NULL < pt < -_NULL) or (ct is not None and not _NULL < ct < -_NULL):
+            exact[i] = answer
+            pt = ct = None
+        pts[i] = _NULL if pt is None else pt
+        cts[i] = _NULL if ct is None else ct
+    if extra:
+        text = np.concatenate([text, np.frombuffer(b"".join(extra), dtype=np.uint8)])
+    if not keep.all():
+        new = np.cumsum(keep) - 1
+        remap = lambda d: {int(new[i]): v for i, v in d.items() if keep[i]}  # noqa: E731
+        other, errors, exact = remap(other), remap(errors), remap(exact)
+        hexed, tstart, tend, has_text = hexed[keep], tstart[keep], tend[keep], has_text[keep]
+        latency, pts, cts = latency[keep], pts[keep], cts[keep]
+    return AnswerTable(hex_key=hexed, other_key=other, text=text, text_start=tstart, text_end=tend,
+                       has_text=has_text, latency=latency, prompt_tokens=pts, completion_tokens=cts,
+                       errors=errors, exact=exact)
 
 
 def read_answer_table(run_dir: Path, *, parallel: bool) -> AnswerTable:
@@ -362,8 +503,9 @@ def block_columns(store: PlanStore, plan: TaskPlan, lo: int, hi: int) -> TaskCol
     tables = store.tables
 
     def coded(name: str) -> list[str]:
-        table = tables[name]
-        return [table[c] for c in np.asarray(store[name])[rows].tolist()]
+        table = np.empty(len(tables[name]), dtype=object)
+        table[:] = tables[name]
+        return table[np.asarray(store[name])[rows]].tolist()
 
     offsets = plan.truth_offsets[lo:hi + 1]
     base = int(offsets[0])
@@ -404,24 +546,62 @@ def block_answers(answers: AnswerTable, pick: np.ndarray) -> AnswerColumns:
     return AnswerColumns(present, texts, errors, latency, pts, cts, exact)
 
 
-# -- one block: parse, score, format -----------------------------------------------------------
+# -- one block: parse and score; then format -----------------------------------------------------
 
 @dataclass
-class BlockOut:
-    scores: dict[str, np.ndarray]
+class Parsed:
+    """A block's parse and per-sample metrics (what its rows need, with the block's columns and
+    answers, to be formatted)."""
+
     status: list[str]
+    detail: list[str | None]
+    values: np.ndarray
+    ok: np.ndarray
+    shown: dict[int, tuple | None]
+    scores: dict[str, np.ndarray]
     counts: tuple[int, int, int]
 
 
-def run_block(task: Any, store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: np.ndarray,
-              lo: int, hi: int) -> tuple[bytes, BlockOut]:
-    from .scoring import parse_and_score, row_counts, sample_lines
+def parse_block(task: Any, store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: np.ndarray,
+                lo: int, hi: int) -> Parsed:
+    from .scoring import parse_and_score, row_counts
 
     cols = block_columns(store, plan, lo, hi)
     found = block_answers(answers, pick[plan.rows[lo:hi]])
     status, detail, values, ok, shown, scores = parse_and_score(task, cols, found)
-    data = _storable_bytes("".join(sample_lines(cols, found, status, detail, values, ok, shown, scores)))
-    return data, BlockOut({k: np.asarray(v, dtype=np.float64) for k, v in scores.items()}, status, row_counts(found))
+    return Parsed(status, detail, values, ok, shown, {k: np.asarray(v, dtype=np.float64) for k, v in scores.items()},
+                  row_counts(found))
+
+
+def parse_blocks(task: Any, store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: np.ndarray,
+                 blocks: list[tuple[int, int]], *, parallel: bool) -> list[Parsed]:
+    """Every block parsed and scored; with ``parallel``, a forked process takes the second half."""
+    from .columnar import Forked
+
+    def run(part: list[tuple[int, int]]) -> list[Parsed]:
+        return [parse_block(task, store, plan, answers, pick, lo, hi) for lo, hi in part]
+
+    if not parallel or not FORK or len(blocks) < 2:
+        return run(blocks)
+    half = len(blocks) // 2
+    child = Forked(run, blocks[half:])
+    try:
+        mine = run(blocks[:half])
+    except BaseException:
+        child.discard()
+        raise
+    return mine + child.result()
+
+
+def format_block(store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: np.ndarray, parsed: Parsed,
+                 lo: int, hi: int) -> bytes:
+    """The samples file's bytes of rows ``lo:hi`` (the same functions as the plan.jsonl path)."""
+    from .scoring import sample_lines
+
+    cols = block_columns(store, plan, lo, hi)
+    found = block_answers(answers, pick[plan.rows[lo:hi]])
+    p = parsed
+    return _storable_bytes("".join(sample_lines(cols, found, p.status, p.detail, p.values, p.ok, p.shown, p.scores)))
 
 
 # -- writing a samples file with two processes -------------------------------------------------
@@ -518,18 +698,16 @@ class BlockFile:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_blocks(out: BlockFile, blocks: list[tuple[int, int]], make: Callable[[int, int], tuple[bytes, BlockOut]],
-                 *, parallel: bool) -> list[BlockOut]:
-    """Every block's bytes into ``out`` in order; their :class:`BlockOut`. With ``parallel``, a
-    forked process makes every other block and writes it at the offset this process sends."""
+def write_blocks(out: BlockFile, blocks: list[tuple[int, int]], make: Callable[[int], bytes], *,
+                 parallel: bool) -> None:
+    """Every block's bytes (``make(j)``) into ``out`` in order. With ``parallel``, a forked process
+    makes every other block and writes it at the offset this process sends it."""
     if not parallel or not FORK or len(blocks) < 2:
-        results = []
-        for lo, hi in blocks:
-            data, res = make(lo, hi)
+        for j in range(len(blocks)):
+            data = make(j)
             out.write_at(data, out.size)
             out.size += len(data)
-            results.append(res)
-        return results
+        return
     to_child_r, to_child_w = os.pipe()
     to_parent_r, to_parent_w = os.pipe()
     result_r, result_w = os.pipe()
@@ -540,14 +718,12 @@ def write_blocks(out: BlockFile, blocks: list[tuple[int, int]], make: Callable[[
             os.close(to_child_w)
             os.close(to_parent_r)
             os.close(result_r)
-            mine = []
             for j in range(1, len(blocks), 2):
-                data, res = make(*blocks[j])
+                data = make(j)
                 offset = struct.unpack("<q", _read_exact(to_child_r, 8))[0]
                 out.write_at(data, offset)
                 os.write(to_parent_w, struct.pack("<q", offset + len(data)))
-                mine.append(res)
-            payload = pickle.dumps(("value", mine), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps(("value", None), protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:
             code = 1
             try:
@@ -562,15 +738,12 @@ def write_blocks(out: BlockFile, blocks: list[tuple[int, int]], make: Callable[[
     os.close(to_child_r)
     os.close(to_parent_w)
     os.close(result_w)
-    results: list[BlockOut] = []
-    theirs: list[BlockOut] | None = None
     try:
         try:
             for j in range(0, len(blocks), 2):
-                data, res = make(*blocks[j])
+                data = make(j)
                 out.write_at(data, out.size)
                 out.size += len(data)
-                results.append(res)
                 if j + 1 < len(blocks):
                     os.write(to_child_w, struct.pack("<q", out.size))
                     out.size = struct.unpack("<q", _read_exact(to_parent_r, 8))[0]
@@ -583,11 +756,10 @@ def write_blocks(out: BlockFile, blocks: list[tuple[int, int]], make: Callable[[
         with os.fdopen(result_r, "rb") as fh:
             result_r = -1
             kind, value = pickle.loads(fh.read())
-        _, status = os.waitpid(pid, 0)
+        os.waitpid(pid, 0)
         pid = 0
         if kind == "error":
             raise value
-        theirs = value
     finally:
         if pid:
             try:
@@ -600,11 +772,6 @@ def write_blocks(out: BlockFile, blocks: list[tuple[int, int]], make: Callable[[
                 os.close(fd)
             except OSError:
                 pass
-    assert theirs is not None
-    merged: list[BlockOut] = []
-    for j in range(len(blocks)):
-        merged.append(results[j // 2] if j % 2 == 0 else theirs[j // 2])
-    return merged
 
 
 # -- the whole step ------------------------------------------------------------------------------
@@ -619,6 +786,7 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
     """Score every task of the run from the plan columns; writes each samples file (after
     ``verified()`` confirmed plan.jsonl is the store's). Returns the task results and the
     (answered, no response, errors) counts. Raises :class:`StaleStore` when not verified."""
+    from .columnar import Forked
     from .scoring import status_counts
     from .tasks.groups import ProfiledSamples
 
@@ -653,21 +821,26 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
             plan = task_plan(store, plan_path, name, rows, protocol.full_precision_targets)
             n = len(rows)
             blocks = [(lo, min(n, lo + BLOCK_ROWS)) for lo in range(0, n, BLOCK_ROWS)]
+            two = parallel and n > PARALLEL_ROWS
+            parsed = parse_blocks(task, store, plan, answers, pick, blocks, parallel=two)
+            status = [v for p in parsed for v in p.status]
+            scores = {k: np.concatenate([p.scores[k] for p in parsed]) for k in parsed[0].scores}
+            counted = tuple(sum(p.counts[i] for p in parsed) for i in range(3))
+            order = np.argsort(id_rank[rows], kind="stable")
+            ordered = ProfiledSamples(plan.profiles, plan.codes[order], box_ratio[rows][order])
+            # the tables and intervals in a forked process while two format and write the rows
+            ordered_scores, stats = {k: v[order] for k, v in scores.items()}, status_counts(status)
+            tables = Forked(lambda: task.result(ordered, ordered_scores, stats, seed=seed), parallel=two)
             out = BlockFile(run_dir / f"samples_{name}.jsonl")
             try:
-                made = write_blocks(out, blocks, lambda lo, hi: run_block(task, store, plan, answers, pick, lo, hi),
-                                    parallel=parallel and n > PARALLEL_ROWS)
+                write_blocks(out, blocks, lambda j: format_block(store, plan, answers, pick, parsed[j], *blocks[j]),
+                             parallel=two)
                 out.sync_in_background()
-                status = [v for b in made for v in b.status]
-                scores = {k: np.concatenate([b.scores[k] for b in made]) for k in made[0].scores}
-                counted = tuple(sum(b.counts[i] for b in made) for i in range(3))
-                order = np.argsort(id_rank[rows], kind="stable")
-                ordered = ProfiledSamples(plan.profiles, plan.codes[order], box_ratio[rows][order])
-                results[name] = task.result(ordered, {k: v[order] for k, v in scores.items()}, status_counts(status),
-                                            seed=seed)
+                results[name] = tables.result()
                 check()
                 out.commit()
             except BaseException:
+                tables.discard()
                 out.discard()
                 raise
         answered += counted[0]
