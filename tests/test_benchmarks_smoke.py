@@ -45,3 +45,10 @@ def test_bench_startup_lists_imports(tmp_path):
     assert "finished demo rerun" in out and "python -X importtime" in out
     after = out.split("largest cumulative:", 1)[1].splitlines()[1:4]
     assert len(after) == 3 and all(line.strip().split()[0].endswith("s") for line in after)
+
+
+def test_bench_kernels_compares_old_and_new_side_by_side(tmp_path):
+    out = bench("bench_kernels.py", "--size", "300", "--repeat", "1", tmp_path=tmp_path)
+    assert "cores: " in out and "load" in out
+    assert "parse_last_k_many, 32,768 answers a call: new" in out and "speed-up" in out
+    assert "results identical to the old code: yes" in out

@@ -171,3 +171,48 @@ def test_truncated_gzip_is_one_error_naming_the_file(tmp_path, keep):
     path.write_bytes(raw[: int(len(raw) * keep)])
     with pytest.raises(SampleDataError, match=r"cut\.nii\.gz: cannot decode voxel data \(truncated or corrupt gzip"):
         decode_ras(path)
+
+
+def test_a_failed_decode_is_read_once_until_the_volume_is_dropped(tmp_path, monkeypatch):
+    from medvision_eval.data import volumes
+
+    broken = tmp_path / "broken.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(40, 30, 20)).astype(np.float32), np.eye(4)),
+             str(broken))
+    raw = broken.read_bytes()
+    broken.write_bytes(raw[: len(raw) // 2])
+    calls: list[str] = []
+    real = volumes.decode_ras
+    monkeypatch.setattr(volumes, "decode_ras", lambda path: (calls.append(str(path)), real(path))[1])
+    cache = VolumeCache()
+    messages = []
+    for _ in range(5):  # five samples on the broken volume: one read, five identical errors
+        with pytest.raises(SampleDataError) as exc:
+            cache.get(broken)
+        messages.append(str(exc.value))
+    assert calls == [str(broken)]
+    assert len(set(messages)) == 1 and messages[0].startswith(f"{broken}: cannot decode voxel data")
+    cache.prefetch(broken)  # a known failure is not decoded again on the worker thread either
+    with pytest.raises(SampleDataError):
+        cache.get(broken)
+    assert calls == [str(broken)]
+    cache.drop(broken)  # done with it: a later visit reads the file again (it may have been fixed)
+    broken.write_bytes(raw)
+    volume, _ = cache.get(broken)
+    assert calls == [str(broken), str(broken)] and volume.shape == (40, 30, 20)
+
+
+def test_a_failed_prefetch_is_remembered_too(tmp_path, monkeypatch):
+    from medvision_eval.data import volumes
+
+    broken = tmp_path / "missing.nii.gz"
+    calls: list[str] = []
+    real = volumes.decode_ras
+    monkeypatch.setattr(volumes, "decode_ras", lambda path: (calls.append(str(path)), real(path))[1])
+    cache = VolumeCache()
+    cache.prefetch(broken)
+    for _ in range(3):
+        with pytest.raises(SampleDataError, match="missing.nii.gz: file not found"):
+            cache.get(broken)
+    assert calls == [str(broken)]
+    cache.close()

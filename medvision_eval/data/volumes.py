@@ -279,13 +279,16 @@ class VolumeCache:
     alone is larger). ``prefetch(path)`` decodes a volume on a worker thread so that the decode
     overlaps the work on the current one; ``get`` then waits for it instead of decoding again.
     ``drop(path)`` forgets a volume its caller is done with. ``decodes`` counts actual decodes
-    (one per volume per run when samples come grouped).
+    (one per volume per run when samples come grouped). A decode that fails is remembered until
+    the volume is dropped: every later ``get`` raises the same error without reading the file
+    again (a broken volume with hundreds of samples is read once, not once per sample).
     """
 
     def __init__(self, max_bytes: int | None = None) -> None:
         self.max_bytes = cache_bytes_from_env() if max_bytes is None else max(0, int(max_bytes))
         self._items: OrderedDict[str, tuple[np.ndarray, VolumeHeader]] = OrderedDict()
         self._pending: dict[str, Future] = {}
+        self._failed: dict[str, SampleDataError] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self.decodes = 0
@@ -319,11 +322,19 @@ class VolumeCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
+            failed = self._failed.get(key)
             pending = self._pending.pop(key, None)
-        if pending is not None:
-            value = pending.result()  # a failed decode raises its SampleDataError here, in the caller
-        else:
-            value = self._decode(key)
+        if failed is not None:
+            raise SampleDataError(str(failed))
+        try:
+            if pending is not None:
+                value = pending.result()  # a failed decode raises its SampleDataError here, in the caller
+            else:
+                value = self._decode(key)
+        except SampleDataError as exc:
+            with self._lock:
+                self._failed[key] = exc
+            raise
         self._store(key, value)
         return value
 
@@ -331,7 +342,7 @@ class VolumeCache:
         """Start decoding ``path`` on the worker thread (no-op if cached or already started)."""
         key = str(path)
         with self._lock:
-            if key in self._items or key in self._pending:
+            if key in self._items or key in self._pending or key in self._failed:
                 return
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medvision-decode")
@@ -345,6 +356,7 @@ class VolumeCache:
             if old is not None:
                 self.nbytes -= old[0].nbytes
             pending = self._pending.pop(key, None)
+            self._failed.pop(key, None)
         if pending is not None:
             pending.cancel()
 
@@ -353,6 +365,7 @@ class VolumeCache:
             pending = list(self._pending.values())
             self._pending.clear()
             self._items.clear()
+            self._failed.clear()
             self.nbytes = 0
         for future in pending:
             future.cancel()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,35 +144,236 @@ def parse_last_k_many(texts: list[str], k: int) -> tuple[list[Prediction | None]
 
     Returns ``(failures, values)``: ``values`` is an (n, k) float64 array holding each ``ok``
     parse's float32 values (NaN rows elsewhere), and ``failures[i]`` is ``None`` for an ``ok``
-    parse or exactly ``parse_last_k(texts[i], k)`` otherwise. The common case (k or more numbers,
-    none overflowing) converts every answer's last k tokens in one pass -- the same
-    ``str -> double -> float32`` rounding as :func:`_float32_all` -- and any other answer
-    (empty, too few numbers, a refusal, an overflow) goes through :func:`parse_last_k` itself,
-    so statuses, values and details are the same as parsing one answer at a time.
+    parse or exactly ``parse_last_k(texts[i], k)`` otherwise.
+
+    ASCII answers (nearly all) are scanned together: joined into one byte buffer, their
+    ``V1_NUMBER`` matches are found with array operations (:func:`_v1_spans`), and the last k
+    tokens of every answer with k or more are converted in one pass -- the same
+    ``str -> double -> float32`` rounding as :func:`_float32_all`. Any other answer (not ASCII,
+    where ``\\d`` also matches other scripts' digits; not a str; fewer than k numbers; a refusal;
+    an overflow) goes through :func:`parse_last_k` itself, so statuses, values and details are
+    the same as parsing one answer at a time.
     """
     if k < 1:
         raise ValueError(f"parse_last_k_many needs k >= 1, got {k}")
     n = len(texts)
-    findall = V1_NUMBER.findall
-    tails: list[str] = []
-    rows: list[int] = []
-    failures: list[Prediction | None] = [None] * n
-    for i, text in enumerate(texts):
-        tokens = findall(text)
-        if len(tokens) >= k:
-            tails += tokens[-k:]
-            rows.append(i)
-        else:
-            failures[i] = parse_last_k(text, k)
-    values = np.full((n, k), np.nan)
-    if rows:
-        parsed = np.frombuffer(array("f", map(float, tails)), dtype=np.float32).reshape(len(rows), k)
-        index = np.asarray(rows, dtype=np.int64)
-        finite = np.isfinite(parsed).all(axis=1)
-        values[index[finite]] = parsed[finite]
-        for i in index[~finite].tolist():  # an overflow: parse_last_k words the detail
-            failures[i] = parse_last_k(texts[i], k)
+    try:
+        plain = "".join(texts).isascii()
+    except TypeError:  # a None or other non-str answer
+        plain = False
+    scanned = texts
+    if not plain:  # those answers are parsed one by one; the others are scanned together
+        scanned = [text if type(text) is str and text.isascii() else "" for text in texts]
+    data = ("\n" + "\n".join(scanned) + "\n").encode("ascii")
+    lengths = np.fromiter(map(len, scanned), dtype=np.int64, count=n)
+    starts = _packed_starts(lengths)
+    failures, values, counts = _last_k_of_spans(np.frombuffer(data, dtype=np.uint8), starts, starts + lengths, k)
+    if not plain:
+        for i, text in enumerate(texts):
+            if type(text) is not str or not text.isascii():
+                failures[i] = _EXACT
+    _settle(failures, values, counts, texts.__getitem__, k)
     return failures, values
+
+
+def _packed_starts(lengths: np.ndarray) -> np.ndarray:
+    """Where each range starts when ranges of these lengths are laid out after one separator
+    byte, one separator byte between each and the next."""
+    starts = np.ones(len(lengths), dtype=np.int64)
+    if len(lengths) > 1:
+        np.cumsum(lengths[:-1] + 1, out=starts[1:])
+        starts[1:] += 1
+    return starts
+
+
+def _settle(failures: list[Prediction | None], values: np.ndarray, counts: np.ndarray,
+            text_of: Callable[[int], str | None], k: int) -> None:
+    """Decide every row the scan left open: ``_FEW`` (fewer than k numbers, ``counts[i]`` of
+    them) as :func:`parse_last_k` words it, ``_EXACT`` by :func:`parse_last_k` itself. Rows with
+    the same outcome share one :class:`Prediction` (equal to a fresh one; do not mutate it)."""
+    shared: dict[tuple[ParseStatus, str], Prediction] = {}
+
+    def failure(status: ParseStatus, detail: str) -> Prediction:
+        pred = shared.get((status, detail))
+        if pred is None:
+            pred = shared[status, detail] = _failure(status, detail)
+        return pred
+
+    for i, f in enumerate(failures):
+        if f is None:
+            continue
+        if f is _FEW:
+            found = int(counts[i])
+            if found == 0:  # parse_last_k's order: empty, then a refusal, then the count
+                text = text_of(i)
+                if _empty(text):
+                    failures[i] = failure(ParseStatus.missing, "empty answer")
+                    continue
+                if REFUSAL.search(text):
+                    failures[i] = failure(ParseStatus.refused, "refusal, no numbers")
+                    continue
+            failures[i] = failure(ParseStatus.missing, f"{found} numbers found, {k} needed")
+            continue
+        one = parse_last_k(text_of(i), k)
+        if one.status is ParseStatus.ok:
+            failures[i] = None
+            values[i] = one.values
+        else:
+            failures[i] = one
+
+
+def parse_last_k_spans(data: bytes | np.ndarray, starts: np.ndarray, ends: np.ndarray, k: int,
+                       text_of: Callable[[int], str | None]) -> tuple[list[Prediction | None], np.ndarray]:
+    """:func:`parse_last_k_many` of answers held as byte ranges of one buffer, without a ``str``
+    per answer: answer ``i`` is ``data[starts[i]:ends[i]]``.
+
+    Those bytes are trusted to be the answer's text only where they are pure ASCII with no
+    backslash (so JSON-escaped text straight out of ``responses.jsonl`` can be passed as is).
+    For any other row -- a byte >= 0x80 (non-ASCII text, whose digits in other scripts ``\\d``
+    matches), a backslash (a JSON escape such as ``\\u0031`` may hide a digit), fewer than k
+    numbers, an overflow -- ``text_of(i)`` is called for the answer's exact text (``None`` for
+    none) and :func:`parse_last_k` decides. Returns ``(failures, values)`` as
+    :func:`parse_last_k_many` does; ``text_of`` is called only for those rows (about 5 % of the
+    benchmark's answers, the ones that are not ``ok``)."""
+    if k < 1:
+        raise ValueError(f"parse_last_k_spans needs k >= 1, got {k}")
+    buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(ends, dtype=np.int64) - starts
+    n = len(starts)
+    if n and (lengths < 0).any():
+        raise ValueError("parse_last_k_spans: a range ends before it starts")
+    # Copy the ranges into one buffer with a newline (no number's byte) before, between and after
+    # them, so no match runs from one answer into the next (ranges may touch or overlap in data).
+    new_starts = _packed_starts(lengths)
+    used = int(lengths.sum())
+    packed = np.full(used + n + 1, 10, dtype=np.uint8)
+    if used:
+        at = np.arange(used, dtype=np.int64)
+        before = np.cumsum(lengths) - lengths
+        packed[at + np.repeat(new_starts - before, lengths)] = buf[at + np.repeat(starts - before, lengths)]
+        del at
+    # a row holding a byte the scan cannot vouch for (>= 0x80, or a backslash) is parsed whole
+    odd = np.flatnonzero((packed >= 0x80) | (packed == 92))
+    odd_rows = np.unique(np.searchsorted(new_starts, odd, side="right") - 1).tolist() if odd.size else []
+    for i in odd_rows:
+        packed[new_starts[i]:new_starts[i] + lengths[i]] = 10
+    failures, values, counts = _last_k_of_spans(packed, new_starts, new_starts + lengths, k)
+    for i in odd_rows:
+        failures[i] = _EXACT
+    _settle(failures, values, counts, text_of, k)
+    return failures, values
+
+
+# markers in a failures list under construction: a row parse_last_k decides; a row with too few numbers
+_EXACT = Prediction(status=ParseStatus.missing, detail="(to be parsed one by one)")
+_FEW = Prediction(status=ParseStatus.missing, detail="(too few numbers)")
+
+_DOT, _MINUS = ord("."), ord("-")
+
+
+def _v1_spans(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end offsets of every ``V1_NUMBER`` match in ``buf``, an ASCII byte array whose
+    first and last bytes are not ``0-9``, ``.`` or ``-``; what ``re.finditer`` finds, in order.
+
+    ``-?\\d+\\.?\\d*`` scans left to right: a match is a maximal run of digits (``\\d+`` is
+    greedy and the next byte is no digit), with the ``-`` right before it, and then a ``.`` and
+    the whole digit run after that dot. A run that such a dot joins to an earlier match is
+    consumed by it, so along a chain of runs joined by single dots ("1.2.3.4") matches start at
+    every other run ("1.2", "3.4"); "1.2.3" gives "1.2", "3" (the second dot is skipped)."""
+    digit = (buf - np.uint8(48)) <= 9  # wraps around below "0"
+    # a digit run starts after each rising edge and ends after each falling one; they alternate,
+    # starting with a rise (the first and last bytes are no digits)
+    edges = np.nonzero(digit[1:] ^ digit[:-1])[0] + 1
+    run_start, run_end = edges[0::2], edges[1::2]
+    if not run_start.size:
+        return run_start, run_end
+    joined = np.zeros(run_start.size, dtype=bool)  # run r is one dot after run r - 1
+    joined[1:] = (run_end[:-1] == run_start[1:] - 1) & (buf[run_start[1:] - 1] == _DOT)
+    index = np.arange(run_start.size)
+    chain_first = np.maximum.accumulate(np.where(joined, 0, index))
+    first = ((index - chain_first) & 1) == 0  # a run where a match starts
+    next_joined = np.zeros(run_start.size, dtype=bool)
+    next_joined[:-1] = joined[1:]
+    after = np.empty(run_start.size, dtype=np.int64)
+    after[:-1] = run_end[1:]
+    after[-1] = 0
+    ends = np.where(next_joined, after, run_end + (buf[run_end] == _DOT))
+    starts = run_start - (buf[run_start - 1] == _MINUS)
+    return starts[first], ends[first]
+
+
+def _last_k_of_spans(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, k: int
+                     ) -> tuple[list[Prediction | None], np.ndarray, np.ndarray]:
+    """Scan answers ``buf[starts[i]:ends[i]]`` (ASCII, each range bordered by bytes that are
+    not ``0-9``, ``.`` or ``-``): ``(failures, values, counts)`` with ``None`` for an ``ok`` row,
+    ``_FEW`` for a row with fewer than k numbers and ``_EXACT`` for one that overflows; ``counts``
+    is the number of ``V1_NUMBER`` matches of each row."""
+    n = len(starts)
+    values = np.full((n, k), np.nan)
+    tok_start, tok_end = _v1_spans(buf)
+    if not n or not tok_start.size:
+        return [_FEW] * n, values, np.zeros(n, dtype=np.int64)
+    # a token lies inside one range (the bytes between ranges are no number's): the tokens of
+    # range i are those starting before ends[i] and not before ends[i - 1]
+    upto = np.searchsorted(tok_start, ends)
+    counts = np.diff(upto, prepend=0)
+    rows = np.flatnonzero(counts >= k)
+    if not rows.size:
+        return [_FEW] * n, values, counts
+    chosen = (upto[rows][:, None] - k + np.arange(k)).reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        parsed = _decimals(buf, tok_start[chosen], tok_end[chosen]).astype(np.float32).reshape(len(rows), k)
+    finite = np.isfinite(parsed).all(axis=1)
+    good = rows[finite]
+    values[good] = parsed[finite]
+    failures: list[Prediction | None] = [None] * n
+    for i in np.flatnonzero(counts < k).tolist():
+        failures[i] = _FEW
+    for i in rows[~finite].tolist():
+        failures[i] = _EXACT
+    return failures, values, counts
+
+
+# 10**0 .. 10**22: every one exactly a double
+_POW10 = np.array([10.0 ** e for e in range(23)])
+_FAST_DIGITS = 15  # an integer of 15 digits is below 2**53: exactly a double
+
+
+def _decimals(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """``float(token)`` of each ``V1_NUMBER`` token ``buf[starts[i]:ends[i]]``, exactly.
+
+    A token of at most 15 digits is ``±M / 10**f`` with ``M`` (its digits as an integer) and
+    ``10**f`` (``f`` <= 15 digits after the dot) both exact doubles; one IEEE division of two
+    exact doubles is the correctly rounded quotient, which is what ``float(str)`` (correctly
+    rounded, David Gay's algorithm) returns -- Clinger's fast path, which CPython's own
+    conversion takes for such inputs. Longer tokens are converted by ``float`` one by one."""
+    out = np.empty(len(starts), dtype=np.float64)
+    if not len(starts):
+        return out
+    negative = buf[starts] == _MINUS
+    first = starts + negative
+    length = ends - first
+    fast = length <= _FAST_DIGITS  # without a dot; with one, 14 digits or fewer
+    for i in np.flatnonzero(~fast).tolist():
+        out[i] = float(buf[starts[i]:ends[i]].tobytes())
+    if not fast.any():
+        return out
+    index = np.flatnonzero(fast)
+    first, length = first[index], length[index]
+    mantissa = np.zeros(len(index), dtype=np.int64)
+    dot_at = np.full(len(index), -1, dtype=np.int64)
+    for j in range(int(length.max())):
+        live = length > j
+        at = np.where(live, first + j, 0)
+        byte = buf[at]
+        digit = live & (byte != _DOT)
+        mantissa = np.where(digit, mantissa * 10 + (byte.astype(np.int64) - 48), mantissa)
+        dot_at = np.where(live & ~digit, j, dot_at)
+    after_dot = np.where(dot_at >= 0, length - 1 - dot_at, 0)
+    value = mantissa.astype(np.float64) / _POW10[after_dot]
+    out[index] = np.where(negative[index], -value, value)
+    return out
 
 
 @dataclass(frozen=True)
