@@ -309,10 +309,9 @@ def timed(mode: str, run_dir: Path) -> dict:
             "tree_rss_mb": max(peak_tree, peak)}
 
 
-def prepare(n: int) -> tuple[Path, Path]:
+def prepare(n: int) -> Path:
     """The cached run directory of ``n`` samples written as the package writes runs (plan columns
-    included), and a twin without the plan columns (the same files, hard-linked), which the score
-    step must read from ``plan.jsonl``."""
+    included)."""
     run_dir = CACHE / f"detection-store-{n}"
     done = run_dir / ".complete"
     if not done.exists():
@@ -322,6 +321,13 @@ def prepare(n: int) -> tuple[Path, Path]:
         (run_dir / "official").mkdir(exist_ok=True)
         done.write_text("ok\n")
         print(f"  built {run_dir} in {time.perf_counter() - t0:.0f}s (cached for later runs)", flush=True)
+    return run_dir
+
+
+def prepare_twin(n: int) -> Path:
+    """:func:`prepare`'s run without the plan columns (the same files, hard-linked), which the
+    score step must read from ``plan.jsonl``."""
+    run_dir = prepare(n)
     twin = CACHE / f"detection-store-{n}-jsonl"
     if not (twin / ".complete").exists():
         twin.mkdir(exist_ok=True)
@@ -329,7 +335,7 @@ def prepare(n: int) -> tuple[Path, Path]:
             (twin / name).unlink(missing_ok=True)
             os.link(run_dir / name, twin / name)
         (twin / ".complete").write_text("ok\n")
-    return run_dir, twin
+    return twin
 
 
 def _line(label: str, r: dict) -> str:
@@ -356,7 +362,7 @@ def main() -> None:
           flush=True)
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        run_dir, twin = prepare(n)
+        run_dir, twin = prepare(n), prepare_twin(n)
         ours, fallback, official = [], [], []
         for _ in range(args.repeat):  # alternate, so all sides see the same machine load
             ours.append(timed("ours", run_dir))

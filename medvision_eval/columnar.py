@@ -636,3 +636,23 @@ def float_texts(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     for i in np.flatnonzero(odd).tolist():
         texts[i] = repr(float(flat[i]))
     return texts, np.isinf(flat)
+
+
+def float_row_texts(matrix: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Each row of an (n, k) array as ``", ".join`` of :func:`float_texts` of its values (the
+    inside of its JSON list), from one orjson call for the whole array; and a mask of the rows
+    holding an infinite value."""
+    m = np.asarray(matrix, dtype=np.float64)
+    n = m.shape[0]
+    if not n:
+        return [], np.zeros(0, dtype=bool)
+    k = m.shape[1]
+    if not k:
+        return [""] * n, np.zeros(n, dtype=bool)
+    rows = orjson.dumps(m.tolist())[2:-2].replace(b",", b", ").decode().split("], [")  # NaN and inf -> null
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(m)
+        odd = (((magnitude < 1e-4) & (magnitude > 0)) | ((magnitude >= 1e16) & np.isfinite(m))).any(axis=1)
+    for i in np.flatnonzero(odd).tolist():
+        rows[i] = ", ".join(["null" if v != v else repr(v) for v in m[i].tolist()])
+    return rows, np.isinf(m).any(axis=1)

@@ -26,7 +26,8 @@ from .plugins import Registry
 from .protocol import Protocol
 from .rundigest import digests, inputs_digest  # one digest: the finished-rerun check reads it without this module
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
-from .columnar import NULL_COUNT, FORK, Answer, AnswerColumns, Forked, TaskColumns, _json_str, float_texts, read_inputs
+from .columnar import (NULL_COUNT, FORK, Answer, AnswerColumns, Forked, TaskColumns, _json_str, float_row_texts,
+                       float_texts, read_inputs)
 from .planstore import open_store
 from .storescore import StaleStore, score_from_store
 from .schema import ParseStatus, Prediction
@@ -366,11 +367,9 @@ def _row_texts(cols: TaskColumns, found: list[Answer | None], status: list[str],
         metric_columns.append(texts)
         bad.update(np.flatnonzero(inf).tolist())
     # values: the parsed numbers of ok rows (finite by construction), null elsewhere
-    k = values.shape[1]
-    value_texts, value_inf = float_texts(np.where(ok[:, None], values, 0.0))
-    bad.update(np.flatnonzero(value_inf.reshape(n, k).any(axis=1)).tolist() if n else [])
-    rows_of_values = zip(*(value_texts[j::k] for j in range(k)))
-    vals = ["[" + ", ".join(v) + "]" if good else "null" for v, good in zip(rows_of_values, ok.tolist())]
+    value_rows, value_inf = float_row_texts(np.where(ok[:, None], values, 0.0))
+    bad.update(np.flatnonzero(value_inf).tolist())
+    vals = ["[" + v + "]" if good else "null" for v, good in zip(value_rows, ok.tolist())]
     for i, v in shown.items():
         if v is None:
             vals[i] = "null"
@@ -381,14 +380,13 @@ def _row_texts(cols: TaskColumns, found: list[Answer | None], status: list[str],
     isfinite = math.isfinite
     width = cols.truths.width()
     if width:
-        flat = np.frombuffer(cols.truths.flat, dtype=np.float64)
-        truth_texts, _ = float_texts(flat)
-        bad.update(np.flatnonzero(~np.isfinite(flat.reshape(n, width)).all(axis=1)).tolist())
-        targets = ["[" + ", ".join(t) + "]" for t in zip(*(truth_texts[j::width] for j in range(width)))]
+        matrix = np.frombuffer(cols.truths.flat, dtype=np.float64).reshape(n, width)
+        targets, _ = float_row_texts(matrix)
+        bad.update(np.flatnonzero(~np.isfinite(matrix).all(axis=1)).tolist())
     else:
         targets = []
         for i, truth in enumerate(cols.truths):
-            targets.append("[" + ", ".join(map(repr, truth)) + "]")
+            targets.append(", ".join(map(repr, truth)))
             if not all(isfinite(t) for t in truth):
                 bad.add(i)
     ans = AnswerColumns.of(found)
@@ -429,7 +427,7 @@ def _row_texts(cols: TaskColumns, found: list[Answer | None], status: list[str],
     metric_part = ", ".join(f"{_json_str(name)}: %s" for name in names)
     template = ('{"id": %s, "config": %s, "dataset": %s, "index": %d, "label": %s, "key": %s, "prompt_hash": %s, '
                 '"response": %s, "error": %s, "latency_s": %s, "usage": %s, "status": "%s", "values": %s, '
-                '"detail": %s, "target": %s, "unit": %s, "metrics": {' + metric_part + '}}\n')
+                '"detail": %s, "target": [%s], "unit": %s, "metrics": {' + metric_part + '}}\n')
     columns = [json_strings(cols.ids, bad), categorical(cols.configs, bad), categorical(cols.datasets, bad),
                cols.indexes, categorical(cols.labels, bad), json_strings(cols.keys, bad),
                json_strings(cols.prompt_hashes, bad), responses, errors, latencies, usages, status, vals, details,

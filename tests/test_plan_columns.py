@@ -16,8 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medvision_eval import planstore, scoring, storescore
+from medvision_eval.columnar import float_row_texts, float_texts
 from medvision_eval.planstore import INDEX, STORE_DIR, open_store
 from medvision_eval.scoring import score_run
 from medvision_eval.store import PlanEntry, load_plan, write_plan
@@ -345,3 +348,17 @@ def test_a_bad_response_line_is_named_by_file_and_line_on_the_store_path(demo_ro
     with pytest.raises(ValueError, match=rf"responses\.jsonl:{len(lines) - 1}: not a valid response record"):
         score_run(run)
     assert not list(run.glob(".*.tmp"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=6), st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=48))
+def test_float_row_texts_join_float_texts_of_each_row(k, values):
+    n = len(values) // k if k else 0
+    matrix = np.array(values[:n * k], dtype=np.float64).reshape(n, k)
+    rows, inf = float_row_texts(matrix)
+    assert len(rows) == n
+    for i in range(n):
+        texts, row_inf = float_texts(matrix[i])
+        assert inf[i] == bool(row_inf.any())
+        if not row_inf.any():
+            assert rows[i] == ", ".join(texts)
