@@ -1,6 +1,7 @@
 """Harness overhead and resume cost, measured side by side in one run.
 
-    python benchmarks/bench_harness.py [--volumes 8] [--slices 160] [--paper] [--only paper]
+    python benchmarks/bench_harness.py [--volumes 8] [--slices 160] [--paper] [--only a|b|c|plan]
+                                       [--plan-before DIR] [--plan-rounds N]
 
 (a) Harness overhead with an instant model (``oracle``): samples/s of the predict step on a
     detection config with thousands of samples from a few volumes — all of it (plan, render,
@@ -22,7 +23,11 @@
     RSS and its peak in each quarter of the run (flat = bounded). Then resume with the
     last 1,000 answers removed; then ``medvision-eval`` on the finished run twice as a user runs
     it: a first pass that plans and scores, and the finished rerun (inputs unchanged: plan and
-    results reused); then the plan step alone in a fresh process.
+    results reused); then the plan step alone (plan, then write plan.jsonl, as ``Runner.execute``
+    does), each run in a fresh process, best of ``--plan-rounds``: wall and CPU seconds. With
+    ``--plan-before DIR`` (a checkout of earlier code, e.g. ``git worktree add /tmp/plan_before
+    473bce8``) the earlier code's plan step runs alternately with this one in the same minutes,
+    and every plan.jsonl of both is compared byte for byte. ``--only plan`` runs that line alone.
     Targets: peak RSS <= 2 GB and flat; one decode per volume; resume seconds; finished rerun <= 2 s;
     plan step <= 1 s.
 """
@@ -138,7 +143,13 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=8)
     parser.add_argument("--slices", type=int, default=160)
     parser.add_argument("--paper", action="store_true", help="add (c), the paper-shaped workload")
-    parser.add_argument("--only", choices=("a", "b", "c"), help="run one section only")
+    parser.add_argument("--only", choices=("a", "b", "c", "plan"),
+                        help="run one section only (plan: the plan-step line of (c) alone)")
+    parser.add_argument("--plan-before", metavar="DIR", type=Path,
+                        help="a checkout of earlier code whose plan step (c) times side by side with this one, "
+                             "e.g. made by: git worktree add /tmp/plan_before 473bce8")
+    parser.add_argument("--plan-rounds", type=int, default=3, metavar="N",
+                        help="plan-step runs per side, alternating (default 3; the best is reported)")
     parser.add_argument("--predict-child", nargs=2, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--decode-child", nargs=2, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--plan-child", nargs=2, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
@@ -182,8 +193,10 @@ def main() -> None:
                 goal = "(target <= 5 %)" if "10 ms" in label else "(start-up bound)"
                 print(f"    {label:<20} first {first:7.2f}s  rerun {rerun:5.2f}s  ratio {rerun / first:6.1%}  {goal}"
                       f"  plan reused, nothing rewritten: {untouched(run_dir, before)}")
-        if args.paper or args.only == "c":
-            paper(tmp)
+        if args.only == "plan":
+            plan_step(paper_data(), tmp, args.plan_before, args.plan_rounds)
+        elif args.paper or args.only == "c":
+            paper(tmp, args.plan_before, args.plan_rounds)
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
 
 
@@ -362,8 +375,12 @@ def decode_child(data: Path, out: Path) -> None:
 
 
 def plan_child(data: Path, out: Path) -> None:
-    """The plan step of the paper-shaped run in this process (imports and registry excluded);
-    prints one JSON line."""
+    """The plan step of the paper-shaped run in this process, as ``Runner.execute`` runs it
+    (imports and registry excluded); prints one JSON line: wall and CPU seconds of planning and
+    of writing plan.jsonl. Runs the code of whatever ``medvision_eval`` is first on the path."""
+    from contextlib import nullcontext
+
+    from medvision_eval import planning
     from medvision_eval.planning import build_plan
     from medvision_eval.runner import RunConfig, Runner
     from medvision_eval.store import write_plan
@@ -371,12 +388,62 @@ def plan_child(data: Path, out: Path) -> None:
     cfg = RunConfig(tasks=PAPER_TASKS.split(","), model="oracle", data=str(data), output=str(out))
     runner = Runner(cfg)
     tasks, adapter = runner.tasks(), runner.adapter
-    t0 = time.perf_counter()
-    plan = build_plan(cfg, tasks, runner.data, adapter)
-    t1 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    write_plan(out, plan.entries)
-    print(json.dumps({"planned": len(plan), "plan_s": t1 - t0, "write_s": time.perf_counter() - t1}))
+    paused = getattr(planning, "gc_paused", nullcontext)  # the runner's GC pause, where the code has one
+    with paused():
+        t0, c0 = time.perf_counter(), time.process_time()
+        plan = build_plan(cfg, tasks, runner.data, adapter)
+        t1, c1 = time.perf_counter(), time.process_time()
+        out.mkdir(parents=True, exist_ok=True)
+        write_plan(out, plan.entries)
+    t2, c2 = time.perf_counter(), time.process_time()
+    print(json.dumps({"planned": len(plan), "plan_s": t1 - t0, "plan_cpu": c1 - c0, "write_s": t2 - t1,
+                      "write_cpu": c2 - c1}))
+
+
+def plan_step(data: Path, tmp: Path, before: Path | None = None, rounds: int = 3) -> None:
+    """(c), last line: the plan step alone, each run in a fresh process; with ``before`` (a checkout
+    of earlier code) the two alternate, and their plan.jsonl files are compared byte for byte."""
+    sides: list[tuple[str, Path | None]] = [("this code", None)]
+    if before is not None:
+        sides.append(("before", before.resolve()))
+    load0 = os.getloadavg()[0]
+    runs: dict[str, list[dict]] = {label: [] for label, _ in sides}
+    for r in range(max(1, rounds)):
+        for label, tree in sides:
+            env = dict(CLI_ENV)
+            if tree is not None:  # the earlier code first on the path (this file's child runs it)
+                env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            out = tmp / f"plan-only-{'before' if tree else 'this'}-{r}"
+            shutil.rmtree(out, ignore_errors=True)
+            done = subprocess.run([sys.executable, __file__, "--plan-child", str(data), str(out)], check=True,
+                                  capture_output=True, text=True, env=env)
+            runs[label].append({**json.loads(done.stdout.strip().splitlines()[-1]), "out": out})
+    load1 = os.getloadavg()[0]
+    best = {label: min(rs, key=lambda x: x["plan_s"] + x["write_s"]) for label, rs in runs.items()}
+    mine = best["this code"]
+    print(f"    plan step alone (fresh process, best of {max(1, rounds)}; read plan files and volume headers, build "
+          f"samples, prompts and cache keys, write plan.jsonl), {mine['planned']:,} samples, load {load0:.2f} -> {load1:.2f}:")
+    for label, tree in sides:
+        b = best[label]
+        what = label if tree is None else f"before ({tree}, {_commit(tree)})"
+        print(f"      {what}: plan {b['plan_s']:.2f}s (CPU {b['plan_cpu']:.2f}s) + write {b['write_s']:.2f}s "
+              f"(CPU {b['write_cpu']:.2f}s) = {b['plan_s'] + b['write_s']:.2f}s")
+    if before is not None:
+        old = best["before"]
+        same = all((r["out"] / "plan.jsonl").read_bytes() == (old["out"] / "plan.jsonl").read_bytes()
+                   for rs in runs.values() for r in rs)
+        print(f"      this code / before: plan {mine['plan_s'] / old['plan_s']:.2f}, plan + write "
+              f"{(mine['plan_s'] + mine['write_s']) / (old['plan_s'] + old['write_s']):.2f}; every plan.jsonl "
+              f"byte-identical: {'yes' if same else 'NO'}")
+    print(f"      (goal: plan step <= 1 s)")
+
+
+def _commit(tree: Path) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -414,7 +481,7 @@ def quarters(samples: list[float]) -> str:
     return " / ".join(f"{max(samples[n * (q - 1) // 4:max(n * q // 4, n * (q - 1) // 4 + 1)]):.0f}" for q in (1, 2, 3, 4))
 
 
-def paper(tmp: Path) -> None:
+def paper(tmp: Path, plan_before: Path | None = None, plan_rounds: int = 3) -> None:
     data = paper_data()
     out = tmp / "paper-run"
     child = [sys.executable, __file__, "--predict-child", str(data), str(out)]
@@ -445,6 +512,7 @@ def paper(tmp: Path) -> None:
     print(f"    resume with {len(lines) - 1000:,} of {len(lines):,} answers stored: {wall_r:.1f}s wall "
           f"({res['sent']} sent, {res['decodes']} decodes), peak RSS {max(rss_r + [res['peak_rss_mb']]):,.0f} MB")
     paper_rerun(data, out, tmp)
+    plan_step(data, tmp, plan_before, plan_rounds)
     keep = PAPER_CACHE / "last-run"
     shutil.rmtree(keep, ignore_errors=True)
     shutil.copytree(out, keep)
@@ -452,7 +520,7 @@ def paper(tmp: Path) -> None:
 
 
 def paper_rerun(data: Path, out: Path, tmp: Path) -> None:
-    """(c), rerun part: ``medvision-eval`` on the finished run ``out``, then the plan step alone."""
+    """(c), rerun part: ``medvision-eval`` on the finished run ``out``."""
     # the first CLI pass plans (its arguments differ from the predict child's batch size), finds
     # every answer stored and scores; the rerun then finds the run finished with unchanged inputs
     # and reuses plan and results
@@ -463,11 +531,6 @@ def paper_rerun(data: Path, out: Path, tmp: Path) -> None:
     print(f"    medvision-eval on the finished run (load {os.getloadavg()[0]:.2f}): first pass (plans, "
           f"sends nothing, scores) {scored:.2f}s; finished rerun {rerun:.2f}s  (target <= 2 s); plan reused, "
           f"nothing rewritten: {untouched(out, before)}")
-    plan = json.loads(subprocess.run([sys.executable, __file__, "--plan-child", str(data), str(tmp / "plan-only")],
-                                     check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-    print(f"    plan step alone (in process: read plan files and volume headers, build samples, prompts and cache "
-          f"keys, write plan.jsonl): {plan['planned']:,} samples in {plan['plan_s']:.2f}s + write {plan['write_s']:.2f}s  "
-          f"(goal <= 1 s)")
 
 
 if __name__ == "__main__":

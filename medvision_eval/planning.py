@@ -7,17 +7,20 @@ executor needs: per task, the samples in dataset order, their messages (image pa
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import RunConfig, parse_task_spec
 from .errors import RunError
-from .schema import (AnswerSpec, ImagePart, Message, PerceivedGeometry, Sample, TextPart, arrange_messages,
+from .schema import (AnswerSpec, ImagePart, Message, PerceivedGeometry, Sample, TextPart, arrange_messages, built,
                      stable_hash)
 from .store import PlanEntry, cache_key_function
+from .tasks.base import Task
 
 
 def in_shard(sample_id: str, index: int, count: int) -> bool:
@@ -32,24 +35,42 @@ class PlannedRequest:
     """What the executor turns into a :class:`~medvision_eval.schema.Request` for one sample.
 
     ``answer`` (the task's :class:`AnswerSpec` for the sample) is built when first asked for: a
-    sample whose answer is already stored never needs it."""
+    sample whose answer is already stored never needs it. So are the ``messages`` of a request the
+    planner made from its prompt text and image reference (``parts``: the one user message of
+    :meth:`Task.messages <medvision_eval.tasks.base.Task.messages>`), built once, when first sent."""
 
-    __slots__ = ("sample", "messages", "_task", "_answer")
+    __slots__ = ("sample", "_messages", "_parts", "_task", "_answer")
 
-    def __init__(self, sample: Sample, messages: list[Message], answer: AnswerSpec | None = None, *,
-                 task: Any = None) -> None:
+    def __init__(self, sample: Sample, messages: list[Message] | None = None, answer: AnswerSpec | None = None, *,
+                 task: Any = None, parts: tuple[str, str, bool] | None = None) -> None:
         if answer is None and task is None:
             raise TypeError("PlannedRequest needs an answer spec or the task that makes it")
+        if messages is None and parts is None:
+            raise TypeError("PlannedRequest needs messages or the (text, image ref, image first) they are made of")
         self.sample = sample
-        self.messages = messages
+        self._messages = messages
+        self._parts = parts
         self._task = task
         self._answer = answer
+
+    @property
+    def messages(self) -> list[Message]:
+        if self._messages is None:
+            self._messages = user_message(*self._parts)
+        return self._messages
 
     @property
     def answer(self) -> AnswerSpec:
         if self._answer is None:
             self._answer = self._task.answer_spec(self.sample)
         return self._answer
+
+
+def user_message(text: str, ref: str, image_first: bool) -> list[Message]:
+    """``arrange_messages(Task.messages(...), image_first)`` of a task that keeps the default
+    :meth:`~medvision_eval.tasks.base.Task.messages`: one user message of the prompt and the image."""
+    content = [ImagePart(ref=ref), TextPart(text=text)] if image_first else [TextPart(text=text), ImagePart(ref=ref)]
+    return [Message(role="user", content=content)]
 
 
 @dataclass
@@ -73,7 +94,35 @@ class Plan:
 
 
 def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any) -> Plan:
-    """Plan every ``--tasks`` spec of ``config``; ``tasks`` maps family name -> built task."""
+    """Plan every ``--tasks`` spec of ``config``; ``tasks`` maps family name -> built task.
+
+    The cyclic garbage collector is paused meanwhile: planning allocates tens of thousands of
+    long-lived, acyclic records, and each full collection would walk all of them again (a third of
+    the planning time at paper scale)."""
+    with gc_paused():
+        return _build_plan(config, tasks, data, adapter)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (reference counting frees as always), restoring its state.
+
+    On the way out, what was allocated meanwhile joins the oldest generation directly
+    (``gc.freeze()`` + ``gc.unfreeze()``, two list splices): a plan lives for the whole run, so
+    the collector's first young-generation pass would only walk all of it once more to find it
+    alive. Unreachable cycles are still found, by the next full collection."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
+def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any) -> Plan:
     identity = adapter.identity()
     generation = adapter.generation_settings().model_dump()
     geometries: dict[tuple[int, int], PerceivedGeometry] = {}
@@ -81,6 +130,7 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
     seen: set[tuple[str, str]] = set()
     order = 0
     image_first = getattr(adapter, "image_first", False)
+    texts: dict[str, str] = {}  # prompt text -> its canonical JSON (_user_prompt)
     for spec in config.tasks:
         name, selector = parse_task_spec(spec)
         task = tasks[name]
@@ -90,29 +140,68 @@ def build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: Any
         except (KeyError, ValueError) as exc:
             raise RunError(f"--tasks {spec}: {exc}") from exc
         item = planned.setdefault(name, PlannedTask(name=name, task=task))
+        entries, requests = item.entries, item.requests
         key_of = cache_key_function(identity, fingerprint, generation)
         input_hw = getattr(adapter, "input_hw", None)
+        # a task with the default messages (one user message: prompt text, then the image): its
+        # stored prompt and canonical JSON come from two strings, and its Message objects are
+        # built only for the samples the executor sends
+        default_messages = type(task).messages is Task.messages
+        prompt_text, image_ref, keep = task.prompt, task.protocol.image_ref, task.keep
         for bench_config in configs:
             if input_hw and not bench_config.reshape_hw:  # the model's official reshape_image_hw
                 bench_config = bench_config.model_copy(update={"reshape_hw": tuple(input_hw)})
             for sample in _selected(data.samples(bench_config, split="test"), config):
-                if not task.keep(sample) or (name, sample.id) in seen:
+                sid = sample.id
+                if not keep(sample) or (name, sid) in seen:
                     continue
-                seen.add((name, sample.id))
+                seen.add((name, sid))
                 order += 1
-                if config.shard and not in_shard(sample.id, *config.shard):
+                if config.shard and not in_shard(sid, *config.shard):
                     continue
-                size = tuple(sample.image_size)
-                if size not in geometries:
-                    geometries[size] = adapter.perceived_geometry(*size)
-                messages = arrange_messages(task.messages(sample, geometries[size]), image_first)
-                prompt, prompt_hash = prompt_of(messages)  # stored: view/debugging need no re-planning
-                key = key_of(sample.id, prompt_hash)
+                size = sample.image_size
+                geometry = geometries.get(size)
+                if geometry is None:
+                    geometry = geometries[tuple(size)] = adapter.perceived_geometry(*size)
+                parts = None
+                if default_messages:
+                    text = prompt_text(sample, geometry)
+                    ref = image_ref(sample)
+                    if type(text) is str and type(ref) is str:
+                        parts = (text, ref, image_first)
+                if parts is not None:
+                    prompt, prompt_hash = _user_prompt(text, ref, image_first, texts)
+                    request = PlannedRequest(sample, task=task, parts=parts)
+                else:  # a task's own messages (or a prompt that validation must check)
+                    messages = arrange_messages(task.messages(sample, geometry), image_first)
+                    prompt, prompt_hash = prompt_of(messages)  # stored: view/debugging need no re-planning
+                    request = PlannedRequest(sample, messages, task=task)
+                key = key_of(sid, prompt_hash)
                 # every field is already of its type (the sample validated, the prompt a model dump)
-                item.entries.append(PlanEntry.model_construct(task=name, key=key, prompt_hash=prompt_hash, order=order,
-                                                              sample=sample, prompt=prompt))
-                item.requests[key] = PlannedRequest(sample, messages, task=task)
+                entries.append(built(PlanEntry, {"task": name, "key": key, "prompt_hash": prompt_hash, "order": order,
+                                                 "sample": sample, "prompt": prompt}))
+                requests[key] = request
     return Plan(list(planned.values()))
+
+
+def _user_prompt(text: str, ref: str, image_first: bool, texts: dict[str, str] | None = None
+                 ) -> tuple[list[dict[str, Any]], str]:
+    """:func:`prompt_of` of :func:`user_message` ``(text, ref, image_first)``, without building it.
+    ``texts`` keeps the canonical JSON of each prompt text seen (a config's samples share a few)."""
+    text_part = {"type": "text", "text": text}
+    image_part = {"type": "image", "ref": ref}
+    text_json = texts.get(text) if texts is not None else None
+    if text_json is None:
+        text_json = '{"text":' + _quote(text) + ',"type":"text"}'
+        if texts is not None:
+            texts[text] = text_json
+    image_json = '{"ref":' + _quote(ref) + ',"type":"image"}'
+    if image_first:
+        content, canonical = [image_part, text_part], image_json + "," + text_json
+    else:
+        content, canonical = [text_part, image_part], text_json + "," + image_json
+    digest = hashlib.sha256(('[{"content":[' + canonical + '],"role":"user"}]').encode()).hexdigest()[:16]
+    return [{"role": "user", "content": content}], digest
 
 
 _quote = json.encoder.encode_basestring_ascii  # json.dumps of a str

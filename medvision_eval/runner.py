@@ -24,7 +24,7 @@ from .executor import Progress, RunSummary
 from .factory import build_adapter, build_task, split_model_spec
 from .manifest import MANIFEST_FIELD, SELECTION_ENV, build_manifest, finished_run, run_key
 from .models.base import ModelAdapter, RunContext, TruthChannel
-from .planning import Plan, PlannedTask, build_plan, in_shard
+from .planning import Plan, PlannedTask, build_plan, gc_paused, in_shard
 from .plugins import Registry
 from .protocol import get_protocol
 from .results import Environment, RunRecord, Selection
@@ -165,10 +165,12 @@ class Runner:
         from .executor import Executor
 
         start = time.perf_counter()
-        plan = build_plan(self.config, self.tasks(), self.data, self.adapter)
-        self.output.mkdir(parents=True, exist_ok=True)
+        with gc_paused():  # the plan's records live for the run: see gc_paused
+            plan = build_plan(self.config, self.tasks(), self.data, self.adapter)
+            self.output.mkdir(parents=True, exist_ok=True)
+            if self.dist.is_main:
+                write_plan(self.output, plan.entries)
         if self.dist.is_main:
-            write_plan(self.output, plan.entries)
             record = self.run_record(self.manifest())
             atomic_write_text(self.output / RUN_CONFIG, record.model_dump_json(indent=2) + "\n")
         adapter = self.adapter

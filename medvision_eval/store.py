@@ -120,6 +120,10 @@ def strict_jsonable(obj: Any, why: dict[str, str] | None = None) -> Any:
 
 def strict_dumps(obj: Any, *, indent: int | None = None) -> str:
     """Strict JSON text of ``obj`` (see :func:`strict_jsonable`)."""
+    if indent is None and type(obj) in _DIRECT_JSON:
+        raw = _direct_json(obj)
+        if raw is not None:
+            return raw
     if isinstance(obj, BaseModel):
         # A model's own JSON writes NaN as a silent null; dumping to Python first keeps it visible.
         data = obj.model_dump(mode="python")
@@ -136,6 +140,20 @@ def strict_dumps(obj: Any, *, indent: int | None = None) -> str:
         return text
     except (ValueError, UnicodeError):
         return json.dumps(strict_jsonable(obj), indent=indent, allow_nan=False, ensure_ascii=False)
+
+
+def _direct_json(obj: BaseModel) -> str | None:
+    """The compact JSON of a model from its own serializer, skipping the Python dump in between;
+    None when the text could differ from the general path's (a value it cannot serialize, or a
+    ``null``/``NaN``/``Infinity`` anywhere in it: the model serializer writes a non-finite float as
+    ``null``, so any such line takes the general path, which records it in ``null_reasons``)."""
+    try:
+        raw = type(obj).__pydantic_serializer__.to_json(obj).decode("utf-8")
+    except (pydantic_core.PydanticSerializationError, UnicodeError, ValueError):
+        return None
+    if "null" in raw or "NaN" in raw or "Infinity" in raw:
+        return None
+    return raw
 
 
 def restore_non_finite(obj: Any) -> Any:
@@ -220,6 +238,11 @@ class PlanEntry(BaseModel):
     # The exact messages sent (text, and image parts by reference); prompt_hash is their stable_hash.
     # Stored so that debugging and 'medvision-eval view' need no re-planning. None in older plans.
     prompt: list[dict[str, Any]] | None = None
+
+
+# Models whose own serializer writes what strict_dumps' general path writes, byte for byte, when
+# no value is non-finite (their fields: str, int, float, tuples, models, JSON-like Any values).
+_DIRECT_JSON: set[type[BaseModel]] = {PlanEntry}
 
 
 def cache_key(

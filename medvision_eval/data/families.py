@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import FamilyEntry, hookimpl
-from ..schema import Target
+from ..schema import Target, built
 from .errors import DataNotFoundError, SampleDataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,6 +61,9 @@ class SampleBuilder:
         raise NotImplementedError
 
 
+_BOX_NAMES = ("x1", "y1", "x2", "y2")
+
+
 class DetectionSamples(SampleBuilder):
     name = "detection"
     planner_kind = "detection"
@@ -77,8 +80,11 @@ class DetectionSamples(SampleBuilder):
             dh, dw = box["dimensions"]
             extra = {"box_area_ratio": float(dh * dw) / float(height * width) if height and width else float("nan"),
                      "box_pixels": [*box["min_coords"], *box["max_coords"]], "unit": "relative"}
-            yield "box", (facts["labels"].get(lab, str(lab)), lab,
-                          Target(values=rel, unit="relative", names=("x1", "y1", "x2", "y2")), extra)
+            if type(rel) is tuple and all(type(v) is float for v in rel):  # the plan's integer corners: floats already, as validated
+                target = built(Target, {"values": rel, "unit": "relative", "names": _BOX_NAMES})
+            else:
+                target = Target(values=rel, unit="relative", names=_BOX_NAMES)
+            yield "box", (facts["labels"].get(lab, str(lab)), lab, target, extra)
 
 
 class TumorLesionSamples(SampleBuilder):
@@ -160,8 +166,9 @@ class LandmarkSamples(SampleBuilder):
             note(path)
         from .planfile import read_json
 
+        read = getattr(data, "read_annotation", None) or read_json  # read once for all configs of the file
         try:
-            payload = read_json(path)
+            payload = read(path)
         except FileNotFoundError:
             data.report(f"warning: {path}: landmark file not found (targets come from the plan file)")
             return None

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..schema import ImageRef, Sample, Target
+from ..schema import ImageRef, Sample, Target, built
 from . import annotate
 from . import render as render_mod
 from .catalogue import CATALOGUE_FILE, BenchmarkConfig, Catalogue, load_catalogue, normalise_modality
@@ -87,6 +87,10 @@ class MedVisionData:
         self._plans: dict[Path, dict[str, Any]] = {}
         self._plan_paths: dict[tuple[str, str, str], Path] = {}  # (dataset, planner kind, version) -> plan file
         self._headers: dict[Path, VolumeHeader | SampleDataError] = {}
+        self._header_of_rel: dict[str, VolumeHeader | SampleDataError] = {}  # _header(): rel -> _headers[root / rel]
+        self._resolved: dict[tuple[str, str], str | SampleDataError] = {}  # resolve(), once per path
+        self._real_dirs: dict[str, str] = {}  # folder -> its real path (symbolic links resolved)
+        self._annotations: dict[Path, tuple[Any, Exception | None]] = {}  # read_annotation()
         self._noted: set[Path] = set()  # other files planning read (landmark files): note_file()
         self._bad: dict[str, str] = {}  # sample id -> why its image cannot be produced
         # the official loader's per-sample filters (single-instance set); None = from the environment
@@ -115,7 +119,21 @@ class MedVisionData:
                                     f"(known: {known}); install the plugin that provides it") from None
 
     def resolve(self, dataset: str, path: str) -> str:
-        """A plan path as a posix path relative to the root; raises SampleDataError if it escapes."""
+        """A plan path as a posix path relative to the root; raises SampleDataError if it escapes.
+        Worked out once per (dataset, path) for the life of this object, as headers are read once."""
+        key = (dataset, path)
+        known = self._resolved.get(key)
+        if known is None:
+            try:
+                known = self._resolve(dataset, path)
+            except SampleDataError as exc:
+                known = exc
+            self._resolved[key] = known
+        if isinstance(known, SampleDataError):
+            raise SampleDataError(str(known)) from None
+        return known
+
+    def _resolve(self, dataset: str, path: str) -> str:
         p = PurePosixPath(str(path).replace("\\", "/"))
         if p.is_absolute():
             parts = p.parts
@@ -127,20 +145,36 @@ class MedVisionData:
                     return Path(p).resolve().relative_to(self.root).as_posix()
                 except ValueError:
                     raise SampleDataError(f"{path}: path escapes the data root {self.root}") from None
-        target = (self.root / "Datasets" / dataset / Path(p)).resolve()
+        target = self._realpath(str(self.root / "Datasets" / dataset / Path(p)))
         try:
-            return target.relative_to(self.root).as_posix()
+            return Path(target).relative_to(self.root).as_posix()
         except ValueError:
             raise SampleDataError(f"{path}: path escapes the data root {self.root}") from None
 
+    def _realpath(self, path: str) -> str:
+        """``os.path.realpath(path)`` (what ``Path.resolve()`` returns), resolving each directory
+        once: a file whose folder is resolved already costs one ``lstat`` instead of one per
+        component. ``realpath(dir/name)`` is ``realpath(realpath(dir)/name)``, which is the folder's
+        real path joined with ``name`` unless ``name`` is itself a symbolic link."""
+        head, name = os.path.split(path)
+        if not head or name in ("", ".", ".."):
+            return os.path.realpath(path)
+        real_head = self._real_dirs.get(head)
+        if real_head is None:
+            real_head = self._real_dirs[head] = os.path.realpath(head)
+        joined = os.path.join(real_head, name)
+        return os.path.realpath(joined) if os.path.islink(joined) else joined
+
     def _header(self, rel: str) -> VolumeHeader:
-        path = self.root / rel
-        if path not in self._headers:
-            try:
-                self._headers[path] = read_header(path)
-            except SampleDataError as exc:
-                self._headers[path] = exc
-        value = self._headers[path]
+        value = self._header_of_rel.get(rel)
+        if value is None:
+            path = self.root / rel
+            if path not in self._headers:
+                try:
+                    self._headers[path] = read_header(path)
+                except SampleDataError as exc:
+                    self._headers[path] = exc
+            value = self._header_of_rel[rel] = self._headers[path]
         if isinstance(value, SampleDataError):
             raise value
         return value
@@ -187,6 +221,22 @@ class MedVisionData:
         """Record a file that planning read besides plan files and volume headers (a family's
         landmark file): it becomes part of the run's manifest, so changing it re-plans the run."""
         self._noted.add(Path(path))
+
+    def read_annotation(self, path: str | Path) -> Any:
+        """``read_json(path)`` of an annotation file a family reads (a landmark file), read once per
+        data object: configs slicing the same cases share it. The document is shared, not copied:
+        callers only read it. A file that cannot be read raises its error again on every call."""
+        path = Path(path)
+        known = self._annotations.get(path)
+        if known is None:
+            try:
+                known = (read_json(path), None)
+            except Exception as exc:  # re-raised below, and for every later caller
+                known = (None, exc)
+            self._annotations[path] = known
+        if known[1] is not None:
+            raise known[1]
+        return known[0]
 
     def consulted_files(self) -> list[Path]:
         """Every file planning has read so far (or looked for): the data root's catalogue.json,
@@ -260,6 +310,8 @@ class MedVisionData:
         except SampleDataError as exc:
             self._problem(f"warning: {exc}")
             return None
+        if mh.shape == header.shape and mh.zooms == header.zooms and np.array_equal(mh.affine, header.affine):
+            return None  # the common case: the same geometry exactly (so also within the tolerances)
         diffs = []
         if mh.shape != header.shape:
             diffs.append(f"shape {header.shape} vs {mh.shape}")
@@ -293,6 +345,15 @@ class MedVisionData:
         builder = self.builder(config)
         lm_problem = builder.case_problem(self, config, case, shape)
         case_id = str(case.get("case_ID", PurePosixPath(rel).name))
+        modality_spelling = str(info["image_modality"]) if info.get("image_modality") else None
+        size = (new_w, new_h) if reshape else (width, height)
+        # the fields every sample of the case shares have their validated types (str, int, float)
+        task_name, config_name, dataset, plane = config.task, config.name, config.dataset, config.plane_code
+        modality, description = facts["modality"], facts["description"]
+        plain = (type(rel) is str and type(axis) is int and all(type(v) is int for v in size)
+                 and all(type(v) is float for v in spacing) and type(modality) is str and type(description) is str
+                 and type(task_name) is str and type(config_name) is str and type(dataset) is str
+                 and type(plane) is str and type(split) is str)
         out: list[Sample] = []
         for position, entry in enumerate(entries):
             idx, entry_problem = self._slice_index(config, case_id, axis, position, entry)
@@ -308,9 +369,9 @@ class MedVisionData:
                         target = target.model_copy(update={"values": tuple(
                             annotate.relative_box(px[:2], px[2:], new_h, new_w))})
                 key = label_id if label_id is not None else extra.get("metric_key")
-                sid = f"{config.name}/{split}/{case_id}/{config.plane_code}{idx}/{key}"
+                sid = f"{config_name}/{split}/{case_id}/{plane}{idx}/{key}"
                 if entry_problem:  # no usable slice index: a stable id from the entry's position
-                    sid = f"{config.name}/{split}/{case_id}/{config.plane_code}?entry{position}/{key}"
+                    sid = f"{config_name}/{split}/{case_id}/{plane}?entry{position}/{key}"
                 why = problem or entry_problem
                 if why is None and kind.endswith("-missing"):
                     why = f"{self.root / rel}: slice {idx} has no measured ellipse in the plan (official loader: IndexError)"
@@ -322,16 +383,25 @@ class MedVisionData:
                     why = lm_problem
                 if why:
                     self._bad[sid] = why
-                if info.get("image_modality"):  # the plan's own spelling (v1 groups by it verbatim)
-                    extra = {**extra, "image_modality": str(info["image_modality"])}
-                out.append(Sample(
-                    id=sid, task=config.task, config=config.name, dataset=config.dataset, split=split,
-                    index=start + len(out), image=ImageRef(path=rel, slice_axis=axis, slice_index=idx),
-                    image_size=(new_w, new_h) if reshape else (width, height), pixel_spacing=spacing,
-                    label=label_name, label_id=label_id,
-                    modality=facts["modality"], plane=config.plane_code, image_description=facts["description"],
-                    target=target, extra=extra,
-                ))
+                own = False  # whether extra is a dict made here (else the builder's, copied as validation does)
+                if modality_spelling is not None:  # the plan's own spelling (v1 groups by it verbatim)
+                    extra, own = {**extra, "image_modality": modality_spelling}, True
+                fields = {
+                    "id": sid, "task": task_name, "config": config_name, "dataset": dataset, "split": split,
+                    "index": start + len(out), "image": None, "image_size": size, "pixel_spacing": spacing,
+                    "label": label_name, "label_id": label_id, "modality": modality, "plane": plane,
+                    "image_description": description, "target": target, "extra": extra,
+                }
+                if (plain and type(label_name) is str and (label_id is None or type(label_id) is int)
+                        and type(target) is Target and type(extra) is dict and all(type(k) is str for k in extra)):
+                    # every field already has the type validation would give it: built without re-checking
+                    fields["image"] = built(ImageRef, {"path": rel, "slice_axis": axis, "slice_index": idx})
+                    if not (own or reshape):
+                        fields["extra"] = dict(extra)
+                    out.append(built(Sample, fields))
+                else:  # a plugin's unusual label or extra: validated (and refused with a message) as always
+                    fields["image"] = ImageRef(path=rel, slice_axis=axis, slice_index=idx)
+                    out.append(Sample(**fields))
         return out
 
     def _slice_index(self, config: BenchmarkConfig, case_id: str, axis: int, position: int,

@@ -9,7 +9,9 @@ and the columns the second. The pixel size is ``(zooms[a], zooms[b])`` for the r
 
 from __future__ import annotations
 
+import functools
 import gzip
+import io
 import os
 import threading
 import zlib
@@ -93,10 +95,12 @@ def _raw_pixdim(img: nib.spatialimages.SpatialImage, path: Path) -> np.ndarray |
         return None
 
 
-def check_geometry(img: nib.spatialimages.SpatialImage, path: Path) -> None:
+def check_geometry(img: nib.spatialimages.SpatialImage, path: Path, pixdim: np.ndarray | None = None) -> None:
     """Pixel spacing must be finite and positive and the affine usable: a NaN, zero or negative
-    spacing would put "nan mm" (or a silently "fixed" size) into prompts and targets."""
-    pixdim = _raw_pixdim(img, path)
+    spacing would put "nan mm" (or a silently "fixed" size) into prompts and targets. ``pixdim``:
+    the header's ``pixdim[1:4]`` as stored, when the caller has read it already."""
+    if pixdim is None:
+        pixdim = _raw_pixdim(img, path)
     if pixdim is None:
         pixdim = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
     for i, z in enumerate(pixdim, start=1):
@@ -116,23 +120,132 @@ def check_geometry(img: nib.spatialimages.SpatialImage, path: Path) -> None:
 
 
 def read_header(path: str | Path) -> VolumeHeader:
-    """Header facts in RAS+ order. Raises SampleDataError naming the file on any problem."""
+    """Header facts in RAS+ order. Raises SampleDataError naming the file on any problem.
+
+    A single-file NIfTI-1 (``.nii`` / ``.nii.gz``) is read with one ``open`` of its first 352
+    (inflated) bytes: the common header (3D, sform, plain voxel type) is read from them directly
+    (:func:`_plain_nifti1`), any other is handed to nibabel's own header and image classes (what
+    ``nib.load`` builds from the same bytes, without sniffing the file first and re-reading it
+    for the unchecked ``pixdim``). Other formats, and any file these cannot read, go through
+    ``nib.load``, which also words the error."""
     path = Path(path)
+    try:
+        fast = _single_open_header(path)
+    except Exception:  # the general path below reads it (or names what is wrong with it)
+        fast = None
+    if fast is not None:
+        return fast
     return _header_of(_open(path), path)
 
 
-def _header_of(img: nib.spatialimages.SpatialImage, path: Path) -> VolumeHeader:
+_NIFTI1_HEAD = 352  # the 348-byte header and the 4-byte extension flag
+
+
+def _leading_bytes(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of a file, inflated when it is gzip (fewer if it is shorter)."""
+    with open(path, "rb") as fh:
+        if not path.name.endswith(".gz"):
+            return fh.read(size)
+        inflater = zlib.decompressobj(wbits=31)
+        out = b""
+        while len(out) < size:
+            chunk = fh.read(4096)
+            if not chunk:
+                break
+            out += inflater.decompress(chunk, size - len(out))
+            while inflater.unconsumed_tail and len(out) < size:
+                out += inflater.decompress(inflater.unconsumed_tail, size - len(out))
+            if inflater.eof:
+                break
+        return out
+
+
+def _single_open_header(path: Path) -> VolumeHeader | None:
+    """:func:`read_header` of a plain single-file NIfTI-1 from one read, else None."""
+    if not path.name.endswith((".nii", ".nii.gz")):
+        return None
+    raw = _leading_bytes(path, _NIFTI1_HEAD)
+    if len(raw) < _NIFTI1_HEAD or raw[344:348] != b"n+1\0" or raw[348:349] != b"\0":
+        return None  # short, not NIfTI-1 single file, or with extensions: nib.load reads it
+    if int.from_bytes(raw[:4], "little") != 348 and int.from_bytes(raw[:4], "big") != 348:
+        return None
+    plain = _plain_nifti1(raw, path)
+    if plain is not None:
+        return plain
+    holder = nib.fileholders.FileHolder(filename=str(path), fileobj=io.BytesIO(raw))
+    img = nib.Nifti1Image.from_file_map({"image": holder})
+    raw_header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw), check=False)
+    pixdim = np.asarray(raw_header["pixdim"][1:4], dtype=np.float64)
+    return _header_of(img, path, pixdim)
+
+
+_HEADER_LE = np.dtype(nib.nifti1.header_dtype).newbyteorder("<")
+_HEADER_BE = _HEADER_LE.newbyteorder(">")
+# scalar voxel types nibabel reads without question: uint8, int16, int32, float32, float64, int8, uint16, uint32
+_PLAIN_DATATYPES = frozenset((2, 4, 8, 16, 64, 256, 512, 768))
+
+
+class _Geometry:
+    """What :func:`_spatial_shape` and :func:`check_geometry` read of an image."""
+
+    __slots__ = ("shape", "affine")
+
+    def __init__(self, shape: tuple[int, ...], affine: np.ndarray) -> None:
+        self.shape, self.affine = shape, affine
+
+
+def _plain_nifti1(raw: bytes, path: Path) -> VolumeHeader | None:
+    """The header of the common NIfTI-1 file read straight from its 348 bytes: a 3D volume (or
+    trailing axes of size 1) of a plain scalar type, with a valid sform and positive spacing.
+    nibabel's header checks change nothing in such a header, and what ``nib.load`` reports is
+    exactly this: shape ``dim[1:dim[0]+1]``, zooms ``pixdim[1:4]``, affine the sform rows
+    (float32 -> float64). Anything else returns None (nibabel's classes read it)."""
+    little = int.from_bytes(raw[:4], "little") == 348
+    hdr = np.frombuffer(raw, dtype=_HEADER_LE if little else _HEADER_BE, count=1)[0]
+    ndim = int(hdr["dim"][0])
+    if not 3 <= ndim <= 7 or int(hdr["sform_code"]) not in (1, 2, 3, 4) or int(hdr["datatype"]) not in _PLAIN_DATATYPES:
+        return None
+    if int(hdr["vox_offset"]) < 352 or int(hdr["bitpix"]) != 8 * np.dtype(nib.nifti1.data_type_codes.dtype[int(hdr["datatype"])]).itemsize:
+        return None
+    shape = tuple(int(d) for d in hdr["dim"][1:ndim + 1])
+    pixdim = hdr["pixdim"]
+    if min(shape) <= 0 or shape[:3] in ((-1, 1, 1), (27307, 1, 6)) or not all(0 < float(z) < np.inf for z in pixdim[1:4]):
+        return None  # nibabel's special cases and checks decide (and word the error)
+    affine = np.eye(4)
+    affine[0, :] = hdr["srow_x"]
+    affine[1, :] = hdr["srow_y"]
+    affine[2, :] = hdr["srow_z"]
+    geometry = _Geometry(shape, affine)
+    shape = _spatial_shape(geometry, path)
+    check_geometry(geometry, path, np.asarray(pixdim[1:4], dtype=np.float64))  # type: ignore[arg-type]
+    zooms = tuple(float(z) for z in pixdim[1:4])
+    return _ras_header(path, shape, zooms, affine)
+
+
+def _header_of(img: nib.spatialimages.SpatialImage, path: Path, pixdim: np.ndarray | None = None) -> VolumeHeader:
     shape = _spatial_shape(img, path)
-    check_geometry(img, path)
+    check_geometry(img, path, pixdim)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    affine = np.asarray(img.affine, dtype=float)
-    ornt = _ras_transform(affine)
-    order = [int(ax) for ax in ornt[:, 0]]
+    return _ras_header(path, shape, zooms, np.asarray(img.affine, dtype=float))
+
+
+def _ras_header(path: Path, shape: tuple[int, ...], zooms: tuple[float, ...], affine: np.ndarray) -> VolumeHeader:
+    order, inverse, codes = _orientation(affine.tobytes(), shape)
     ras_shape = tuple(shape[order.index(i)] for i in range(3))
     ras_zooms = tuple(zooms[order.index(i)] for i in range(3))
-    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
-    codes = tuple(nib.orientations.aff2axcodes(affine))
+    ras_affine = affine @ inverse
     return VolumeHeader(str(path), ras_shape, ras_zooms, codes, ras_affine)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=256)
+def _orientation(affine_bytes: bytes, shape: tuple[int, ...]) -> tuple[list[int], np.ndarray, tuple[str, ...]]:
+    """(voxel axis order, ``inv_ornt_aff``, axis codes) of an affine: volumes of one scanner share
+    it, so each distinct (affine, shape) is worked out once. The arrays returned are read-only."""
+    affine = np.frombuffer(affine_bytes, dtype=float).reshape(4, 4)
+    ornt = _ras_transform(affine)
+    inverse = nib.orientations.inv_ornt_aff(ornt, shape)
+    inverse.flags.writeable = False
+    return [int(ax) for ax in ornt[:, 0]], inverse, tuple(nib.orientations.aff2axcodes(affine))
 
 
 def decode_ras(path: str | Path) -> tuple[np.ndarray, VolumeHeader]:
