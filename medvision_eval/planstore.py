@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydantic_core
 
 from . import secrets
 
@@ -83,36 +82,38 @@ class _Columns:
         self.any_full = False
         self.line_len: list[int] = []
 
-    def take(self, batch: list[dict]) -> None:
-        if not self.ok:
+    def take(self, batch: list[Any]) -> None:
+        """Record a batch of plan entries (validated samples: their fields have their types)."""
+        if not self.ok or not batch:
             return
-        samples = [d["sample"] for d in batch]
-        self.ids += [s["id"] for s in samples]
-        self.keys += [d["key"] for d in batch]
-        self.hashes += [d["prompt_hash"] for d in batch]
-        self.index += [s["index"] for s in samples]
-        targets = [s["target"] for s in samples]
-        values = [t["values"] for t in targets]
+        samples = [e.sample for e in batch]
+        self.ids += [s.id for s in samples]
+        self.keys += [e.key for e in batch]
+        self.hashes += [e.prompt_hash for e in batch]
+        self.index += [s.index for s in samples]
+        targets = [s.target for s in samples]
+        values = [t.values for t in targets]
         lengths = list(map(len, values))
         self.truth += chain.from_iterable(values)
         self.truth_len += lengths
-        extras = [s["extra"] for s in samples]
+        extras = [s.extra for s in samples]
         heads = self.heads
         if any(extras):
             ratios = [e.get("box_area_ratio") if e else None for e in extras]
             plans = [e.get("plan_values") if e else None for e in extras]
             self.head += [heads.setdefault(
-                (d["task"], s["config"], s["label"], s["modality"], s["plane"], s["image"]["slice_axis"], s["dataset"],
-                 t["unit"], e.get("image_modality"), e.get("metric_type"), e.get("metric_key"), e.get("unit")),
+                (d.task, s.config, s.label, s.modality, s.plane, s.image.slice_axis, s.dataset, t.unit,
+                 e.get("image_modality"), e.get("metric_type"), e.get("metric_key"), e.get("unit")),
                 len(heads)) for d, s, t, e in zip(batch, samples, targets, extras)]
         else:
             ratios = plans = [None] * len(batch)
             self.head += [heads.setdefault(
-                (d["task"], s["config"], s["label"], s["modality"], s["plane"], s["image"]["slice_axis"], s["dataset"],
-                 t["unit"], None, None, None, None), len(heads)) for d, s, t in zip(batch, samples, targets)]
+                (d.task, s.config, s.label, s.modality, s.plane, s.image.slice_axis, s.dataset, t.unit,
+                 None, None, None, None), len(heads)) for d, s, t in zip(batch, samples, targets)]
         self.ratios += ratios
-        if not set(map(type, ratios)) <= _RATIO_TYPES:
+        if not set(map(type, ratios)) <= _RATIO_TYPES or not set(map(type, extras)) <= {dict}:
             self.ok = False
+            return
         if any(plans):
             self.any_full = True
             for p, v, n in zip(plans, values, lengths):
@@ -130,8 +131,8 @@ class _Columns:
                     self.full += v
                     self.full_len.append(n)
         else:
+            self.full += chain.from_iterable(values)
             self.full_len += lengths
-
     def arrays(self) -> tuple[dict[str, np.ndarray], dict[str, list], list[list]]:
         """The columns, the value tables of the coded ones, and the profiles."""
         out: dict[str, np.ndarray] = {}
@@ -151,8 +152,9 @@ class _Columns:
         lookup = np.asarray([profiles.setdefault((h[2], h[3], h[4], h[5], h[6], h[7], *h[8:]), len(profiles))
                              for h in heads], dtype=np.int32)
         out["profile"] = lookup[head] if len(head) else np.zeros(0, dtype=np.int32)
-        if not set(map(type, self.index)) <= {int}:
-            raise TypeError("an index that is no int")
+        if not set(map(type, self.index)) <= {int} or not set(map(type, self.truth)) <= {float, int} \
+                or not set(map(type, self.ids)) | set(map(type, self.keys)) | set(map(type, self.hashes)) <= {str}:
+            raise TypeError("a value of another type")
         out["index"] = np.asarray(self.index, dtype=np.int64)  # OverflowError beyond int64: no columns
         n = len(self.ids)
         truth = np.asarray(self.truth, dtype=np.float64)
@@ -227,28 +229,16 @@ def text_column(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plan_lines(entries: Iterable[Any], columns: _Columns) -> Iterator[str]:
-    """Each entry's plan line (exactly :func:`~medvision_eval.store.strict_dumps`), recording its
-    columns on the way. A value the columns cannot carry exactly (a NaN or infinite number, lone
-    surrogates, an ``extra`` entry of another type) marks the whole plan as having no columns."""
-    from .store import NULL_REASONS, strict_jsonable
+    """Each entry's plan line (:func:`~medvision_eval.store.strict_dumps`), recording its columns
+    on the way (a batch at a time)."""
+    from .store import strict_dumps
 
-    to_json = pydantic_core.to_json
     line_len = columns.line_len.append
-    batch: list[dict] = []
+    batch: list[Any] = []
     for entry in entries:
-        data = entry.model_dump(mode="python")
-        try:
-            raw = to_json(data, inf_nan_mode="constants").decode("utf-8")
-        except (pydantic_core.PydanticSerializationError, UnicodeError, ValueError):
-            raw = None
-        if raw is None or "NaN" in raw or "Infinity" in raw:  # strict_dumps' fallback, exactly
-            clean = strict_jsonable(data)
-            raw = json.dumps(clean, allow_nan=False, ensure_ascii=False)
-            if NULL_REASONS in clean:
-                columns.ok = False
-        line = raw + "\n"
+        line = strict_dumps(entry) + "\n"
         line_len(len(line) if line.isascii() else len(line.encode("utf-8")))
-        batch.append(data)
+        batch.append(entry)
         if len(batch) >= 1024:
             columns.take(batch)
             batch = []
@@ -291,7 +281,7 @@ class _Hasher:
 
 def write_plan(run_dir: Path, entries: Iterable[Any]) -> None:
     """Write ``plan.jsonl`` (strict JSON, one entry a line, atomically) and its columns."""
-    from .store import LINES_PER_PIECE, PLAN, _atomic_write, _storable_bytes, secret_lines, write_jsonl
+    from .store import LINES_PER_PIECE, NULL_REASONS, PLAN, _atomic_write, _storable_bytes, secret_lines, write_jsonl
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -306,6 +296,8 @@ def write_plan(run_dir: Path, entries: Iterable[Any]) -> None:
     def piece(batch: list[str]) -> bytes:
         text = "".join(batch)
         if masking and secrets.mask(text) != text:  # a masked line's columns would not be the file's
+            columns.ok = False
+        if NULL_REASONS in text:  # a NaN, an infinity or lone surrogates: not carried exactly
             columns.ok = False
         data = _storable_bytes(text)
         hasher.add(data)

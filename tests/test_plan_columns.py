@@ -362,3 +362,26 @@ def test_float_row_texts_join_float_texts_of_each_row(k, values):
         assert inf[i] == bool(row_inf.any())
         if not row_inf.any():
             assert rows[i] == ", ".join(texts)
+
+
+def test_full_precision_values_line_up_across_batches(tmp_path):
+    """Rows with and without ``extra.plan_values``, either side of a batch boundary."""
+    base = load_plan(Path(__file__).resolve().parents[1] / "leaderboard" / "runs" / "prior")[0]
+    entries = []
+    for i in range(2500):
+        extra = dict(base.sample.extra)
+        extra.pop("plan_values", None)
+        if i % 700 > 600:
+            extra["plan_values"] = [0.5 + i, 1.25]
+        sample = base.sample.model_copy(update={"id": f"s{i:05d}", "index": i, "extra": extra})
+        entries.append(base.model_copy(update={"sample": sample, "key": f"{i:032x}"}))
+    write_plan(tmp_path, entries)
+    store = open_store(tmp_path)
+    assert store is not None
+    rows = np.arange(len(entries))
+    for full in (False, True):
+        flat, offsets = store.truths(rows, full)
+        got = [tuple(flat[offsets[i]:offsets[i + 1]]) for i in rows]
+        want = [tuple(float(v) for v in e.sample.extra["plan_values"]) if full and e.sample.extra.get("plan_values")
+                else tuple(e.sample.target.values) for e in entries]
+        assert got == want
