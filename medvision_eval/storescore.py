@@ -419,31 +419,44 @@ def join_answers(plan_keys: np.ndarray, answers: AnswerTable) -> np.ndarray:
     pick = np.full(n, -1, dtype=np.int64)
     if not n or not m:
         return pick
+    if m == n and not answers.other_key and np.array_equal(answers.hex_key, plan_keys) \
+            and len(np.unique(np.ascontiguousarray(plan_keys).view(">u8")[:, 0])) == n:
+        return np.arange(n, dtype=np.int64)  # answered in plan order, once each
     words = np.ascontiguousarray(answers.hex_key).view(">u8")  # (m, 2): big-endian, so order = byte order
     hi, lo = words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
-    usable = np.ones(m, dtype=bool)
-    if answers.other_key:
-        usable[np.fromiter(answers.other_key, dtype=np.int64, count=len(answers.other_key))] = False
-    seq = np.arange(m, dtype=np.int64)
-    order = np.lexsort((seq, answers.completed, lo, hi))  # last of each key: completed, then latest
-    order = order[usable[order]]
-    shi, slo = hi[order], lo[order]
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = (shi[1:] != shi[:-1]) | (slo[1:] != slo[:-1])
-    win, whi, wlo = order[last], shi[last], slo[last]
+    usable = np.arange(m, dtype=np.int64)
+    if answers.other_key:  # keys that are no cache key match no plan row
+        usable = np.setdiff1d(usable, np.fromiter(answers.other_key, dtype=np.int64, count=len(answers.other_key)))
+    order = usable[np.argsort(hi[usable], kind="stable")]  # by the first 8 bytes, file order within
+    shi = hi[order]
+    starts = np.flatnonzero(np.r_[True, shi[1:] != shi[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    group_hi = shi[starts]
+    winner = order[starts].copy()
+    shared: dict[int, dict[int, int]] = {}  # group -> {last 8 bytes: winner} where answers share 8 bytes
+    if (sizes > 1).any():
+        completed = answers.completed
+        for g in np.flatnonzero(sizes > 1).tolist():
+            best: dict[int, int] = {}
+            for i in order[starts[g]:starts[g] + sizes[g]].tolist():  # in file order
+                key = int(lo[i])
+                old = best.get(key)
+                if old is None or completed[i] or not completed[old]:
+                    best[key] = i
+            shared[g] = best
+            winner[g] = -1
     pwords = np.ascontiguousarray(plan_keys).view(">u8")
     phi, plo = pwords[:, 0].astype(np.uint64), pwords[:, 1].astype(np.uint64)
-    # (hi, lo) pairs are sorted: find each plan key's pair by hi, then step over equal his
-    at = np.searchsorted(whi, phi, side="left")
-    end = np.searchsorted(whi, phi, side="right")
-    single = (end - at) == 1
-    rows = np.flatnonzero(single)
-    hit = rows[wlo[at[rows]] == plo[rows]]
-    pick[hit] = win[at[hit]]
-    for r in np.flatnonzero(end - at > 1).tolist():  # several winners share the first 8 bytes
-        j = at[r] + np.searchsorted(wlo[at[r]:end[r]], plo[r])
-        if j < end[r] and wlo[j] == plo[r]:
-            pick[r] = win[j]
+    at = np.searchsorted(group_hi, phi)
+    at_ok = np.minimum(at, len(group_hi) - 1)
+    found = (at < len(group_hi)) & (group_hi[at_ok] == phi)
+    rows = np.flatnonzero(found)
+    g = at_ok[rows]
+    simple = winner[g] >= 0
+    hit = simple & (lo[np.where(simple, winner[g], 0)] == plo[rows])
+    pick[rows[hit]] = winner[g[hit]]
+    for r, gg in zip(rows[~simple].tolist(), g[~simple].tolist()):
+        pick[r] = shared[gg].get(int(plo[r]), -1)
     return pick
 
 
@@ -497,26 +510,29 @@ def entries_of(store: PlanStore, plan_path: Path, rows: np.ndarray) -> list[Plan
     return out
 
 
-def block_columns(store: PlanStore, plan: TaskPlan, lo: int, hi: int) -> TaskColumns:
-    """Rows ``lo:hi`` of the task as the JSONL path's :class:`TaskColumns` (only the block)."""
+def block_columns(store: PlanStore, plan: TaskPlan, lo: int, hi: int, *, for_parse: bool = False) -> TaskColumns:
+    """Rows ``lo:hi`` of the task as the JSONL path's :class:`TaskColumns` (only the block);
+    ``for_parse``: only what parsing and scoring read (profiles, codes, true values)."""
     rows = plan.rows[lo:hi]
     tables = store.tables
+    offsets = plan.truth_offsets[lo:hi + 1]
+    base = int(offsets[0])
+    flat = plan.truth_flat[base:int(offsets[-1])]
+    truths = Truths(array("d", flat.tobytes()), array("q", (offsets - base).tobytes()))
+    codes = array("q", plan.codes[lo:hi].astype(np.int64).tobytes())
+    if for_parse:
+        return TaskColumns(ids=[""] * len(rows), truths=truths, codes=codes, profiles=plan.profiles)
 
     def coded(name: str) -> list[str]:
         table = np.empty(len(tables[name]), dtype=object)
         table[:] = tables[name]
         return table[np.asarray(store[name])[rows]].tolist()
 
-    offsets = plan.truth_offsets[lo:hi + 1]
-    base = int(offsets[0])
-    flat = plan.truth_flat[base:int(offsets[-1])]
-    truths = Truths(array("d", flat.tobytes()), array("q", (offsets - base).tobytes()))
     return TaskColumns(
         ids=store.texts("id", rows), configs=coded("config"), datasets=coded("dataset"),
         indexes=np.asarray(store["index"])[rows].tolist(), labels=coded("label"), keys=store.texts("key", rows),
         prompt_hashes=store.texts("prompt_hash", rows), units=coded("unit"), truths=truths,
-        box_ratios=array("d", np.asarray(store["box_ratio"])[rows].tobytes()),
-        codes=array("q", plan.codes[lo:hi].astype(np.int64).tobytes()), profiles=plan.profiles)
+        box_ratios=array("d", np.asarray(store["box_ratio"])[rows].tobytes()), codes=codes, profiles=plan.profiles)
 
 
 def block_answers(answers: AnswerTable, pick: np.ndarray) -> AnswerColumns:
@@ -566,7 +582,7 @@ def parse_block(task: Any, store: PlanStore, plan: TaskPlan, answers: AnswerTabl
                 lo: int, hi: int) -> Parsed:
     from .scoring import parse_and_score, row_counts
 
-    cols = block_columns(store, plan, lo, hi)
+    cols = block_columns(store, plan, lo, hi, for_parse=True)
     found = block_answers(answers, pick[plan.rows[lo:hi]])
     status, detail, values, ok, shown, scores = parse_and_score(task, cols, found)
     return Parsed(status, detail, values, ok, shown, {k: np.asarray(v, dtype=np.float64) for k, v in scores.items()},

@@ -385,3 +385,29 @@ def test_full_precision_values_line_up_across_batches(tmp_path):
         want = [tuple(float(v) for v in e.sample.extra["plan_values"]) if full and e.sample.extra.get("plan_values")
                 else tuple(e.sample.target.values) for e in entries]
         assert got == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 2), st.booleans()), max_size=30),
+       st.lists(st.integers(0, 6), max_size=12))
+def test_join_answers_picks_what_read_answers_keeps(answers, plan):
+    """Keys sharing their first 8 bytes, duplicates (last completed wins, else last), keys no plan
+    row has, plan rows with no answer."""
+    def key(k: int, j: int = 0) -> bytes:
+        return bytes([k % 3] * 8) + bytes([k, j] * 4)  # keys 0, 3 share the first 8 bytes
+
+    table = storescore._empty_table()
+    table = storescore.AnswerTable(
+        hex_key=np.array([list(key(k)) for k, _, _ in answers], dtype=np.uint8).reshape(-1, 16),
+        other_key={}, text=np.zeros(0, dtype=np.uint8), text_start=np.zeros(len(answers), dtype=np.int64),
+        text_end=np.zeros(len(answers), dtype=np.int64), has_text=np.array([d for _, _, d in answers], dtype=bool),
+        latency=np.zeros(len(answers)), prompt_tokens=np.zeros(len(answers), dtype=np.int64),
+        completion_tokens=np.zeros(len(answers), dtype=np.int64))
+    best: dict[bytes, int] = {}
+    for i, (k, _, done) in enumerate(answers):
+        old = best.get(key(k))
+        if old is None or done or not answers[old][2]:
+            best[key(k)] = i
+    plan_keys = np.array([list(key(k)) for k in plan], dtype=np.uint8).reshape(-1, 16)
+    got = storescore.join_answers(plan_keys, table).tolist()
+    assert got == [best.get(key(k), -1) for k in plan]
