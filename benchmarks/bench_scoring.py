@@ -373,12 +373,12 @@ def main() -> None:
         f = min(fallback, key=lambda r: r["wall_s"])
         print(f"{n:>9,} samples  " + _line("ours", o), flush=True)
         print(f"{'':>9}          " + _line("fallback (no plan columns)", f)
-              + f"  ours is {f['wall_s'] / o['wall_s']:4.1f}x faster", flush=True)
+              + f"  ours is {f['wall_s'] / o['wall_s']:4.1f}x faster (in cpu {f['cpu_s'] / o['cpu_s']:4.1f}x)", flush=True)
         r = min(official, key=lambda r: r["wall_s"]) if official else None
         if r is not None:
             print(f"{'':>9}          official v1 path {r['wall_s']:7.2f}s (cpu {r['cpu_s']:6.2f}s, peak "
                   f"{r['peak_rss_mb']:5.0f} MB)  speed-up ours {r['wall_s'] / o['wall_s']:5.2f}x (fallback "
-                  f"{r['wall_s'] / f['wall_s']:5.2f}x)  memory ours {o['tree_rss_mb'] / r['peak_rss_mb']:4.1f}x "
+                  f"{r['wall_s'] / f['wall_s']:5.2f}x; in cpu ours {r['cpu_s'] / o['cpu_s']:5.2f}x)  memory ours {o['tree_rss_mb'] / r['peak_rss_mb']:4.1f}x "
                   f"(fallback {f['tree_rss_mb'] / r['peak_rss_mb']:4.1f}x)", flush=True)
         else:
             print(f"{'':>9}          official v1 path not timed (--official-max)", flush=True)

@@ -44,7 +44,7 @@ from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Tru
 from .planstore import PlanStore, hex_keys
 from .store import PlanEntry, ResponseRecord, _storable_bytes, load_model_line, response_files
 
-BLOCK_ROWS = 32_768  # rows parsed and formatted at a time
+BLOCK_ROWS = 16_384  # rows parsed and formatted at a time (bounds the memory a block needs)
 PARALLEL_ROWS = 50_000  # a task with more rows is formatted by two processes
 PARALLEL_ANSWER_BYTES = 8 << 20  # response files above this are read by two processes
 _NULL = NULL_COUNT  # a token count that is null
