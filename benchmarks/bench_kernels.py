@@ -11,6 +11,13 @@ checks that both give the same result:
 - ``parse``: ``tasks.parsing.parse_last_k_many`` (k = 4) over every answer text, in the score
   step's blocks of 32,768 answers, against the previous per-answer ``findall`` version, and
   ``parse_last_k_spans`` over the JSON text of each answer as it stands in responses.jsonl.
+- ``scan``: ``answerscan.scan_answers`` over responses.jsonl in 16 MB blocks (bytes already in
+  memory) against ``orjson.loads`` of each line (the old reader's decode; its field checks
+  ``_answer_fast`` come on top of that), checking that every line's answer is the same.
+- ``write``: ``store.write_lines`` of the samples file's 1M lines (781 MB) into a scratch
+  directory next to the bench data, fsync'd and renamed as the score step writes it, against the
+  previous write path (every byte written, then one fsync at the end); and ``storable_pieces``
+  alone (masking and UTF-8, no disk). Checks that both files are the same bytes as the original.
 """
 
 from __future__ import annotations
@@ -126,8 +133,131 @@ def bench_parse(run_dir: Path, repeat: int) -> None:
         raise SystemExit("parse: results differ")
 
 
+# ------------------------------------------------------------------------------ scan
+def bench_scan(run_dir: Path, repeat: int) -> None:
+    import orjson
+
+    from medvision_eval.answerscan import BLOCK as SCAN_BLOCK
+    from medvision_eval.answerscan import scan_answers
+    from medvision_eval.columnar import _answer_fast
+
+    path = run_dir / "responses.jsonl"
+    print(f"scan: every line of {path}", flush=True)
+    blocks, rest = [], b""
+    with open(path, "rb") as fh:
+        while block := fh.read(SCAN_BLOCK):
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            blocks.append(data[:cut])
+            rest = data[cut:]
+    lines = sum(block.count(b"\n") for block in blocks)
+    print(f"  {lines:,} lines, {sum(map(len, blocks)) / 1e6:.0f} MB in {len(blocks)} blocks", flush=True)
+
+    def old():  # what the old reader's decode costs (answers not kept)
+        loads = orjson.loads
+        for block in blocks:
+            for line in block.split(b"\n")[:-1]:
+                loads(line)
+
+    def checked():
+        loads = orjson.loads
+        for block in blocks:
+            for line in block.split(b"\n")[:-1]:
+                _answer_fast(loads(line))
+
+    def new():
+        for block in blocks:
+            scan_answers(block)
+
+    compare("decode every line: orjson.loads per line", old,
+            {"orjson.loads + _answer_fast per line": checked, "scan_answers": new}, repeat)
+    taken, same = 0, True
+    for block in blocks:  # the answers, compared once (not timed)
+        scan = scan_answers(block)
+        taken += int(scan.canonical.sum())
+        for i, line in enumerate(block.split(b"\n")[:-1]):
+            if scan.canonical[i] and scan.answer(i) != _answer_fast(orjson.loads(line)):
+                same = False
+    print(f"  {taken:,} of {lines:,} lines taken by the scan; their answers identical: {'yes' if same else 'NO'}",
+          flush=True)
+    if not same:
+        raise SystemExit("scan: answers differ")
+
+
+# ------------------------------------------------------------------------------ write
+def previous_storable_pieces(lines):
+    """``store.storable_pieces`` as it was at 473bce8."""
+    from medvision_eval import store
+
+    batch = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= store.LINES_PER_PIECE:
+            yield store._storable_bytes("".join(batch))
+            batch.clear()
+    if batch:
+        yield store._storable_bytes("".join(batch))
+
+
+def previous_write_lines(path: Path, lines) -> None:
+    """``store.write_lines`` as it was at 473bce8: write everything, then one fsync, then rename."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for piece in previous_storable_pieces(lines):
+                fh.write(piece)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def bench_write(run_dir: Path, repeat: int) -> None:
+    import hashlib
+    import shutil
+
+    from medvision_eval import store
+
+    source = run_dir / "samples_detection.jsonl"
+    if not source.exists():
+        from bench_scoring import timed
+
+        timed("ours", run_dir)  # score once to have the samples file
+    print(f"write: the lines of {source}", flush=True)
+    with open(source, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    size = source.stat().st_size
+    print(f"  {len(lines):,} lines, {size / 1e6:.0f} MB", flush=True)
+    compare("storable_pieces (mask + UTF-8, no disk)", lambda: sum(map(len, previous_storable_pieces(lines))),
+            {"new": lambda: sum(map(len, store.storable_pieces(lines)))}, repeat)
+    scratch = run_dir.parent / f"kernels-write-{os.getpid()}"
+    scratch.mkdir()
+    try:
+        old_path, new_path = scratch / "old.jsonl", scratch / "new.jsonl"
+        compare(f"write_lines, {size / 1e6:.0f} MB fsync'd", lambda: previous_write_lines(old_path, lines),
+                {"new (background flush)": lambda: store.write_lines(new_path, lines)}, repeat)
+
+        def digest(path: Path) -> str:
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while block := fh.read(1 << 24):
+                    h.update(block)
+            return h.hexdigest()
+
+        same = digest(old_path) == digest(new_path) == digest(source)
+        print(f"  both files the same bytes as the original: {'yes' if same else 'NO'}", flush=True)
+        if not same:
+            raise SystemExit("write: bytes differ")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------ main
-SECTIONS = {"parse": bench_parse}
+SECTIONS = {"parse": bench_parse, "scan": bench_scan, "write": bench_write}
 
 
 def main() -> None:

@@ -31,8 +31,10 @@ import math
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -307,6 +309,85 @@ def atomic_write_pieces(path: Path, pieces: Iterable[bytes]) -> None:
     _atomic_write(path, pieces)
 
 
+# A large file is flushed to disk in the background as it is written: after every FLUSH_EVERY
+# bytes a helper thread starts an fdatasync of what has been written so far, while the writer goes
+# on producing the rest, so the final fsync (which makes the file durable before its rename) finds
+# little left to write. A small file never starts the thread.
+FLUSH_EVERY = 32 << 20
+
+
+class _BackgroundFlush:
+    """fdatasync of one open file on a helper thread, on request; errors surface in :meth:`finish`."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.error: BaseException | None = None
+        self._wanted = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="medvision-eval-flush", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stop:
+                return
+            try:
+                os.fdatasync(self.fd) if hasattr(os, "fdatasync") else os.fsync(self.fd)
+            except BaseException as exc:  # reported by finish(); no more flushing
+                self.error = exc
+                return
+
+    def request(self) -> None:
+        """Flush what is written now (if a flush is running, one more follows it)."""
+        self._wanted.set()
+
+    def finish(self) -> None:
+        """Stop the thread (after a flush in progress ends); raise the error a flush met."""
+        self._stop = True
+        self._wanted.set()
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _write_flushing(fh: Any, pieces: Iterable[bytes]) -> None:
+    """Write ``pieces`` to ``fh`` (a binary file), flushed into the OS; past :data:`FLUSH_EVERY`
+    bytes a :class:`_BackgroundFlush` writes them on to disk meanwhile. The helper is stopped
+    before this returns or raises (a flush error is raised here)."""
+    flusher: _BackgroundFlush | None = None
+    try:
+        unflushed = 0
+        for piece in pieces:
+            if unflushed + len(piece) < FLUSH_EVERY:
+                fh.write(piece)
+                unflushed += len(piece)
+                continue
+            view = memoryview(piece)  # a large piece in parts, so its start is on disk before its end
+            while len(view):
+                part = view[:FLUSH_EVERY - unflushed]
+                fh.write(part)
+                unflushed += len(part)
+                view = view[len(part):]
+                if unflushed >= FLUSH_EVERY:
+                    fh.flush()  # into the OS, so the helper's fdatasync covers it
+                    if flusher is None:
+                        flusher = _BackgroundFlush(fh.fileno())
+                    flusher.request()
+                    unflushed = 0
+        fh.flush()
+    except BaseException:
+        if flusher is not None:  # the write failed: stop the helper quietly, report the failure
+            try:
+                flusher.finish()
+            except BaseException:
+                pass
+        raise
+    if flusher is not None:
+        flusher.finish()
+
+
 def _atomic_write(path: Path, pieces: Iterable[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -315,9 +396,7 @@ def _atomic_write(path: Path, pieces: Iterable[bytes]) -> None:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
         with os.fdopen(fd, "wb") as fh:
-            for piece in pieces:
-                fh.write(piece)
-            fh.flush()
+            _write_flushing(fh, pieces)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -352,14 +431,29 @@ def secret_lines() -> bool:
 
 def storable_pieces(lines: Iterable[str]) -> Iterator[bytes]:
     """The UTF-8 of ``lines`` (masked, U+FFFD for lone surrogates), a few thousand lines a piece."""
-    batch: list[str] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= LINES_PER_PIECE:
-            yield _storable_bytes("".join(batch))
-            batch.clear()
-    if batch:
+    it = iter(lines)
+    while batch := list(islice(it, LINES_PER_PIECE)):
         yield _storable_bytes("".join(batch))
+
+
+def write_byte_lines(path: Path, pieces: Iterable[bytes]) -> None:
+    """:func:`write_lines` of text that is already UTF-8: ``pieces`` are bytes, each ending at a
+    line end (``b"\\n"``). Known secrets are masked in the bytes (the same result as masking the
+    text: UTF-8 matches only at character boundaries), without decoding or joining the pieces;
+    the file is written atomically like every other (background flush, fsync, rename)."""
+    if secret_lines():
+        atomic_write_text(path, b"".join(pieces).decode("utf-8"))
+        return
+    _atomic_write(path, _masked_bytes(pieces))
+
+
+def _masked_bytes(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    for piece in pieces:
+        for secret in secrets.known():
+            encoded = secret.encode("utf-8", "surrogatepass")
+            if encoded in piece:
+                piece = piece.replace(encoded, secrets.MASK.encode())
+        yield piece
 
 
 def write_jsonl(path: Path, rows: Iterable[BaseModel | dict[str, Any]]) -> None:

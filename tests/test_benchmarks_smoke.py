@@ -46,3 +46,5 @@ def test_bench_kernels_compares_old_and_new_side_by_side(tmp_path):
     assert "cores: " in out and "load" in out
     assert "parse_last_k_many, 32,768 answers a call: new" in out and "speed-up" in out
     assert "results identical to the old code: yes" in out
+    assert "scan_answers" in out and "their answers identical: yes" in out
+    assert "write_lines" in out and "the same bytes as the original: yes" in out
