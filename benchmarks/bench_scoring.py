@@ -20,7 +20,10 @@ Both run in their own process; wall time is measured by this script around the p
 the official path is one process (its ``ru_maxrss``); ours forks a reader and a row-writer process
 on large runs, so its figure is the larger of its ``ru_maxrss`` and the sampled peak (every 50 ms) of
 the summed proportional set size of the whole process tree (pages shared copy-on-write counted once).
-The run directories are generated once (not timed) under ``~/.cache/medvision-eval-bench/scoring``.
+The run directories are generated once (not timed) under ``~/.cache/medvision-eval-bench/scoring``
+(``detection-store-<n>``, written as the package writes runs: ``store.write_plan`` with the plan
+columns, cache keys, ``ResponseLog`` lines; ``detection-store-<n>-jsonl`` is the same files without
+the plan columns, timed too: the score step's fallback of reading ``plan.jsonl``).
 Targets (issue 13): 1M samples <= 10 s end to end, >= 20x the official path, peak memory <= 2x the
 official's.
 """
@@ -53,14 +56,19 @@ LABELS = [
 
 
 # ------------------------------------------------------------------------------ the data
-def make_run(run_dir: Path, n: int, seed: int = 0) -> None:
-    """A detection run directory with ``n`` answered samples (plan, responses, run.json)."""
+def make_store_run(run_dir: Path, n: int, seed: int = 0) -> None:
+    """The same samples and answers as :func:`make_run`, written the way the package writes a run:
+    the plan through ``store.write_plan`` (so ``plan.columns/`` exists, and each entry carries its
+    prompt messages as the planner stores them), the keys from ``store.cache_key_function``, each
+    answer as ``ResponseLog`` writes it (strict JSON of a ``ResponseRecord``)."""
     import numpy as np
 
-    from medvision_eval import __version__
+    from medvision_eval import __version__, secrets
+    from medvision_eval.plugins import Registry
     from medvision_eval.protocol import get_protocol
     from medvision_eval.runner import build_task
-    from medvision_eval.plugins import Registry
+    from medvision_eval.schema import Response, Sample, stable_hash
+    from medvision_eval.store import PlanEntry, ResponseRecord, cache_key_function, strict_dumps, write_plan
 
     run_dir.mkdir(parents=True, exist_ok=True)
     protocol = get_protocol("paper")
@@ -80,25 +88,35 @@ def make_run(run_dir: Path, n: int, seed: int = 0) -> None:
         "protocol": protocol.model_dump(), "batch_size": 64, "backend": "bench", "world_size": 1, "environment": {},
     }
     (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-    fingerprint = task.fingerprint()
-    with open(run_dir / "plan.jsonl", "w") as plan, open(run_dir / "responses.jsonl", "w") as resp:
+    key_of = cache_key_function(identity, task.fingerprint(), {})
+    planned: list[tuple[str, str, str]] = []
+
+    def entries():
         for i in range(n):
             label, modality, plane, config = LABELS[which[i]]
-            sid = f"{config}/test/case_{i // 300:05d}/{plane}{i % 300}/{which[i] + 1}"
-            key = f"{i:032x}"
+            dataset = config.split("_")[0]
             t = [float(v) for v in target[i]]
-            sample = {
-                "id": sid, "task": "detection", "config": config, "dataset": config.split("_")[0], "split": "test",
-                "index": i, "image": {"path": f"Datasets/{config.split('_')[0]}/Images/case_{i // 300:05d}_0000.nii.gz",
-                                      "slice_axis": {"S": 0, "C": 1, "A": 2}[plane], "slice_index": i % 300},
+            sample = Sample.model_validate({
+                "id": f"{config}/test/case_{i // 300:05d}/{plane}{i % 300}/{which[i] + 1}", "task": "detection",
+                "config": config, "dataset": dataset, "split": "test", "index": i,
+                "image": {"path": f"Datasets/{dataset}/Images/case_{i // 300:05d}_0000.nii.gz",
+                          "slice_axis": {"S": 0, "C": 1, "A": 2}[plane], "slice_index": i % 300},
                 "image_size": [512, 512], "pixel_spacing": [0.8, 0.8], "label": label, "label_id": int(which[i]) + 1,
                 "modality": modality, "plane": plane, "image_description": f"{modality} scan",
                 "target": {"values": t, "unit": "relative", "names": ["x1", "y1", "x2", "y2"]},
                 "extra": {"box_area_ratio": (t[2] - t[0]) * (t[3] - t[1]), "box_pixels": [int(v * 512) for v in t],
-                          "unit": "relative"},
-            }
-            plan.write(json.dumps({"task": "detection", "key": key, "prompt_hash": f"{i:016x}", "order": i + 1,
-                                   "sample": sample}, separators=(",", ":")) + "\n")
+                          "unit": "relative"}})
+            prompt = [{"role": "user", "content": [{"type": "text", "text": task.prompt(sample)},
+                                                   {"type": "image", "ref": task.protocol.image_ref(sample)}]}]
+            prompt_hash = stable_hash(prompt)
+            key = key_of(sample.id, prompt_hash)
+            planned.append((sample.id, prompt_hash, key))
+            yield PlanEntry.model_construct(task="detection", key=key, prompt_hash=prompt_hash, order=i + 1,
+                                            sample=sample, prompt=prompt)
+
+    write_plan(run_dir, entries())
+    with open(run_dir / "responses.jsonl", "w", encoding="utf-8") as resp:
+        for i, (sid, prompt_hash, key) in enumerate(planned):
             p = pred[i]
             if kind[i] < 0.90:
                 text = f"{p[0]:.4f}, {p[1]:.4f}, {p[2]:.4f}, {p[3]:.4f}"
@@ -108,10 +126,9 @@ def make_run(run_dir: Path, n: int, seed: int = 0) -> None:
                 text = "I cannot determine the location from this image."
             else:
                 text = f"x1={p[0]:.2f}"
-            resp.write(json.dumps({"key": key, "task": "detection", "sample_id": sid, "prompt_hash": f"{i:016x}",
-                                   "response": {"text": text, "error": None, "latency_s": 0.01,
-                                                "usage": {"prompt_tokens": None, "completion_tokens": None}},
-                                   "time": 1.0e9 + i}, separators=(",", ":")) + "\n")
+            rec = ResponseRecord(key=key, task="detection", sample_id=sid, prompt_hash=prompt_hash,
+                                 response=Response(text=text, latency_s=0.01), time=1.0e9 + i)
+            resp.write(secrets.mask(strict_dumps(rec)) + "\n")  # what ResponseLog.append writes
 
 
 def make_lmms_samples(run_dir: Path, out: Path) -> None:
@@ -293,16 +310,37 @@ def timed(mode: str, run_dir: Path) -> dict:
 
 
 def prepare(n: int) -> Path:
-    run_dir = CACHE / f"detection-{n}"
+    """The cached run directory of ``n`` samples written as the package writes runs (plan columns
+    included)."""
+    run_dir = CACHE / f"detection-store-{n}"
     done = run_dir / ".complete"
     if not done.exists():
         t0 = time.perf_counter()
-        make_run(run_dir, n)
+        make_store_run(run_dir, n)
         make_lmms_samples(run_dir, run_dir / "lmms_samples.jsonl")
         (run_dir / "official").mkdir(exist_ok=True)
         done.write_text("ok\n")
         print(f"  built {run_dir} in {time.perf_counter() - t0:.0f}s (cached for later runs)", flush=True)
     return run_dir
+
+
+def prepare_twin(n: int) -> Path:
+    """:func:`prepare`'s run without the plan columns (the same files, hard-linked), which the
+    score step must read from ``plan.jsonl``."""
+    run_dir = prepare(n)
+    twin = CACHE / f"detection-store-{n}-jsonl"
+    if not (twin / ".complete").exists():
+        twin.mkdir(exist_ok=True)
+        for name in ("run.json", "plan.jsonl", "responses.jsonl"):
+            (twin / name).unlink(missing_ok=True)
+            os.link(run_dir / name, twin / name)
+        (twin / ".complete").write_text("ok\n")
+    return twin
+
+
+def _line(label: str, r: dict) -> str:
+    return (f"{label} {r['wall_s']:7.2f}s (cpu {r['cpu_s']:6.2f}s, peak {r['peak_rss_mb']:5.0f} MB, "
+            f"tree {r['tree_rss_mb']:5.0f} MB)")
 
 
 def main() -> None:
@@ -319,27 +357,33 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     print("wall = the whole process; cpu = user + system time of it and its children; peak = the kernel's peak "
           "RSS of the largest process; tree = sampled peak of the summed PSS of the process and its children "
-          "(what the memory ratio uses)", flush=True)
+          "(what the memory ratio uses). ours = `medvision-eval score` on a run written as the package writes it "
+          "(plan columns present); fallback = the same files without plan.columns/ (plan.jsonl read instead)",
+          flush=True)
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        run_dir = prepare(n)
-        ours, official = [], []
-        for _ in range(args.repeat):  # alternate, so both sides see the same machine load
+        run_dir, twin = prepare(n), prepare_twin(n)
+        ours, fallback, official = [], [], []
+        for _ in range(args.repeat):  # alternate, so all sides see the same machine load
             ours.append(timed("ours", run_dir))
+            fallback.append(timed("ours", twin))
             if args.official_max is None or n <= args.official_max:
                 official.append(timed("official", run_dir))
         o = min(ours, key=lambda r: r["wall_s"])
-        line = (f"{n:>9,} samples  ours {o['wall_s']:7.2f}s (cpu {o['cpu_s']:6.2f}s, peak {o['peak_rss_mb']:5.0f} MB, "
-                f"tree {o['tree_rss_mb']:5.0f} MB)")
-        if official:
-            r = min(official, key=lambda r: r["wall_s"])
-            rows.append((n, o, r))
-            line += (f"  official v1 path {r['wall_s']:7.2f}s (cpu {r['cpu_s']:6.2f}s, peak {r['peak_rss_mb']:5.0f} MB)  "
-                     f"speed-up {r['wall_s'] / o['wall_s']:5.2f}x  memory {o['tree_rss_mb'] / r['peak_rss_mb']:4.1f}x")
+        f = min(fallback, key=lambda r: r["wall_s"])
+        print(f"{n:>9,} samples  " + _line("ours", o), flush=True)
+        print(f"{'':>9}          " + _line("fallback (no plan columns)", f)
+              + f"  ours is {f['wall_s'] / o['wall_s']:4.1f}x faster (in cpu {f['cpu_s'] / o['cpu_s']:4.1f}x)", flush=True)
+        r = min(official, key=lambda r: r["wall_s"]) if official else None
+        if r is not None:
+            print(f"{'':>9}          official v1 path {r['wall_s']:7.2f}s (cpu {r['cpu_s']:6.2f}s, peak "
+                  f"{r['peak_rss_mb']:5.0f} MB)  speed-up ours {r['wall_s'] / o['wall_s']:5.2f}x (fallback "
+                  f"{r['wall_s'] / f['wall_s']:5.2f}x; in cpu ours {r['cpu_s'] / o['cpu_s']:5.2f}x)  memory ours {o['tree_rss_mb'] / r['peak_rss_mb']:4.1f}x "
+                  f"(fallback {f['tree_rss_mb'] / r['peak_rss_mb']:4.1f}x)", flush=True)
         else:
-            rows.append((n, o, None))
-            line += "  official v1 path not timed (--official-max)"
-        print(line, f"load {os.getloadavg()[0]:.2f}", flush=True)
+            print(f"{'':>9}          official v1 path not timed (--official-max)", flush=True)
+        print(f"{'':>9}          load {os.getloadavg()[0]:.2f}", flush=True)
+        rows.append((n, o, r))
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     n, o, r = rows[-1]
     verdict = f"targets at {n:,}: <= 10 s: {'met' if o['wall_s'] <= 10 else 'MISSED'}"

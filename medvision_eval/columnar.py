@@ -75,6 +75,20 @@ def jsonl_lines(path: Path, start: int = 0, stop: int | None = None) -> Iterator
                     yield number, raw
 
 
+def lines_before(path: Path, offset: int) -> int:
+    """The number of newlines in the first ``offset`` bytes of ``path`` (for a line number)."""
+    count = 0
+    with open(path, "rb") as fh:
+        left = offset
+        while left > 0:
+            block = fh.read(min(BLOCK, left))
+            if not block:
+                break
+            left -= len(block)
+            count += block.count(b"\n")
+    return count
+
+
 def line_boundary(path: Path, near: int) -> int:
     """The offset just after the first newline at or after byte ``near`` (the file size if none)."""
     with open(path, "rb") as fh:
@@ -137,6 +151,74 @@ _NO_USAGE: dict = {}
 def _answer_of(record: ResponseRecord) -> Answer:
     r = record.response
     return (r.text, r.error, r.latency_s, r.usage.prompt_tokens, r.usage.completion_tokens)
+
+
+NULL_COUNT = -(1 << 63)  # a token count that is null, in AnswerColumns
+
+
+@dataclass
+class AnswerColumns:
+    """The answers of a range of rows as columns (what a list of :data:`Answer` or None holds):
+    ``present`` (an answer is recorded), each row's text (None where absent or null), the rows
+    whose error is set, latency, token counts (:data:`NULL_COUNT` for None); ``exact``: rows whose
+    answer the arrays cannot hold (a token count beyond int64), kept whole."""
+
+    present: np.ndarray
+    texts: list[str | None]
+    errors: dict[int, str]
+    latency: np.ndarray
+    prompt_tokens: np.ndarray
+    completion_tokens: np.ndarray
+    exact: dict[int, Answer] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> Answer | None:
+        if not self.present[i]:
+            return None
+        hit = self.exact.get(i)
+        if hit is not None:
+            return hit
+        pt, ct = int(self.prompt_tokens[i]), int(self.completion_tokens[i])
+        return (self.texts[i], self.errors.get(i), float(self.latency[i]), None if pt == NULL_COUNT else pt,
+                None if ct == NULL_COUNT else ct)
+
+    def cut(self, lo: int, hi: int) -> "AnswerColumns":
+        return AnswerColumns(self.present[lo:hi], self.texts[lo:hi],
+                             {i - lo: e for i, e in self.errors.items() if lo <= i < hi}, self.latency[lo:hi],
+                             self.prompt_tokens[lo:hi], self.completion_tokens[lo:hi],
+                             {i - lo: a for i, a in self.exact.items() if lo <= i < hi})
+
+    @classmethod
+    def of(cls, found: "list[Answer | None] | AnswerColumns") -> "AnswerColumns":
+        if isinstance(found, AnswerColumns):
+            return found
+        n = len(found)
+        present = np.zeros(n, dtype=bool)
+        texts: list[str | None] = [None] * n
+        errors: dict[int, str] = {}
+        exact: dict[int, Answer] = {}
+        latency = np.zeros(n)
+        pts = np.full(n, NULL_COUNT, dtype=np.int64)
+        cts = np.full(n, NULL_COUNT, dtype=np.int64)
+        for i, a in enumerate(found):
+            if a is None:
+                continue
+            text, error, lat, pt, ct = a
+            present[i] = True
+            texts[i] = text
+            if error is not None:
+                errors[i] = error
+            latency[i] = lat
+            if (pt is not None and not NULL_COUNT < pt < -NULL_COUNT) or (ct is not None and not NULL_COUNT < ct < -NULL_COUNT):
+                exact[i] = a
+                continue
+            if pt is not None:
+                pts[i] = pt
+            if ct is not None:
+                cts[i] = ct
+        return cls(present, texts, errors, latency, pts, cts, exact)
 
 
 def read_answers(run_dir: Path) -> dict[str, Answer]:
@@ -482,7 +564,16 @@ def read_plan(run_dir: Path, columnar: Callable[[str], bool], full_precision: bo
     appenders: dict[str, tuple] = {}
     loads = orjson.loads
     total = 0
-    for _, raw in jsonl_lines(path, start, stop):
+
+    def validated(number: int, raw: bytes) -> PlanEntry:
+        """The line as the model reads it; a line it rejects is one error naming file and line."""
+        try:
+            return load_model_line(PlanEntry, raw.decode("utf-8"))
+        except ValueError as exc:
+            line = number + (lines_before(path, start) if start else 0)
+            raise ValueError(f"{path}:{line}: not a valid plan entry: {exc}") from exc
+
+    for number, raw in jsonl_lines(path, start, stop):
         total += 1
         try:
             row = _plan_fast(loads(raw))
@@ -490,13 +581,13 @@ def read_plan(run_dir: Path, columnar: Callable[[str], bool], full_precision: bo
             row = None
         entry: PlanEntry | None = None
         if row is None:
-            entry = load_model_line(PlanEntry, raw.decode("utf-8"))
+            entry = validated(number, raw)
         task = entry.task if entry is not None else row[0]
         is_columnar = kinds.get(task)
         if is_columnar is None:
             is_columnar = kinds[task] = columnar(task)
         if not is_columnar:
-            out.setdefault(task, []).append(entry or load_model_line(PlanEntry, raw.decode("utf-8")))
+            out.setdefault(task, []).append(entry or validated(number, raw))
             continue
         cols = out.get(task)
         if cols is None:
@@ -510,8 +601,7 @@ def read_plan(run_dir: Path, columnar: Callable[[str], bool], full_precision: bo
             _add(cols, appenders[task], _row_of_entry(entry), full_precision, lambda: entry.sample)
         else:
             # validated as the models read any line (same repairs, same error text)
-            _add(cols, appenders[task], row, full_precision,
-                 lambda: load_model_line(PlanEntry, raw.decode("utf-8")).sample)
+            _add(cols, appenders[task], row, full_precision, lambda: validated(number, raw).sample)
     return out, total
 
 
@@ -546,3 +636,23 @@ def float_texts(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     for i in np.flatnonzero(odd).tolist():
         texts[i] = repr(float(flat[i]))
     return texts, np.isinf(flat)
+
+
+def float_row_texts(matrix: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Each row of an (n, k) array as ``", ".join`` of :func:`float_texts` of its values (the
+    inside of its JSON list), from one orjson call for the whole array; and a mask of the rows
+    holding an infinite value."""
+    m = np.asarray(matrix, dtype=np.float64)
+    n = m.shape[0]
+    if not n:
+        return [], np.zeros(0, dtype=bool)
+    k = m.shape[1]
+    if not k:
+        return [""] * n, np.zeros(n, dtype=bool)
+    rows = orjson.dumps(m.tolist())[2:-2].replace(b",", b", ").decode().split("], [")  # NaN and inf -> null
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(m)
+        odd = (((magnitude < 1e-4) & (magnitude > 0)) | ((magnitude >= 1e16) & np.isfinite(m))).any(axis=1)
+    for i in np.flatnonzero(odd).tolist():
+        rows[i] = ", ".join(["null" if v != v else repr(v) for v in m[i].tolist()])
+    return rows, np.isinf(m).any(axis=1)

@@ -24,9 +24,12 @@ from .factory import build_task
 from .judge import JUDGED_PREFIX, load_judged
 from .plugins import Registry
 from .protocol import Protocol
-from .rundigest import inputs_digest  # one digest: the finished-rerun check reads it without this module
+from .rundigest import digests, inputs_digest  # one digest: the finished-rerun check reads it without this module
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
-from .columnar import Answer, Forked, TaskColumns, _json_str, float_texts, read_inputs
+from .columnar import (NULL_COUNT, FORK, Answer, AnswerColumns, Forked, TaskColumns, _json_str, float_row_texts,
+                       float_texts, read_inputs)
+from .planstore import open_store
+from .storescore import StaleStore, score_from_store
 from .schema import ParseStatus, Prediction
 from .store import (
     strict_dumps,
@@ -139,8 +142,19 @@ def score_task(task: Any, entries: list[PlanEntry], answers: Mapping[str, Answer
     return result, rows
 
 
-def row_counts(answers: Sequence[Answer | None]) -> tuple[int, int, int]:
+def row_counts(answers: "Sequence[Answer | None] | AnswerColumns") -> tuple[int, int, int]:
     """(answered, no response, errors) of a task's rows: what ``Counts`` adds up."""
+    if isinstance(answers, AnswerColumns):
+        n, present = len(answers), answers.present
+        erred = np.zeros(n, dtype=bool)
+        told = np.zeros(n, dtype=bool)
+        for i, e in answers.errors.items():
+            erred[i] = True
+            told[i] = e == NO_RESPONSE
+        has_text = np.fromiter((t is not None for t in answers.texts), dtype=bool, count=n)
+        answered = int((present & has_text & ~erred).sum())
+        no_response = int((~present).sum() + (present & told).sum())
+        return answered, no_response, n - answered - no_response
     answered = no_response = errors = 0
     for a in answers:
         if a is not None and a[0] is not None and a[1] is None:
@@ -153,6 +167,7 @@ def row_counts(answers: Sequence[Answer | None]) -> tuple[int, int, int]:
 
 
 STATUS_VALUES = [status.value for status in ParseStatus]
+_NULL_USAGE = '{"prompt_tokens": null, "completion_tokens": null}'
 
 
 def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] | list[Answer | None], *,
@@ -168,24 +183,48 @@ def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answe
 def _score_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] | list[Answer | None], *,
                    seed: int, rows_ready: Any = None):
     n = len(cols)
-    k = task.k
     codes = np.asarray(cols.codes, dtype=np.int64)
     found = answers if isinstance(answers, list) else [answers.get(key) for key in cols.keys]
+    status, detail, values, ok, shown, scores = parse_and_score(task, cols, found)
+    lines = RowWriter(cols, found, status, detail, values, ok, shown, scores)
+    if rows_ready is not None:
+        rows_ready(lines)
+    order = np.array(sorted(range(n), key=cols.ids.__getitem__), dtype=np.int64)
+    ordered = ProfiledSamples(cols.profiles, codes[order], np.asarray(cols.box_ratios, dtype=np.float64)[order])
+    ordered_scores = {name: np.asarray(v, dtype=np.float64)[order] for name, v in scores.items()}
+    result: TaskResult = task.result(ordered, ordered_scores, status_counts(status), seed=seed)
+    return result, lines, row_counts(found)
+
+
+def status_counts(status: list[str]) -> dict[str, int]:
+    counted = Counter(status)
+    return {value: int(counted.get(value, 0)) for value in STATUS_VALUES}
+
+
+def parse_and_score(task: Any, cols: TaskColumns, found: list[Answer | None]):
+    """Each row's parse (status, detail, values, ok mask, ``shown``: rows whose printed values are
+    not their matrix row) and per-sample metrics; row by row independent, so any range of rows
+    gives the rows' part of the whole."""
+    n = len(cols)
+    k = task.k
+    codes = np.asarray(cols.codes, dtype=np.int64)
     status: list[str] = ["ok"] * n
     detail: list[str | None] = [None] * n
     shown: dict[int, tuple | None] = {}  # rows whose printed values are not their matrix row
     values = np.full((n, k), np.nan)
     ok = np.zeros(n, dtype=bool)
+    ans = AnswerColumns.of(found)
+    errors = ans.errors
     text_rows: list[int] = []
     texts: list[str] = []
-    for i, a in enumerate(found):
-        if a is None:
+    for i, (here, text) in enumerate(zip(ans.present.tolist(), ans.texts)):
+        if not here:
             status[i], detail[i] = "error", NO_RESPONSE
-        elif a[1] is not None or a[0] is None:
-            status[i], detail[i] = "error", a[1] or "empty response"
+        elif text is None or i in errors:
+            status[i], detail[i] = "error", errors.get(i) or "empty response"
         else:
             text_rows.append(i)
-            texts.append(a[0])
+            texts.append(text)
     rows_index = np.asarray(text_rows, dtype=np.int64)
     ks = {task.strict_rules(p).k for p in cols.profiles}
     if task.protocol.parser == "lastk" and ks == {k} and type(task).parse_for is Task.parse_for:
@@ -219,16 +258,7 @@ def _score_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] |
         for i, truth in enumerate(cols.truths):
             targets[i, : min(k, len(truth))] = truth[:k]
     scores = task.score_matrix(values, ok, targets)
-    lines = RowWriter(cols, found, status, detail, values, ok, shown, scores)
-    if rows_ready is not None:
-        rows_ready(lines)
-    order = np.array(sorted(range(n), key=cols.ids.__getitem__), dtype=np.int64)
-    ordered = ProfiledSamples(cols.profiles, codes[order], np.asarray(cols.box_ratios, dtype=np.float64)[order])
-    ordered_scores = {name: np.asarray(v, dtype=np.float64)[order] for name, v in scores.items()}
-    counted = Counter(status)
-    stats = {value: int(counted.get(value, 0)) for value in STATUS_VALUES}
-    result: TaskResult = task.result(ordered, ordered_scores, stats, seed=seed)
-    return result, lines, row_counts(found)
+    return status, detail, values, ok, shown, scores
 
 
 class RowWriter:
@@ -337,11 +367,9 @@ def _row_texts(cols: TaskColumns, found: list[Answer | None], status: list[str],
         metric_columns.append(texts)
         bad.update(np.flatnonzero(inf).tolist())
     # values: the parsed numbers of ok rows (finite by construction), null elsewhere
-    k = values.shape[1]
-    value_texts, value_inf = float_texts(np.where(ok[:, None], values, 0.0))
-    bad.update(np.flatnonzero(value_inf.reshape(n, k).any(axis=1)).tolist() if n else [])
-    rows_of_values = zip(*(value_texts[j::k] for j in range(k)))
-    vals = ["[" + ", ".join(v) + "]" if good else "null" for v, good in zip(rows_of_values, ok.tolist())]
+    value_rows, value_inf = float_row_texts(np.where(ok[:, None], values, 0.0))
+    bad.update(np.flatnonzero(value_inf).tolist())
+    vals = ["[" + v + "]" if good else "null" for v, good in zip(value_rows, ok.tolist())]
     for i, v in shown.items():
         if v is None:
             vals[i] = "null"
@@ -352,49 +380,54 @@ def _row_texts(cols: TaskColumns, found: list[Answer | None], status: list[str],
     isfinite = math.isfinite
     width = cols.truths.width()
     if width:
-        flat = np.frombuffer(cols.truths.flat, dtype=np.float64)
-        truth_texts, _ = float_texts(flat)
-        bad.update(np.flatnonzero(~np.isfinite(flat.reshape(n, width)).all(axis=1)).tolist())
-        targets = ["[" + ", ".join(t) + "]" for t in zip(*(truth_texts[j::width] for j in range(width)))]
+        matrix = np.frombuffer(cols.truths.flat, dtype=np.float64).reshape(n, width)
+        targets, _ = float_row_texts(matrix)
+        bad.update(np.flatnonzero(~np.isfinite(matrix).all(axis=1)).tolist())
     else:
         targets = []
         for i, truth in enumerate(cols.truths):
-            targets.append("[" + ", ".join(map(repr, truth)) + "]")
+            targets.append(", ".join(map(repr, truth)))
             if not all(isfinite(t) for t in truth):
                 bad.add(i)
-    responses, errors, latencies, usages = [], [], [], []
+    ans = AnswerColumns.of(found)
+    present = ans.present
+    texts = ans.texts
+    none_rows = [i for i, t in enumerate(texts) if t is None]
+    responses = json_strings([t if t is not None else "" for t in texts] if none_rows else texts, bad)
+    for i in none_rows:
+        responses[i] = "null"
     no_response = _json_str(NO_RESPONSE)
-    for i, a in enumerate(found):
-        if a is None:
-            responses.append("null")
-            errors.append(no_response)
-            latencies.append("null")
-            usages.append("null")
-            continue
-        text, error, latency, prompt_tokens, completion_tokens = a
+    absent = ~present
+    errors = np.where(present, "null", no_response).astype(object).tolist() if n else []
+    for i, e in ans.errors.items():
         try:
-            responses.append("null" if text is None else _json_str(text))
-            errors.append("null" if error is None else _json_str(error))
+            errors[i] = _json_str(e)
         except orjson.JSONEncodeError:
             bad.add(i)
-            responses.append("")
-            errors.append("")
-        if not isfinite(latency):
-            bad.add(i)
-        latencies.append(repr(latency))
-        usages.append('{"prompt_tokens": %s, "completion_tokens": %s}' % (
-            "null" if prompt_tokens is None else prompt_tokens, "null" if completion_tokens is None else completion_tokens))
-    details = []
+            errors[i] = ""
+    latency_texts, _ = float_texts(ans.latency)
+    bad.update(np.flatnonzero(present & ~np.isfinite(ans.latency)).tolist())
+    latencies = np.array(latency_texts, dtype=object)
+    latencies[absent] = "null"
+    latencies = latencies.tolist()
+    usages = np.where(present, _NULL_USAGE, "null").astype(object).tolist() if n else []
+    counted = np.flatnonzero(present & ((ans.prompt_tokens != NULL_COUNT) | (ans.completion_tokens != NULL_COUNT)))
+    for i in counted.tolist() + list(ans.exact):
+        _, _, _, prompt_tokens, completion_tokens = ans[i]
+        usages[i] = '{"prompt_tokens": %s, "completion_tokens": %s}' % (
+            "null" if prompt_tokens is None else prompt_tokens, "null" if completion_tokens is None else completion_tokens)
+    details = ["null"] * n
     for i, d in enumerate(detail):
-        try:
-            details.append("null" if d is None else _json_str(d))
-        except orjson.JSONEncodeError:
-            bad.add(i)
-            details.append("")
+        if d is not None:
+            try:
+                details[i] = _json_str(d)
+            except orjson.JSONEncodeError:
+                bad.add(i)
+                details[i] = ""
     metric_part = ", ".join(f"{_json_str(name)}: %s" for name in names)
     template = ('{"id": %s, "config": %s, "dataset": %s, "index": %d, "label": %s, "key": %s, "prompt_hash": %s, '
                 '"response": %s, "error": %s, "latency_s": %s, "usage": %s, "status": "%s", "values": %s, '
-                '"detail": %s, "target": %s, "unit": %s, "metrics": {' + metric_part + '}}\n')
+                '"detail": %s, "target": [%s], "unit": %s, "metrics": {' + metric_part + '}}\n')
     columns = [json_strings(cols.ids, bad), categorical(cols.configs, bad), categorical(cols.datasets, bad),
                cols.indexes, categorical(cols.labels, bad), json_strings(cols.keys, bad),
                json_strings(cols.prompt_hashes, bad), responses, errors, latencies, usages, status, vals, details,
@@ -412,8 +445,8 @@ def json_strings(values: list[str], bad: set[int]) -> list[str]:
         blob = orjson.dumps(values)
     except orjson.JSONEncodeError:
         blob = None
-    if blob is not None and b"\\" not in blob:
-        return ['"' + v + '"' for v in blob[2:-2].decode().split('","')]
+    if blob is not None and b"\\" not in blob:  # no escapes: no NUL either, so it can mark the cuts
+        return blob[1:-1].replace(b'","', b'"\x00"').decode().split("\x00")
     out = []
     for i, v in enumerate(values):
         try:
@@ -434,27 +467,27 @@ def categorical(values: list[str], bad: set[int]) -> list[str]:
             encoded[v] = ""
     if any(text == "" for text in encoded.values()):
         bad.update(i for i, v in enumerate(values) if encoded[v] == "")
-    return [encoded[v] for v in values]
+    return list(map(encoded.__getitem__, values))
 
 
 def sample_lines(cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
                  values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
-                 scores: dict[str, np.ndarray]) -> Iterator[str]:
+                 scores: dict[str, np.ndarray]) -> list[str]:
     """The lines of ``samples_<task>.jsonl``, each exactly ``strict_dumps(row_of(...)) + "\n"``:
     formatted column-wise; a row holding a non-finite number or text UTF-8 cannot encode is
     written by ``strict_dumps`` (``null`` plus ``null_reasons``, U+FFFD)."""
+    found = AnswerColumns.of(found)
     template, columns, bad = _row_texts(cols, found, status, detail, values, ok, shown, scores)
     names = list(scores)
-    for i, args in enumerate(zip(*columns)):
-        if i in bad:
-            head = (cols.ids[i], cols.configs[i], cols.datasets[i], cols.indexes[i], cols.labels[i], cols.keys[i],
-                    cols.prompt_hashes[i])
-            v = shown[i] if i in shown else (tuple(values[i].tolist()) if ok[i] else None)
-            metrics = {name: scores[name][i] for name in names}
-            yield strict_dumps(row_of(head, found[i], status[i], v, detail[i], metrics, cols.truths[i],
-                                      cols.units[i])) + "\n"
-        else:
-            yield template % args
+    lines = [template % args for args in zip(*columns)]
+    for i in sorted(bad):
+        head = (cols.ids[i], cols.configs[i], cols.datasets[i], cols.indexes[i], cols.labels[i], cols.keys[i],
+                cols.prompt_hashes[i])
+        v = shown[i] if i in shown else (tuple(values[i].tolist()) if ok[i] else None)
+        metrics = {name: scores[name][i] for name in names}
+        lines[i] = strict_dumps(row_of(head, found[i], status[i], v, detail[i], metrics, cols.truths[i],
+                                       cols.units[i])) + "\n"
+    return lines
 
 
 def cached_results(run_dir: Path) -> RunResults | None:
@@ -502,48 +535,44 @@ def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
     seed = record.config.seed
     registry = registry or Registry.discover()
     # Large runs (a fork costs milliseconds) use the second core: one process hashes the inputs,
-    # another reads the answers and the plan's tail while this one reads the plan's head, and
-    # later one formats the second half of each large samples file. No threads, so forking is safe.
+    # another reads half of the answers (and, without plan columns, the plan's tail) and later
+    # formats every other block of each large samples file. No threads run while forking.
     plan_path = run_dir / PLAN
     big = plan_path.exists() and plan_path.stat().st_size > PARALLEL_BYTES
-    digest = Forked(inputs_digest, run_dir, parallel=big)
+    store = None if secret_lines() else open_store(run_dir)
+    if store is not None and "key.hex" not in store:  # keys that are not cache keys: read the plan
+        store = None
+    digest = Forked(digests, run_dir, parallel=big or (store is not None and store.rows > PARALLEL_ROWS))
     built: dict[str, Any] = {}
-    try:
-        by_task, planned, answers = read_inputs(run_dir, _columnar(registry, protocol, run_dir, built),
-                                                protocol.full_precision_targets, parallel=big)
-    except BaseException:
-        digest.discard()
-        raise
-    # each task's answers, in its plan order; then the table of all answers by key can go
-    mine: dict[str, Any] = {
-        name: [answers.get(key) for key in entries.keys] if isinstance(entries, TaskColumns)
-        else {e.key: answers[e.key] for e in entries if e.key in answers}
-        for name, entries in by_task.items()}
-    del answers
+    decide = _columnar(registry, protocol, run_dir, built)
 
-    tasks_out: dict[str, TaskResult] = {}
-    counts = Counts(planned=planned)
-    for name, entries in by_task.items():
-        task = built.get(name) or build_task(registry, name, protocol)
-        answers = mine.pop(name)
-        if isinstance(entries, TaskColumns):
-            out = RowsFile(run_dir / f"samples_{name}.jsonl", parallel=len(entries) > PARALLEL_ROWS and not secret_lines())
-            result, _, (answered, no_response, errors) = score_task_columns(task, entries, answers, seed=seed,
-                                                                             rows_ready=out.start)
-            out.finish()
-        else:
-            loaded = load_judged(run_dir, name)
-            result, rows = score_task(task, entries, answers, seed=seed, judged=loaded[1] if loaded else None)
-            if loaded:
-                result.notes.append(
-                    f"Failed parses re-read by an LLM judge (strict parse first; {JUDGED_PREFIX}{name}.jsonl): judge "
-                    f"{loaded[0].get('judge', {}).get('model', {}).get('adapter', '?')}; raw_status/raw_values keep the strict parse.")
-            write_jsonl(run_dir / f"samples_{name}.jsonl", rows)
-            answered, no_response, errors = row_counts([answers.get(e.key) for e in entries])
-        tasks_out[name] = result
-        counts.answered += answered
-        counts.no_response += no_response
-        counts.errors += errors
+    def build(name: str) -> Any:
+        return built.get(name) or build_task(registry, name, protocol)
+
+    scored = None
+    if store is not None:
+        try:
+            scored = score_from_store(
+                run_dir, store, protocol=protocol, seed=seed, build=build, is_columnar=decide,
+                verified=lambda: digest.result()[1] == store.sha256, parallel=FORK and store.rows > PARALLEL_ROWS,
+                score_objects=lambda name, task, entries, answers: _score_objects(run_dir, name, task, entries,
+                                                                                  answers, seed))
+        except StaleStore:
+            scored = None
+        except BaseException:
+            try:
+                fresh = digest.result()[1] == store.sha256
+            except BaseException:
+                fresh = True
+            if fresh:
+                digest.discard()
+                raise
+            scored = None  # plan.jsonl is not what the columns were made from: read it as before
+    if scored is not None:
+        tasks_out, (answered, no_response, errors) = scored
+        counts = Counts(planned=store.rows, answered=answered, no_response=no_response, errors=errors)
+    else:
+        tasks_out, counts = _score_from_jsonl(run_dir, protocol, seed, built, decide, build, digest, big)
 
     results = RunResults(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -564,13 +593,61 @@ def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
         counts=counts,
         task_fingerprints={n: t.fingerprint for n, t in tasks_out.items()},
         tasks=tasks_out,
-        inputs_digest=digest.result(),
+        inputs_digest=digest.result()[0],
         merged_from=record.merged_from,
     )
     # strict JSON: a non-finite metric is null, with its reason under "null_reasons" (JSON pointer -> why)
     text = strict_dumps(results.model_dump(mode="json"), indent=2) + "\n"
     atomic_write_text(run_dir / RESULTS, text)
     return RunResults.model_validate_json(text)  # exactly what the file holds (non-finite -> None)
+
+
+def _score_objects(run_dir: Path, name: str, task: Any, entries: list[PlanEntry], answers: Mapping[str, Answer],
+                   seed: int) -> tuple[TaskResult, tuple[int, int, int]]:
+    """A task kept as validated entries (not columnar: a plugin family, judged answers): scored,
+    its samples file written; returns its result and (answered, no response, errors)."""
+    loaded = load_judged(run_dir, name)
+    result, rows = score_task(task, entries, answers, seed=seed, judged=loaded[1] if loaded else None)
+    if loaded:
+        result.notes.append(
+            f"Failed parses re-read by an LLM judge (strict parse first; {JUDGED_PREFIX}{name}.jsonl): judge "
+            f"{loaded[0].get('judge', {}).get('model', {}).get('adapter', '?')}; raw_status/raw_values keep the strict parse.")
+    write_jsonl(run_dir / f"samples_{name}.jsonl", rows)
+    return result, row_counts([answers.get(e.key) for e in entries])
+
+
+def _score_from_jsonl(run_dir: Path, protocol: Protocol, seed: int, built: dict[str, Any], decide: Any, build: Any,
+                      digest: Forked, big: bool) -> tuple[dict[str, TaskResult], Counts]:
+    """Every task scored from plan.jsonl itself (no plan columns, or stale ones)."""
+    try:
+        by_task, planned, answers = read_inputs(run_dir, decide, protocol.full_precision_targets, parallel=big)
+    except BaseException:
+        digest.discard()
+        raise
+    # each task's answers, in its plan order; then the table of all answers by key can go
+    mine: dict[str, Any] = {
+        name: [answers.get(key) for key in entries.keys] if isinstance(entries, TaskColumns)
+        else {e.key: answers[e.key] for e in entries if e.key in answers}
+        for name, entries in by_task.items()}
+    del answers
+
+    tasks_out: dict[str, TaskResult] = {}
+    counts = Counts(planned=planned)
+    for name, entries in by_task.items():
+        task = build(name)
+        answers = mine.pop(name)
+        if isinstance(entries, TaskColumns):
+            out = RowsFile(run_dir / f"samples_{name}.jsonl", parallel=len(entries) > PARALLEL_ROWS and not secret_lines())
+            result, _, (answered, no_response, errors) = score_task_columns(task, entries, answers, seed=seed,
+                                                                             rows_ready=out.start)
+            out.finish()
+        else:
+            result, (answered, no_response, errors) = _score_objects(run_dir, name, task, entries, answers, seed)
+        tasks_out[name] = result
+        counts.answered += answered
+        counts.no_response += no_response
+        counts.errors += errors
+    return tasks_out, counts
 
 
 def legacy_selection(record: RunRecord) -> Selection:

@@ -4,6 +4,7 @@ Layout of ``RUN_DIR``::
 
     run.json                 resolved configuration of the latest invocation
     plan.jsonl               the samples this run covers, one per line (task, cache key, sample)
+    plan.columns/            the plan's scoring fields as NumPy columns (medvision_eval.planstore)
     responses.jsonl          every model answer, appended and flushed the moment it arrives
     responses.rank<N>.jsonl  the same, written by rank N of a data-parallel launch
     samples_<task>.jsonl     written by the score step: one line per planned sample
@@ -575,14 +576,24 @@ def load_responses(run_dir: Path) -> dict[str, ResponseRecord]:
 
 
 def write_plan(run_dir: Path, entries: Iterable[PlanEntry]) -> None:
-    write_jsonl(Path(run_dir) / PLAN, entries)
+    """Write ``plan.jsonl`` atomically, and the plan's scoring columns next to it
+    (:mod:`medvision_eval.planstore`); entries are consumed one at a time."""
+    from .planstore import write_plan as write_with_columns
+
+    write_with_columns(Path(run_dir), entries)
 
 
 def load_plan(run_dir: Path) -> list[PlanEntry]:
     path = Path(run_dir) / PLAN
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a medvision-eval run directory")
-    return [load_model_line(PlanEntry, line) for _, line in iter_jsonl(path)]
+    entries = []
+    for number, line in iter_jsonl(path):
+        try:
+            entries.append(load_model_line(PlanEntry, line))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not a valid plan entry: {exc}") from exc
+    return entries
 
 
 def write_json(path: Path, obj: Any, *, why: dict[str, str] | None = None) -> None:

@@ -24,9 +24,15 @@ def bench(name: str, *args: str, tmp_path: Path, timeout: int = 900) -> str:
 def test_bench_scoring_runs_both_paths_side_by_side(tmp_path):
     out = bench("bench_scoring.py", "--sizes", "300", tmp_path=tmp_path)
     assert "cores: " in out and "load average" in out
-    line = next(line for line in out.splitlines() if line.strip().startswith("300 samples"))
-    assert "ours" in line and "official v1 path" in line and "speed-up" in line and "memory" in line
-    assert (tmp_path / "bench-cache" / "scoring" / "detection-300" / "results.json").exists()
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("300 samples"))
+    assert "ours" in lines[at] and "fallback (no plan columns)" in lines[at + 1]
+    assert "official v1 path" in lines[at + 2] and "speed-up" in lines[at + 2] and "memory" in lines[at + 2]
+    cache = tmp_path / "bench-cache" / "scoring"
+    assert (cache / "detection-store-300" / "plan.columns" / "index.json").exists()  # written as the package does
+    assert (cache / "detection-store-300" / "results.json").exists()
+    assert (cache / "detection-store-300-jsonl" / "results.json").exists()
+    assert not (cache / "detection-store-300-jsonl" / "plan.columns").exists()
 
 
 def test_bench_harness_overhead_section_runs(tmp_path):

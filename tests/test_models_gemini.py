@@ -185,8 +185,8 @@ def test_key_appears_in_no_file_of_a_real_run(server, demo_root, tmp_path, capsy
     assert server.keys and all(k == KEY for k in server.keys)
     written = [p for p in run_dir.rglob("*") if p.is_file()]
     assert {p.name for p in written} >= {"run.json", "plan.jsonl", "responses.jsonl", "results.json", "samples_tl_size.jsonl"}
-    for p in written:
-        assert KEY not in p.read_text(), p.name
+    for p in written:  # bytes: the run directory holds binary files too (plan.columns/columns.bin)
+        assert KEY.encode() not in p.read_bytes(), p.name
     assert KEY not in out.out and KEY not in out.err
     rows = [json.loads(line) for line in (run_dir / "samples_tl_size.jsonl").read_text().splitlines()]
     assert rows and all(r["status"] == "ok" for r in rows)

@@ -1,0 +1,866 @@
+"""The score step from the plan's columns (:mod:`.planstore`): bounded memory, both cores.
+
+:func:`medvision_eval.scoring.score_run` takes this path when ``plan.columns/`` matches
+``plan.jsonl`` (size and mtime first; plan.jsonl's sha256, computed by the process that
+computes the inputs digest anyway, before any output file is replaced) and every plan key is a
+cache key (32 hex digits); otherwise it reads ``plan.jsonl`` as before. Both paths write the same
+bytes.
+
+- **Answers** are read once into arrays (:class:`AnswerTable`): each key as 16 bytes, the
+  texts as one UTF-8 buffer with offsets, latency and token counts as numbers; errors and odd
+  lines are kept as Python values (few). Two processes each read half of the response bytes.
+  The plan's rows are joined to the answers by sorting keys (no dictionary of a million
+  strings); of several answers to one key, the last completed one wins, else the last one (the
+  rule of :func:`medvision_eval.columnar.read_answers`).
+- **Rows** are handled in blocks of :data:`BLOCK_ROWS`: a block's answers are parsed, scored
+  (per-sample metrics are row by row) and formatted into the samples file's bytes by the same
+  functions the JSONL path uses, so the lines are the same. On large tasks a forked process
+  takes every other block and writes it into the same temporary file at the offset this process
+  hands it; writeback to disk is started as blocks are written, so the final fsync has little
+  left to do. The tables and intervals are computed from the gathered per-sample metrics
+  while the file is synced.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import signal
+import struct
+import tempfile
+import threading
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, _answer_fast, _answer_of, jsonl_lines, line_boundary,
+                       lines_before)
+from .planstore import PlanStore, hex_keys
+from .store import PlanEntry, ResponseRecord, _storable_bytes, load_model_line, response_files
+
+BLOCK_ROWS = 16_384  # rows parsed and formatted at a time (bounds the memory a block needs)
+PARALLEL_ROWS = 50_000  # a task with more rows is formatted by two processes
+PARALLEL_ANSWER_BYTES = 8 << 20  # response files above this are read by two processes
+_NULL = NULL_COUNT  # a token count that is null
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+@dataclass
+class AnswerTable:
+    """Answers in file order (all response files, each from its first line to its last)."""
+
+    hex_key: np.ndarray  # (m, 16) uint8; a key that is not 32 hex digits: zeros, and ``other_key`` set
+    other_key: dict[int, str]
+    text: np.ndarray  # uint8: the UTF-8 of the texts
+    text_start: np.ndarray  # (m,) int64: answer i's text is text[text_start[i]:text_end[i]]
+    text_end: np.ndarray
+    has_text: np.ndarray  # bool: text is not None
+    latency: np.ndarray  # float64
+    prompt_tokens: np.ndarray  # int64, NULL_COUNT for None
+    completion_tokens: np.ndarray
+    errors: dict[int, str] = field(default_factory=dict)  # answer -> its error (None elsewhere)
+    exact: dict[int, Answer] = field(default_factory=dict)  # answers whose numbers the arrays cannot hold
+
+    def __len__(self) -> int:
+        return len(self.latency)
+
+    @property
+    def completed(self) -> np.ndarray:
+        done = self.has_text.copy()
+        if self.errors:
+            done[np.fromiter(self.errors, dtype=np.int64, count=len(self.errors))] = False
+        return done
+
+    def answer(self, i: int, text: str | None) -> Answer:
+        hit = self.exact.get(i)
+        if hit is not None:
+            return hit
+        pt, ct = int(self.prompt_tokens[i]), int(self.completion_tokens[i])
+        return (text, self.errors.get(i), float(self.latency[i]), None if pt == _NULL else pt,
+                None if ct == _NULL else ct)
+
+    def texts(self, ids: np.ndarray) -> list[str | None]:
+        """The texts of answers ``ids`` (None where an answer has none)."""
+        if not len(ids):
+            return []
+        starts, ends = self.text_start[ids], self.text_end[ids]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        bounds = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=bounds[1:])
+        if total:
+            at = np.arange(total, dtype=np.int64) + np.repeat(starts - bounds[:-1], lengths)
+            raw = self.text[at].tobytes()
+        else:
+            raw = b""
+        cuts = zip(bounds[:-1].tolist(), bounds[1:].tolist())
+        out: list[str | None]
+        if raw.isascii():
+            whole = raw.decode("ascii")
+            out = [whole[a:b] for a, b in cuts]
+        else:
+            out = [raw[a:b].decode("utf-8") for a, b in cuts]
+        for j in np.flatnonzero(~self.has_text[ids]).tolist():
+            out[j] = None
+        return out
+
+    @staticmethod
+    def concat(parts: list["AnswerTable"]) -> "AnswerTable":
+        if len(parts) == 1:
+            return parts[0]
+        base, text_base = 0, 0
+        other: dict[int, str] = {}
+        errors: dict[int, str] = {}
+        exact: dict[int, Answer] = {}
+        starts, ends = [], []
+        for p in parts:
+            other.update({base + i: k for i, k in p.other_key.items()})
+            errors.update({base + i: e for i, e in p.errors.items()})
+            exact.update({base + i: a for i, a in p.exact.items()})
+            starts.append(p.text_start + text_base)
+            ends.append(p.text_end + text_base)
+            base += len(p)
+            text_base += len(p.text)
+        return AnswerTable(
+            hex_key=np.concatenate([p.hex_key for p in parts]), other_key=other,
+            text=np.concatenate([p.text for p in parts]), text_start=np.concatenate(starts),
+            text_end=np.concatenate(ends), has_text=np.concatenate([p.has_text for p in parts]),
+            latency=np.concatenate([p.latency for p in parts]),
+            prompt_tokens=np.concatenate([p.prompt_tokens for p in parts]),
+            completion_tokens=np.concatenate([p.completion_tokens for p in parts]), errors=errors, exact=exact)
+
+
+_INT64 = 1 << 63
+_CHUNK_LINES = 65_536
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.parts: list[AnswerTable] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.keys: list[str] = []
+        self.texts: list[str] = []
+        self.has: list[bool] = []
+        self.lat: list[float] = []
+        self.pt: list[int] = []
+        self.ct: list[int] = []
+        self.errors: dict[int, str] = {}
+        self.exact: dict[int, Answer] = {}
+
+    def add(self, key: str, answer: Answer) -> None:
+        text, error, latency, pt, ct = answer
+        i = len(self.keys)
+        self.keys.append(key)
+        self.has.append(text is not None)
+        self.texts.append(text if text is not None else "")
+        self.lat.append(latency)
+        if error is not None:
+            self.errors[i] = error
+        if (pt is not None and not -_INT64 < pt < _INT64) or (ct is not None and not -_INT64 < ct < _INT64):
+            self.exact[i] = answer
+            pt = ct = None
+        self.pt.append(_NULL if pt is None else pt)
+        self.ct.append(_NULL if ct is None else ct)
+        if len(self.keys) >= _CHUNK_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.keys:
+            return
+        from .planstore import hex_keys, text_column
+
+        m = len(self.keys)
+        hexed = hex_keys(self.keys)
+        other: dict[int, str] = {}
+        if hexed is None:
+            hexed = np.zeros((m, 16), dtype=np.uint8)
+            for i, key in enumerate(self.keys):
+                one = hex_keys([key])
+                if one is None:
+                    other[i] = key
+                else:
+                    hexed[i] = one[0]
+        try:
+            blob, offsets = text_column(self.texts)
+        except UnicodeEncodeError:  # lone surrogates: such texts are kept whole
+            safe = []
+            for i, t in enumerate(self.texts):
+                try:
+                    t.encode("utf-8")
+                    safe.append(t)
+                except UnicodeEncodeError:
+                    pt, ct = self.pt[i], self.ct[i]
+                    self.exact[i] = (t if self.has[i] else None, self.errors.get(i), self.lat[i],
+                                     None if pt == _NULL else pt, None if ct == _NULL else ct)
+                    safe.append("")
+            blob, offsets = text_column(safe)
+        self.parts.append(AnswerTable(
+            hex_key=hexed, other_key=other, text=np.array(blob), text_start=offsets[:-1], text_end=offsets[1:],
+            has_text=np.array(self.has, dtype=bool), latency=np.array(self.lat, dtype=np.float64),
+            prompt_tokens=np.array(self.pt, dtype=np.int64), completion_tokens=np.array(self.ct, dtype=np.int64),
+            errors=self.errors, exact=self.exact))
+        self._reset()
+
+    def table(self) -> AnswerTable:
+        self.flush()
+        if not self.parts:
+            return _empty_table()
+        return AnswerTable.concat(self.parts)
+
+
+def _empty_table() -> AnswerTable:
+    return AnswerTable(hex_key=np.zeros((0, 16), dtype=np.uint8), other_key={}, text=np.zeros(0, dtype=np.uint8),
+                       text_start=np.zeros(0, dtype=np.int64), text_end=np.zeros(0, dtype=np.int64),
+                       has_text=np.zeros(0, dtype=bool),
+                       latency=np.zeros(0), prompt_tokens=np.zeros(0, dtype=np.int64),
+                       completion_tokens=np.zeros(0, dtype=np.int64))
+
+
+def _bulk_scanner() -> Any:
+    """The bulk line scanner (:mod:`medvision_eval.answerscan`) when this version has it."""
+    try:
+        from . import answerscan
+    except ImportError:
+        return None
+    return answerscan if hasattr(answerscan, "scan_answers") and hasattr(answerscan, "read_line_exactly") else None
+
+
+def scan_answers(ranges: list[tuple[Path, int, int | None]]) -> AnswerTable:
+    """The answers of the response lines in ``ranges`` ((file, start, stop) byte ranges, each
+    starting at a line start), in order: each line as :func:`.columnar.read_answers` reads it (the
+    same fast path, the same validation and error, naming file and line, for any other line)."""
+    bulk = _bulk_scanner()
+    parts: list[AnswerTable] = []
+    for path, start, stop in ranges:
+        if bulk is not None:
+            parts.extend(_scan_bulk(bulk, path, start, stop))
+        else:
+            parts.append(_scan_lines(path, start, stop))
+    parts = [p for p in parts if len(p)]
+    return AnswerTable.concat(parts) if parts else _empty_table()
+
+
+def _scan_lines(path: Path, start: int, stop: int | None) -> AnswerTable:
+    out = _Builder()
+    loads = orjson.loads
+    for number, raw in jsonl_lines(path, start, stop):
+        try:
+            found = _answer_fast(loads(raw))
+        except orjson.JSONDecodeError:
+            found = None
+        if found is None:
+            try:
+                record = load_model_line(ResponseRecord, raw.decode("utf-8"))
+            except ValueError as exc:
+                line = number + (lines_before(path, start) if start else 0)
+                raise ValueError(f"{path}:{line}: not a valid response record: {exc}") from exc
+            found = (record.key, _answer_of(record))
+        out.add(*found)
+    return out.table()
+
+
+SCAN_BLOCK = 1 << 24  # response bytes scanned at a time
+
+
+def _scan_bulk(bulk: Any, path: Path, start: int, stop: int | None):
+    """The answers of one byte range, a block at a time, with the bulk scanner; each block's
+    lines it does not take are read exactly (:func:`answerscan.read_line_exactly`)."""
+    base: list[int] = []  # lines before ``start`` (counted only if a line needs naming)
+
+    def where(number: int) -> str:
+        if not base:
+            base.append(lines_before(path, start) if start else 0)
+        return f"{path}:{base[0] + number}"
+
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        left = None if stop is None else stop - start
+        rest = b""
+        number = 0
+        while left is None or left > 0:
+            block = fh.read(SCAN_BLOCK if left is None else min(SCAN_BLOCK, left))
+            if not block:
+                break  # a torn last line (no newline) is skipped, as jsonl_lines does
+            if left is not None:
+                left -= len(block)
+            data = rest + block if rest else block
+            scan = bulk.scan_answers(data)
+            rest = data[scan.consumed:]
+            yield _table_of_scan(bulk, scan, lambda i: where(number + i + 1))
+            number += scan.lines
+
+
+def _table_of_scan(bulk: Any, scan: Any, where: Callable[[int], str]) -> AnswerTable:
+    lines = scan.lines
+    canon = np.asarray(scan.canonical, dtype=bool)
+    keep = np.ones(lines, dtype=bool)
+    odd: dict[int, tuple[str, Answer]] = {}
+    for i in np.flatnonzero(~canon).tolist():
+        found = bulk.read_line_exactly(scan.line(i), where(i))
+        if found is None:
+            keep[i] = False  # a blank line
+        else:
+            odd[i] = found
+    blob, tstart, tend = scan.text_blob()
+    text = np.frombuffer(blob, dtype=np.uint8) if blob else np.zeros(0, dtype=np.uint8)
+    tstart = np.asarray(tstart, dtype=np.int64).copy()
+    tend = np.asarray(tend, dtype=np.int64).copy()
+    has_text = canon & (np.asarray(scan.text_start) >= 0)
+    hexed = np.zeros((lines, 16), dtype=np.uint8)
+    if canon.any():
+        hexed[canon] = np.frombuffer(bytes.fromhex(np.asarray(scan.keys)[canon].tobytes().decode("ascii")),
+                                     dtype=np.uint8).reshape(-1, 16)
+    latency = np.asarray(scan.latency, dtype=np.float64).copy()
+    pts = np.where(scan.prompt_tokens_null, _NULL, scan.prompt_tokens).astype(np.int64)
+    cts = np.where(scan.completion_tokens_null, _NULL, scan.completion_tokens).astype(np.int64)
+    errors: dict[int, str] = {}
+    for i in np.flatnonzero(canon & (np.asarray(scan.error_start) >= 0)).tolist():
+        errors[i] = scan.error(i)
+    other: dict[int, str] = {}
+    exact: dict[int, Answer] = {}
+    extra: list[bytes] = []
+    extra_at = len(text)
+
+    def put_text(i: int, value: str | None) -> None:
+        nonlocal extra_at
+        if value is None:
+            has_text[i] = False
+            tstart[i] = tend[i] = 0
+            return
+        raw = value.encode("utf-8")
+        has_text[i] = True
+        tstart[i], tend[i] = extra_at, extra_at + len(raw)
+        extra.append(raw)
+        extra_at += len(raw)
+
+    for i in np.flatnonzero(canon & np.asarray(scan.text_escaped, dtype=bool)).tolist():
+        put_text(i, scan.escaped_texts[i])
+    for i, (key, answer) in odd.items():
+        one = hex_keys([key]) if len(key) == 32 else None
+        if one is None:
+            other[i] = key
+        else:
+            hexed[i] = one[0]
+        t, error, lat, pt, ct = answer
+        try:
+            put_text(i, t)
+        except UnicodeEncodeError:  # lone surrogates: kept whole
+            put_text(i, "")
+            exact[i] = answer
+        if error is not None:
+            errors[i] = error
+        latency[i] = lat
+        if (pt is not None and not _NULL < pt < -_NULL) or (ct is not None and not _NULL < ct < -_NULL):
+            exact[i] = answer
+            pt = ct = None
+        pts[i] = _NULL if pt is None else pt
+        cts[i] = _NULL if ct is None else ct
+    if extra:
+        text = np.concatenate([text, np.frombuffer(b"".join(extra), dtype=np.uint8)])
+    if not keep.all():
+        new = np.cumsum(keep) - 1
+        remap = lambda d: {int(new[i]): v for i, v in d.items() if keep[i]}  # noqa: E731
+        other, errors, exact = remap(other), remap(errors), remap(exact)
+        hexed, tstart, tend, has_text = hexed[keep], tstart[keep], tend[keep], has_text[keep]
+        latency, pts, cts = latency[keep], pts[keep], cts[keep]
+    return AnswerTable(hex_key=hexed, other_key=other, text=text, text_start=tstart, text_end=tend,
+                       has_text=has_text, latency=latency, prompt_tokens=pts, completion_tokens=cts,
+                       errors=errors, exact=exact)
+
+
+def read_answer_table(run_dir: Path, *, parallel: bool) -> AnswerTable:
+    """All answers of the run, in file order; with ``parallel`` a forked process reads the second
+    half of the bytes."""
+    paths = response_files(run_dir)
+    sizes = [p.stat().st_size for p in paths]
+    total = sum(sizes)
+    if not parallel or not FORK or total <= PARALLEL_ANSWER_BYTES:
+        return scan_answers([(p, 0, None) for p in paths])
+    # split the bytes of all files in two at a line start
+    half = total // 2
+    first: list[tuple[Path, int, int | None]] = []
+    second: list[tuple[Path, int, int | None]] = []
+    seen = 0
+    for path, size in zip(paths, sizes):
+        if seen + size <= half:
+            first.append((path, 0, None))
+        elif seen >= half:
+            second.append((path, 0, None))
+        else:
+            cut = line_boundary(path, half - seen)
+            first.append((path, 0, cut))
+            if cut < size:
+                second.append((path, cut, None))
+        seen += size
+    from .columnar import Forked
+
+    child = Forked(scan_answers, second)
+    try:
+        head = scan_answers(first)
+    except BaseException:
+        child.discard()
+        raise
+    return AnswerTable.concat([head, child.result()])
+
+
+def join_answers(plan_keys: np.ndarray, answers: AnswerTable) -> np.ndarray:
+    """For each plan row (``plan_keys``: (n, 16) uint8), the index of its answer, or -1: of the
+    answers to a key, the last completed one, else the last one."""
+    n, m = len(plan_keys), len(answers)
+    pick = np.full(n, -1, dtype=np.int64)
+    if not n or not m:
+        return pick
+    if m == n and not answers.other_key and np.array_equal(answers.hex_key, plan_keys) \
+            and len(np.unique(np.ascontiguousarray(plan_keys).view(">u8")[:, 0])) == n:
+        return np.arange(n, dtype=np.int64)  # answered in plan order, once each
+    words = np.ascontiguousarray(answers.hex_key).view(">u8")  # (m, 2): big-endian, so order = byte order
+    hi, lo = words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
+    usable = np.arange(m, dtype=np.int64)
+    if answers.other_key:  # keys that are no cache key match no plan row
+        usable = np.setdiff1d(usable, np.fromiter(answers.other_key, dtype=np.int64, count=len(answers.other_key)))
+    order = usable[np.argsort(hi[usable], kind="stable")]  # by the first 8 bytes, file order within
+    shi = hi[order]
+    starts = np.flatnonzero(np.r_[True, shi[1:] != shi[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    group_hi = shi[starts]
+    winner = order[starts].copy()
+    shared: dict[int, dict[int, int]] = {}  # group -> {last 8 bytes: winner} where answers share 8 bytes
+    if (sizes > 1).any():
+        completed = answers.completed
+        for g in np.flatnonzero(sizes > 1).tolist():
+            best: dict[int, int] = {}
+            for i in order[starts[g]:starts[g] + sizes[g]].tolist():  # in file order
+                key = int(lo[i])
+                old = best.get(key)
+                if old is None or completed[i] or not completed[old]:
+                    best[key] = i
+            shared[g] = best
+            winner[g] = -1
+    pwords = np.ascontiguousarray(plan_keys).view(">u8")
+    phi, plo = pwords[:, 0].astype(np.uint64), pwords[:, 1].astype(np.uint64)
+    at = np.searchsorted(group_hi, phi)
+    at_ok = np.minimum(at, len(group_hi) - 1)
+    found = (at < len(group_hi)) & (group_hi[at_ok] == phi)
+    rows = np.flatnonzero(found)
+    g = at_ok[rows]
+    simple = winner[g] >= 0
+    hit = simple & (lo[np.where(simple, winner[g], 0)] == plo[rows])
+    pick[rows[hit]] = winner[g[hit]]
+    for r, gg in zip(rows[~simple].tolist(), g[~simple].tolist()):
+        pick[r] = shared[gg].get(int(plo[r]), -1)
+    return pick
+
+
+# -- the plan side ----------------------------------------------------------------------------
+
+def task_rows(store: PlanStore) -> dict[str, np.ndarray]:
+    """Each task's plan rows, in plan order, tasks in order of first appearance."""
+    codes = np.asarray(store["task"])
+    names = store.tables["task"]
+    present, first = np.unique(codes, return_index=True)
+    out = {}
+    for code in present[np.argsort(first)].tolist():
+        out[names[code]] = np.flatnonzero(codes == code)
+    return out
+
+
+@dataclass
+class TaskPlan:
+    """One columnar task's rows from the store."""
+
+    name: str
+    rows: np.ndarray  # plan rows, plan order
+    codes: np.ndarray  # task-local profile code of each row
+    profiles: list  # one validated Sample per task-local profile
+    truth_flat: np.ndarray
+    truth_offsets: np.ndarray
+
+
+def task_plan(store: PlanStore, plan_path: Path, name: str, rows: np.ndarray, full_precision: bool) -> TaskPlan:
+    global_codes = np.asarray(store["profile"])[rows]
+    used, first = np.unique(global_codes, return_index=True)
+    order = np.argsort(first, kind="stable")  # profiles in order of first appearance, as the JSONL reader
+    local = np.empty(int(used.max()) + 1 if len(used) else 0, dtype=np.int64)
+    local[used[order]] = np.arange(len(used))
+    profiles = [load_model_line(PlanEntry, store.line(plan_path, int(rows[first[j]])).decode("utf-8")).sample
+                for j in order.tolist()]
+    flat, offsets = store.truths(rows, full_precision)
+    return TaskPlan(name, rows, local[global_codes] if len(rows) else np.zeros(0, dtype=np.int64), profiles,
+                    flat, offsets)
+
+
+def entries_of(store: PlanStore, plan_path: Path, rows: np.ndarray) -> list[PlanEntry]:
+    """The validated plan entries of ``rows`` (for tasks the score step keeps as objects)."""
+    out = []
+    with open(plan_path, "rb") as fh:
+        offsets = store["line"]
+        for r in rows.tolist():
+            start, end = int(offsets[r]), int(offsets[r + 1])
+            fh.seek(start)
+            out.append(load_model_line(PlanEntry, fh.read(end - start).rstrip(b"\n").decode("utf-8")))
+    return out
+
+
+def block_columns(store: PlanStore, plan: TaskPlan, lo: int, hi: int, *, for_parse: bool = False) -> TaskColumns:
+    """Rows ``lo:hi`` of the task as the JSONL path's :class:`TaskColumns` (only the block);
+    ``for_parse``: only what parsing and scoring read (profiles, codes, true values)."""
+    rows = plan.rows[lo:hi]
+    tables = store.tables
+    offsets = plan.truth_offsets[lo:hi + 1]
+    base = int(offsets[0])
+    flat = plan.truth_flat[base:int(offsets[-1])]
+    truths = Truths(array("d", flat.tobytes()), array("q", (offsets - base).tobytes()))
+    codes = array("q", plan.codes[lo:hi].astype(np.int64).tobytes())
+    if for_parse:
+        return TaskColumns(ids=[""] * len(rows), truths=truths, codes=codes, profiles=plan.profiles)
+
+    def coded(name: str) -> list[str]:
+        table = np.empty(len(tables[name]), dtype=object)
+        table[:] = tables[name]
+        return table[np.asarray(store[name])[rows]].tolist()
+
+    return TaskColumns(
+        ids=store.texts("id", rows), configs=coded("config"), datasets=coded("dataset"),
+        indexes=np.asarray(store["index"])[rows].tolist(), labels=coded("label"), keys=store.texts("key", rows),
+        prompt_hashes=store.texts("prompt_hash", rows), units=coded("unit"), truths=truths,
+        box_ratios=array("d", np.asarray(store["box_ratio"])[rows].tobytes()), codes=codes, profiles=plan.profiles)
+
+
+def block_answers(answers: AnswerTable, pick: np.ndarray) -> AnswerColumns:
+    """The answers of rows whose answer ids are ``pick`` (-1: none), as columns."""
+    n = len(pick)
+    present = pick >= 0
+    have = np.flatnonzero(present)
+    ids = pick[have]
+    texts: list[str | None] = [None] * n
+    for j, text in zip(have.tolist(), answers.texts(ids)):
+        texts[j] = text
+    latency = np.zeros(n)
+    latency[have] = answers.latency[ids]
+    pts = np.full(n, NULL_COUNT, dtype=np.int64)
+    cts = np.full(n, NULL_COUNT, dtype=np.int64)
+    pts[have] = answers.prompt_tokens[ids]
+    cts[have] = answers.completion_tokens[ids]
+    errors: dict[int, str] = {}
+    exact: dict[int, Answer] = {}
+    for table, out in ((answers.errors, errors), (answers.exact, exact)):
+        if table:
+            hit = np.isin(ids, np.fromiter(table, dtype=np.int64, count=len(table)))
+            for j, i in zip(have[hit].tolist(), ids[hit].tolist()):
+                out[j] = table[i]
+    for j, a in exact.items():  # kept whole: its text too
+        texts[j] = a[0]
+    return AnswerColumns(present, texts, errors, latency, pts, cts, exact)
+
+
+# -- one block: parse and score; then format -----------------------------------------------------
+
+@dataclass
+class Parsed:
+    """A block's parse and per-sample metrics (what its rows need, with the block's columns and
+    answers, to be formatted)."""
+
+    status: list[str]
+    detail: list[str | None]
+    values: np.ndarray
+    ok: np.ndarray
+    shown: dict[int, tuple | None]
+    scores: dict[str, np.ndarray]
+    counts: tuple[int, int, int]
+
+
+def parse_block(task: Any, store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: np.ndarray,
+                lo: int, hi: int) -> Parsed:
+    from .scoring import parse_and_score, row_counts
+
+    cols = block_columns(store, plan, lo, hi, for_parse=True)
+    found = block_answers(answers, pick[plan.rows[lo:hi]])
+    status, detail, values, ok, shown, scores = parse_and_score(task, cols, found)
+    return Parsed(status, detail, values, ok, shown, {k: np.asarray(v, dtype=np.float64) for k, v in scores.items()},
+                  row_counts(found))
+
+
+def parse_blocks(task: Any, store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: np.ndarray,
+                 blocks: list[tuple[int, int]], *, parallel: bool) -> list[Parsed]:
+    """Every block parsed and scored; with ``parallel``, a forked process takes the second half."""
+    from .columnar import Forked
+
+    def run(part: list[tuple[int, int]]) -> list[Parsed]:
+        return [parse_block(task, store, plan, answers, pick, lo, hi) for lo, hi in part]
+
+    if not parallel or not FORK or len(blocks) < 2:
+        return run(blocks)
+    half = len(blocks) // 2
+    child = Forked(run, blocks[half:])
+    try:
+        mine = run(blocks[:half])
+    except BaseException:
+        child.discard()
+        raise
+    return mine + child.result()
+
+
+def format_block(store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: np.ndarray, parsed: Parsed,
+                 lo: int, hi: int) -> bytes:
+    """The samples file's bytes of rows ``lo:hi`` (the same functions as the plan.jsonl path)."""
+    from .scoring import sample_lines
+
+    cols = block_columns(store, plan, lo, hi)
+    found = block_answers(answers, pick[plan.rows[lo:hi]])
+    p = parsed
+    return _storable_bytes("".join(sample_lines(cols, found, p.status, p.detail, p.values, p.ok, p.shown, p.scores)))
+
+
+# -- writing a samples file with two processes -------------------------------------------------
+
+_libc = None
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing these bytes to disk now (``sync_file_range``, Linux), so a
+    later fsync has little left to wait for. A no-op where unavailable."""
+    global _libc
+    if not FORK or length <= 0:
+        return
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        _libc.sync_file_range(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
+    except (OSError, AttributeError):
+        _libc = False  # type: ignore[assignment]
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            raise EOFError("the row-writing process ended early")
+        out += chunk
+    return out
+
+
+class BlockFile:
+    """A samples file written block by block into a temporary file (the same temporary names
+    and permissions as :func:`medvision_eval.store.atomic_write_text`), synced on a thread, then
+    renamed into place by :meth:`commit`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        self.fd, self.tmp = fd, Path(tmp)
+        self.size = 0
+        self._sync: threading.Thread | None = None
+        self._sync_error: BaseException | None = None
+
+    def write_at(self, data: bytes, offset: int) -> None:
+        _pwrite_all(self.fd, data, offset)
+        start_writeback(self.fd, offset, len(data))
+
+    def sync_in_background(self) -> None:
+        def run() -> None:
+            try:
+                os.fsync(self.fd)
+            except BaseException as exc:  # re-raised by commit()
+                self._sync_error = exc
+
+        self._sync = threading.Thread(target=run, name="samples-fsync", daemon=True)
+        self._sync.start()
+
+    def wait(self) -> None:
+        if self._sync is not None:
+            self._sync.join()
+            self._sync = None
+        if self._sync_error is not None:
+            raise self._sync_error
+
+    def commit(self) -> None:
+        if self._sync is None:
+            os.fsync(self.fd)
+        self.wait()
+        os.close(self.fd)
+        self.fd = -1
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        try:
+            self.wait()
+        except BaseException:
+            pass
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_blocks(out: BlockFile, blocks: list[tuple[int, int]], make: Callable[[int], bytes], *,
+                 parallel: bool) -> None:
+    """Every block's bytes (``make(j)``) into ``out`` in order. With ``parallel``, a forked process
+    makes every other block and writes it at the offset this process sends it."""
+    if not parallel or not FORK or len(blocks) < 2:
+        for j in range(len(blocks)):
+            data = make(j)
+            out.write_at(data, out.size)
+            out.size += len(data)
+        return
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    result_r, result_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: odd blocks
+        code = 0
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            os.close(result_r)
+            for j in range(1, len(blocks), 2):
+                data = make(j)
+                offset = struct.unpack("<q", _read_exact(to_child_r, 8))[0]
+                out.write_at(data, offset)
+                os.write(to_parent_w, struct.pack("<q", offset + len(data)))
+            payload = pickle.dumps(("value", None), protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException as exc:
+            code = 1
+            try:
+                payload = pickle.dumps(("error", exc), protocol=pickle.HIGHEST_PROTOCOL)
+            except BaseException:
+                payload = pickle.dumps(("error", RuntimeError(f"row-writing process failed: {exc!r}")))
+        try:
+            with os.fdopen(result_w, "wb") as fh:
+                fh.write(payload)
+        finally:
+            os._exit(code)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    os.close(result_w)
+    try:
+        try:
+            for j in range(0, len(blocks), 2):
+                data = make(j)
+                out.write_at(data, out.size)
+                out.size += len(data)
+                if j + 1 < len(blocks):
+                    os.write(to_child_w, struct.pack("<q", out.size))
+                    out.size = struct.unpack("<q", _read_exact(to_parent_r, 8))[0]
+        except EOFError:  # the child stopped: raise what it raised
+            with os.fdopen(result_r, "rb") as fh:
+                result_r = -1
+                data = fh.read()
+            kind, value = pickle.loads(data) if data else ("error", RuntimeError("the row-writing process died"))
+            raise value if kind == "error" else RuntimeError("the row-writing process ended early")
+        with os.fdopen(result_r, "rb") as fh:
+            result_r = -1
+            kind, value = pickle.loads(fh.read())
+        os.waitpid(pid, 0)
+        pid = 0
+        if kind == "error":
+            raise value
+    finally:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            os.waitpid(pid, 0)
+        for fd in (to_child_w, to_parent_r) + ((result_r,) if result_r >= 0 else ()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# -- the whole step ------------------------------------------------------------------------------
+
+class StaleStore(Exception):
+    """The plan columns are not plan.jsonl's: score from plan.jsonl instead."""
+
+
+def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: int, build: Callable[[str], Any],
+                     is_columnar: Callable[[str], bool], verified: Callable[[], bool], parallel: bool,
+                     score_objects: Callable[..., Any]) -> tuple[dict[str, Any], tuple[int, int, int]]:
+    """Score every task of the run from the plan columns; writes each samples file (after
+    ``verified()`` confirmed plan.jsonl is the store's). Returns the task results and the
+    (answered, no response, errors) counts. Raises :class:`StaleStore` when not verified."""
+    from .columnar import Forked
+    from .scoring import status_counts
+    from .tasks.groups import ProfiledSamples
+
+    plan_path = run_dir / "plan.jsonl"
+    checked = False
+
+    def check() -> None:
+        nonlocal checked
+        if not checked:
+            if not verified():
+                raise StaleStore()
+            checked = True
+
+    answers = read_answer_table(run_dir, parallel=parallel)
+    pick = join_answers(np.asarray(store["key.hex"]), answers)
+    results: dict[str, Any] = {}
+    answered = no_response = errors = 0
+    id_rank = np.asarray(store["id_rank"])
+    box_ratio = np.asarray(store["box_ratio"])
+    for name, rows in task_rows(store).items():
+        columnar = is_columnar(name)
+        task = build(name)
+        if not columnar:
+            entries = entries_of(store, plan_path, rows)
+            have = np.flatnonzero(pick[rows] >= 0)
+            ids = pick[rows][have]
+            mine = {entries[j].key: answers.answer(i, t)
+                    for j, i, t in zip(have.tolist(), ids.tolist(), answers.texts(ids))}
+            check()
+            results[name], counted = score_objects(name, task, entries, mine)
+        else:
+            plan = task_plan(store, plan_path, name, rows, protocol.full_precision_targets)
+            n = len(rows)
+            blocks = [(lo, min(n, lo + BLOCK_ROWS)) for lo in range(0, n, BLOCK_ROWS)]
+            two = parallel and n > PARALLEL_ROWS
+            parsed = parse_blocks(task, store, plan, answers, pick, blocks, parallel=two)
+            status = [v for p in parsed for v in p.status]
+            scores = {k: np.concatenate([p.scores[k] for p in parsed]) for k in parsed[0].scores}
+            counted = tuple(sum(p.counts[i] for p in parsed) for i in range(3))
+            order = np.argsort(id_rank[rows], kind="stable")
+            ordered = ProfiledSamples(plan.profiles, plan.codes[order], box_ratio[rows][order])
+            # the tables and intervals in a forked process while two format and write the rows
+            ordered_scores, stats = {k: v[order] for k, v in scores.items()}, status_counts(status)
+            tables = Forked(lambda: task.result(ordered, ordered_scores, stats, seed=seed), parallel=two)
+            out = BlockFile(run_dir / f"samples_{name}.jsonl")
+            try:
+                write_blocks(out, blocks, lambda j: format_block(store, plan, answers, pick, parsed[j], *blocks[j]),
+                             parallel=two)
+                out.sync_in_background()
+                results[name] = tables.result()
+                check()
+                out.commit()
+            except BaseException:
+                tables.discard()
+                out.discard()
+                raise
+        answered += counted[0]
+        no_response += counted[1]
+        errors += counted[2]
+    check()
+    return results, (answered, no_response, errors)
