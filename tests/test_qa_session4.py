@@ -85,3 +85,54 @@ def test_scanned_answers_block_ending_in_a_blank_line(tmp_path, monkeypatch):
     monkeypatch.setattr(answerscan, "BLOCK", len(body))  # the second block is the blank line alone
     assert answerscan.read_answers_scanned(tmp_path) == read_answers(tmp_path)
     assert len(read_answers(tmp_path)) == 2
+
+
+def _scored_outputs(run: Path) -> dict[str, bytes]:
+    import re
+
+    out = {}
+    for path in sorted(run.glob("samples_*.jsonl")) + [run / "results.json"]:
+        out[path.name] = re.sub(rb'"created": *"[^"]*"', b'"created": ""', path.read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("damage", ["columns-zeroed", "columns-of-another-run", "index-tables-edited"])
+def test_damaged_plan_columns_score_as_plan_jsonl(demo_root, tmp_path, damage):
+    # index.json consistent with plan.jsonl (size, mtime, sha256) but columns.bin damaged, or
+    # copied from another run of the same shape, or the index's value tables edited: the score
+    # step read the columns anyway (an "error: Expecting value" exit 2, or every sample silently
+    # "no response", or swapped labels). The index's seal now rejects them: plan.jsonl is read.
+    import json
+    import shutil
+
+    from medvision_eval.cli import main
+    from medvision_eval.planstore import open_store
+
+    runs = {}
+    for name, model in (("run", "oracle"), ("other", "prior")):
+        runs[name] = tmp_path / name
+        argv = ["--tasks", "detection,tl_size", "--model", model, "--data", str(demo_root), "--output", str(runs[name]),
+                "--limit", "3", "--quiet"]
+        assert main(argv) == 0
+    run = runs["run"]
+    assert open_store(run) is not None  # an untouched run is scored from its columns
+    reference = tmp_path / "reference"
+    shutil.copytree(run, reference)
+    shutil.rmtree(reference / "plan.columns")
+    assert main(["score", str(reference)]) == 0
+    columns = run / "plan.columns"
+    if damage == "columns-zeroed":
+        size = (columns / "columns.bin").stat().st_size
+        (columns / "columns.bin").write_bytes(bytes(size))
+    elif damage == "columns-of-another-run":
+        other = runs["other"] / "plan.columns" / "columns.bin"
+        assert other.stat().st_size == (columns / "columns.bin").stat().st_size
+        shutil.copy(other, columns / "columns.bin")
+    else:
+        index = json.loads((columns / "index.json").read_text())
+        table = next(name for name, values in index["tables"].items() if len(values) > 1)
+        index["tables"][table] = index["tables"][table][::-1]
+        (columns / "index.json").write_text(json.dumps(index))
+    assert main(["score", str(run)]) == 0
+    assert _scored_outputs(run) == _scored_outputs(reference)
+    assert open_store(run) is None
