@@ -220,10 +220,7 @@ def test_scan_reads_what_the_response_log_writes_exactly(tmp_path_factory, recor
     # what the writer writes for an ordinary answer is taken by the scan, not left to the slow path
     for i, record in enumerate(records):
         r = record.response
-        # (a text holding "NaN" or "Infinity" makes strict_dumps take its general path, whose JSON
-        # has spaces after separators: a valid line the scan leaves to the exact reader)
-        plain = all(v is None or (v.isascii() and v.isprintable() and '"' not in v and "\\" not in v
-                                  and "NaN" not in v and "Infinity" not in v)
+        plain = all(v is None or (v.isascii() and v.isprintable() and '"' not in v and "\\" not in v)
                     for v in (r.text, r.error))
         ordinary = (plain and len(record.key) == 32 and all(c in "0123456789abcdef" for c in record.key)
                     and record.surrogates is None and all(v is None or abs(v) < 2**63 for v in
