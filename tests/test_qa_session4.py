@@ -136,3 +136,24 @@ def test_damaged_plan_columns_score_as_plan_jsonl(demo_root, tmp_path, damage):
     assert main(["score", str(run)]) == 0
     assert _scored_outputs(run) == _scored_outputs(reference)
     assert open_store(run) is None
+
+
+def test_a_label_holding_a_nul_is_scored_not_a_crash(demo_root, tmp_path):
+    # The box/image-ratio table keyed its groups "<bin>\x00<label>" and split on every NUL: a label
+    # holding one (a plan file's labels_map is any JSON string) ended the score step with
+    # "error: too many values to unpack (expected 2)" and no results.
+    import json
+    import shutil
+
+    from medvision_eval.cli import main
+
+    data = Path(shutil.copytree(demo_root, tmp_path / "data"))
+    plan = data / "Datasets/DemoAbdomenCT/benchmark_plan_detection_v1.0.0.json.gz"
+    text = gzip.decompress(plan.read_bytes()).decode("utf-8")
+    assert '"1": "liver"' in text
+    plan.write_bytes(gzip.compress(text.replace('"1": "liver"', '"1": ' + json.dumps("li\x00ver")).encode("utf-8")))
+    out = tmp_path / "run"
+    assert main(["--tasks", "detection", "--model", "oracle", "--data", str(data), "--output", str(out),
+                 "--limit", "3", "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert "li\\u0000ver" in json.dumps(results["tasks"]["detection"])  # its rows are in the tables

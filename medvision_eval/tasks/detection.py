@@ -197,7 +197,7 @@ def box_ratio_table(samples: Sequence[Sample], scores: dict[str, np.ndarray]) ->
     bin_rank = {b: i for i, b in enumerate(G.BOX_RATIO_BINS)}
     rows = []
     for g, key in enumerate(names):
-        b, lab = key.split("\x00")
+        b, lab = key.split("\x00", 1)  # (a label may itself hold a NUL: the bin never does)
         row: dict[str, Any] = {"box_img_group": b, "label": lab, "sample_size": int(sizes[g])}
         row.update({m: float(means[m][g]) for m in ("IoU", "F1", "Precision", "Recall")})
         rows.append(row)
