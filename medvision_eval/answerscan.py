@@ -212,6 +212,7 @@ _ESCAPED_LINE = re.compile(
 _NUMBER_BYTE = np.zeros(256, dtype=bool)
 _NUMBER_BYTE[list(b"0123456789.eE+-nul,")] = True
 _NUMBER = re.compile(rb"-?[0-9][-+.eE0-9]*|null")
+_NUMBER_WIDTH = 40  # ranges up to this long are laid out in a matrix for one parse
 
 
 def _gather(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, sep: int) -> bytes:
@@ -235,8 +236,21 @@ def _json_numbers(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list:
     block = np.frombuffer(data, dtype=f"S{len(data)}", count=1)
     if ((ends - starts) == 4).all() and _S.startswith(block, b"null", starts, ends).all():
         return [None] * len(starts)  # all null (token counts the model did not report)
-    text = _gather(np.frombuffer(data, dtype=np.uint8), starts, ends, ord(","))
-    if _NUMBER_BYTE[np.frombuffer(text, dtype=np.uint8)].all():
+    buf = np.frombuffer(data, dtype=np.uint8)
+    length = ends - starts
+    width = int(length.max())
+    if width <= _NUMBER_WIDTH and int(length.min()) > 0 and int(ends.max()) + width <= len(buf):
+        # each range in a row of `width` bytes, padded with spaces (JSON allows them after a number)
+        rows = buf[starts[:, None] + np.arange(width + 1)]
+        inside = np.arange(width + 1) < length[:, None]
+        plain = _NUMBER_BYTE[rows[inside]].all() and not (rows[inside] == ord(",")).any()
+        rows[~inside] = ord(" ")
+        rows[:, width] = ord(",")
+        text = rows.tobytes()
+    else:
+        text = _gather(buf, starts, ends, ord(","))
+        plain = _NUMBER_BYTE[np.frombuffer(text, dtype=np.uint8)].all()
+    if plain:
         try:
             values = orjson.loads(b"[" + text[:-1] + b"]")
             if len(values) == len(starts):
@@ -321,14 +335,14 @@ _NULL_TEXT, _AFTER_TEXT_STR = b'null,"error":', b'","error":'
 _NULL_ERROR, _AFTER_ERROR_STR = b'null,"latency_s":', b'","latency_s":'
 _AFTER_LATENCY, _AFTER_PROMPT, _AFTER_COMPLETION = b',"usage":{"prompt_tokens":', b',"completion_tokens":', b'}},"time":'
 _SURROGATES_END = b',"surrogates":null}'
+_NULL_USAGE = _AFTER_LATENCY + b"null" + _AFTER_PROMPT + b"null" + _AFTER_COMPLETION
 
 
 def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
     """The layout check of lines without a backslash or control byte: each fixed piece of the
-    layout is found after the previous one, for all lines at once, with numpy's string functions
-    on the whole block as one string (no copy per line). A line must also hold exactly as many
-    quotes as the fixed pieces and its string values' delimiters account for, so no value holds
-    a quote and every piece found is where the layout puts it."""
+    layout is matched where the value before it ends (a string at its first quote, a number at
+    the first occurrence of the piece, what lies between then checked as a number), for all lines
+    at once, with numpy's string functions on the whole block as one string (no copy per line)."""
     if not rows.size:
         return
     block = np.frombuffer(scan.data, dtype=f"S{scan.consumed}", count=1)
@@ -346,36 +360,57 @@ def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
         ok &= found >= at
         return found, np.where(ok, found + len(literal), end)
 
+    def closing(literal: bytes, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first quote from ``at`` closes the string value starting there (no value holds a
+        backslash, so no quote in it is escaped): where it is, it must begin ``literal``; the
+        offset after that (``end`` where not: the line is dropped)."""
+        nonlocal ok
+        found = _S.find(block, b'"', at, end)
+        ok &= (found >= at) & _S.startswith(block, literal, found, end)
+        return found, np.where(ok, found + len(literal), end)
+
     task_at = key_at + KEY_WIDTH + len(_AFTER_KEY)
-    _, id_at = after(_AFTER_TASK, task_at)
-    _, hash_at = after(_AFTER_ID, id_at)
-    _, text_at = after(_AFTER_HASH, hash_at)
-    # the text: null, or a string up to the '","error":' after it
+    _, id_at = closing(_AFTER_TASK, task_at)
+    _, hash_at = closing(_AFTER_ID, id_at)
+    _, text_at = closing(_AFTER_HASH, hash_at)
+    # the text: null, or a string closed by the '","error":' after it
     text_null = _S.startswith(block, _NULL_TEXT, text_at, end)
     text_str = ~text_null & (view[np.minimum(text_at, size - 1)] == _QUOTE) & ok
-    text_end = np.where(text_str, _S.find(block, _AFTER_TEXT_STR, text_at + 1, end), -1)
-    text_str &= text_end > text_at
+    text_end = np.where(text_str, _S.find(block, b'"', text_at + 1, end), -1)
+    text_str &= (text_end > text_at) & _S.startswith(block, _AFTER_TEXT_STR, text_end, end)
     ok &= text_null | text_str
     error_at = np.where(text_null, text_at + len(_NULL_TEXT), np.where(text_str, text_end + len(_AFTER_TEXT_STR), end))
-    # the error: null, or a string up to the '","latency_s":' after it
+    # the error: null, or a string closed by the '","latency_s":' after it
     error_null = _S.startswith(block, _NULL_ERROR, error_at, end)
     error_str = ~error_null & (view[np.minimum(error_at, size - 1)] == _QUOTE) & ok
-    error_end = np.where(error_str, _S.find(block, _AFTER_ERROR_STR, error_at + 1, end), -1)
-    error_str &= error_end > error_at
+    error_end = np.where(error_str, _S.find(block, b'"', error_at + 1, end), -1)
+    error_str &= (error_end > error_at) & _S.startswith(block, _AFTER_ERROR_STR, error_end, end)
     ok &= error_null | error_str
     latency_at = np.where(error_null, error_at + len(_NULL_ERROR),
                           np.where(error_str, error_end + len(_AFTER_ERROR_STR), end))
-    # the numbers, each up to the first fixed piece after it (what lies between is checked as a number)
-    latency_end, prompt_at = after(_AFTER_LATENCY, latency_at)
-    prompt_end, completion_at = after(_AFTER_PROMPT, prompt_at)
-    completion_end, time_at = after(_AFTER_COMPLETION, completion_at)
+    # the numbers, each up to the first fixed piece after it (a number holds no ',' or '}'; what
+    # lies between is checked as a number below); token counts are usually both null: one check
+    latency_end = _S.find(block, b",", latency_at, end)
+    ok &= latency_end > latency_at
+    null_usage = ok & _S.startswith(block, _NULL_USAGE, latency_end, end)
+    prompt_at, prompt_end = latency_end + len(_AFTER_LATENCY), np.zeros_like(latency_end)
+    completion_at, completion_end = np.zeros_like(latency_end), np.zeros_like(latency_end)
+    time_at = np.where(null_usage, latency_end + len(_NULL_USAGE), end)
+    usage = np.flatnonzero(ok & ~null_usage)
+    if usage.size:  # some token count is given: each number, then the piece after it
+        u_end = end[usage]
+        ok[usage] &= _S.startswith(block, _AFTER_LATENCY, latency_end[usage], u_end)
+        found = _S.find(block, b",", prompt_at[usage], u_end)
+        ok[usage] &= (found > prompt_at[usage]) & _S.startswith(block, _AFTER_PROMPT, found, u_end)
+        prompt_end[usage] = found
+        completion_at[usage] = found + len(_AFTER_PROMPT)
+        found = _S.find(block, b"}", completion_at[usage], u_end)
+        ok[usage] &= (found > completion_at[usage]) & _S.startswith(block, _AFTER_COMPLETION, found, u_end)
+        completion_end[usage] = found
+        time_at[usage] = np.where(ok[usage], found + len(_AFTER_COMPLETION), u_end)
     with_surrogates = _S.endswith(block, _SURROGATES_END, time_at, end)
     time_end = np.where(with_surrogates, end - len(_SURROGATES_END), end - 1)
     ok &= (with_surrogates | (view[end - 1] == ord("}"))) & (time_end > time_at)
-    ok &= (latency_end > latency_at) & (prompt_end > prompt_at) & (completion_end > completion_at)
-    # every quote accounted for: 12 field names (13 with surrogates), 4 string values, text, error
-    quotes = 32 + 2 * with_surrogates + 2 * text_str + 2 * error_str
-    ok &= _S.count(block, b'"', start, end) == quotes
 
     # the key: 32 lowercase hex digits (as every cache key)
     data = scan.data
@@ -388,8 +423,16 @@ def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
         return
     both = _json_numbers(data, np.concatenate([latency_at[take], time_at[take]]),
                          np.concatenate([latency_end[take], time_end[take]]))  # one array for the two
-    numbers = [both[:len(take)], _json_numbers(data, prompt_at[take], prompt_end[take]),
-               _json_numbers(data, completion_at[take], completion_end[take]), both[len(take):]]
+    prompts: list = [None] * len(take)
+    completions: list = [None] * len(take)
+    given = np.flatnonzero(~null_usage[take])
+    if given.size:
+        rows_given = take[given]
+        for column, values in ((prompts, _json_numbers(data, prompt_at[rows_given], prompt_end[rows_given])),
+                               (completions, _json_numbers(data, completion_at[rows_given], completion_end[rows_given]))):
+            for j, v in zip(given.tolist(), values):
+                column[j] = v
+    numbers = [both[:len(take)], prompts, completions, both[len(take):]]
     good = _numbers_ok(*numbers)
     take = take[good]
     sel = rows[take]

@@ -130,7 +130,7 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
     seen: set[tuple[str, str]] = set()
     order = 0
     image_first = getattr(adapter, "image_first", False)
-    texts: dict[str, str] = {}  # prompt text -> its canonical JSON (_user_prompt)
+    texts: dict[str, tuple[str, Any]] = {}  # prompt text -> its canonical JSON and hash state (_user_prompt)
     for spec in config.tasks:
         name, selector = parse_task_spec(spec)
         task = tasks[name]
@@ -184,24 +184,30 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
     return Plan(list(planned.values()))
 
 
-def _user_prompt(text: str, ref: str, image_first: bool, texts: dict[str, str] | None = None
+def _user_prompt(text: str, ref: str, image_first: bool, texts: dict[str, tuple[str, Any]] | None = None
                  ) -> tuple[list[dict[str, Any]], str]:
     """:func:`prompt_of` of :func:`user_message` ``(text, ref, image_first)``, without building it.
-    ``texts`` keeps the canonical JSON of each prompt text seen (a config's samples share a few)."""
+    ``texts`` keeps, per prompt text seen (a config's samples share a few), its canonical JSON and
+    the SHA-256 state after the canonical text up to it (text first: only the image part and the
+    closing brackets are hashed per sample)."""
     text_part = {"type": "text", "text": text}
     image_part = {"type": "image", "ref": ref}
-    text_json = texts.get(text) if texts is not None else None
-    if text_json is None:
+    known = texts.get(text) if texts is not None else None
+    if known is None:
         text_json = '{"text":' + _quote(text) + ',"type":"text"}'
+        known = (text_json, hashlib.sha256(('[{"content":[' + text_json + ",").encode()))
         if texts is not None:
-            texts[text] = text_json
+            texts[text] = known
+    text_json, head = known
     image_json = '{"ref":' + _quote(ref) + ',"type":"image"}'
     if image_first:
-        content, canonical = [image_part, text_part], image_json + "," + text_json
+        content = [image_part, text_part]
+        digest = hashlib.sha256(('[{"content":[' + image_json + "," + text_json + '],"role":"user"}]').encode())
     else:
-        content, canonical = [text_part, image_part], text_json + "," + image_json
-    digest = hashlib.sha256(('[{"content":[' + canonical + '],"role":"user"}]').encode()).hexdigest()[:16]
-    return [{"role": "user", "content": content}], digest
+        content = [text_part, image_part]
+        digest = head.copy()
+        digest.update((image_json + '],"role":"user"}]').encode())
+    return [{"role": "user", "content": content}], digest.hexdigest()[:16]
 
 
 _quote = json.encoder.encode_basestring_ascii  # json.dumps of a str

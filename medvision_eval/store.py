@@ -282,13 +282,16 @@ def cache_key_function(
     head = '{"generation":' + dump(generation) + ',"model":' + dump(model_identity) + ',"prompt":'
     tail = ',"task":' + dump(task_fingerprint) + "}"
     quote = json.encoder.encode_basestring_ascii  # what json.dumps does with a str, without its set-up
+    hashed_head = hashlib.sha256(head.encode())  # the hash state after the run-constant head
 
     def key(sample_id: str, prompt_hash: str) -> str:
         if type(sample_id) is str and type(prompt_hash) is str:
-            text = head + quote(prompt_hash) + ',"sample":' + quote(sample_id) + tail
+            rest = quote(prompt_hash) + ',"sample":' + quote(sample_id) + tail
         else:
-            text = head + dump(prompt_hash) + ',"sample":' + dump(sample_id) + tail
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+            rest = dump(prompt_hash) + ',"sample":' + dump(sample_id) + tail
+        digest = hashed_head.copy()
+        digest.update(rest.encode())
+        return digest.hexdigest()[:32]
 
     return key
 

@@ -186,3 +186,25 @@ def test_built_samples_equal_validated_ones(demo_root):
             assert sample == validated and sample.model_dump_json() == validated.model_dump_json()
             assert sample.model_fields_set == validated.model_fields_set
             assert type(sample.extra) is dict and sample.extra is not validated.extra
+
+
+def test_gc_paused_restores_the_collectors_state():
+    import gc
+
+    from medvision_eval.planning import gc_paused
+
+    was = gc.isenabled()
+    try:
+        for start in (True, False):
+            (gc.enable if start else gc.disable)()
+            with gc_paused():
+                assert not gc.isenabled()
+                with gc_paused():  # nested (the runner pauses around build_plan, which pauses too)
+                    assert not gc.isenabled()
+                assert not gc.isenabled()
+            assert gc.isenabled() is start and gc.get_freeze_count() == 0
+            with pytest.raises(RuntimeError), gc_paused():
+                raise RuntimeError("planning failed")
+            assert gc.isenabled() is start
+    finally:
+        (gc.enable if was else gc.disable)()

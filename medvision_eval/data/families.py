@@ -69,14 +69,16 @@ class DetectionSamples(SampleBuilder):
     planner_kind = "detection"
 
     def targets(self, data, config, facts, entry, height, width):
+        annotate = _annotate()
+        filtering = data.sample_filtering
         for prof in entry.get("slice_profile", []) or []:
             boxes = prof.get("bboxes", []) or []
-            if not boxes or (data.sample_filtering and not _annotate().keep_box(boxes)):
+            if not boxes or (filtering and not annotate.keep_box(boxes)):
                 continue
             # v1 doc_to_target_BoxCoordinate reads the first box (the only one when filtered)
             box = boxes[0]
             lab = int(prof["label"])
-            rel = _annotate().relative_box(box["min_coords"], box["max_coords"], height, width)
+            rel = annotate.relative_box(box["min_coords"], box["max_coords"], height, width)
             dh, dw = box["dimensions"]
             extra = {"box_area_ratio": float(dh * dw) / float(height * width) if height and width else float("nan"),
                      "box_pixels": [*box["min_coords"], *box["max_coords"]], "unit": "relative"}
@@ -221,6 +223,9 @@ def landmark_payload(info: dict[str, Any], prof: dict[str, Any]):
     extra["plan_values"] = [float(prof["metric_value"])]
     value = _annotate().as_float16(prof["metric_value"])  # the HF feature is float16
     return label, None, Target(values=(value,), unit=unit, names=(mtype,)), extra
+
+
+BUILT_IN_FAMILIES = (DetectionSamples, TumorLesionSamples, LandmarkSamples)
 
 
 @hookimpl

@@ -32,7 +32,7 @@ from . import annotate
 from . import render as render_mod
 from .catalogue import CATALOGUE_FILE, BenchmarkConfig, Catalogue, load_catalogue, normalise_modality
 from .errors import DataNotFoundError, SampleDataError
-from .families import SampleBuilder
+from .families import BUILT_IN_FAMILIES, SampleBuilder
 from .planfile import plan_filename, read_json
 from .volumes import VolumeCache, VolumeHeader, read_header, take_slice
 
@@ -348,6 +348,7 @@ class MedVisionData:
         modality_spelling = str(info["image_modality"]) if info.get("image_modality") else None
         size = (new_w, new_h) if reshape else (width, height)
         # the fields every sample of the case shares have their validated types (str, int, float)
+        own_keys = type(builder) in BUILT_IN_FAMILIES  # whose extra fields are named by str literals
         task_name, config_name, dataset, plane = config.task, config.name, config.dataset, config.plane_code
         modality, description = facts["modality"], facts["description"]
         plain = (type(rel) is str and type(axis) is int and all(type(v) is int for v in size)
@@ -393,7 +394,8 @@ class MedVisionData:
                     "image_description": description, "target": target, "extra": extra,
                 }
                 if (plain and type(label_name) is str and (label_id is None or type(label_id) is int)
-                        and type(target) is Target and type(extra) is dict and all(type(k) is str for k in extra)):
+                        and type(target) is Target and type(extra) is dict
+                        and (own_keys or all(type(k) is str for k in extra))):
                     # every field already has the type validation would give it: built without re-checking
                     fields["image"] = built(ImageRef, {"path": rel, "slice_axis": axis, "slice_index": idx})
                     if not (own or reshape):
