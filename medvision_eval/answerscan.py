@@ -343,8 +343,8 @@ def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
     layout is matched where the value before it ends (a string at its first quote, a number at
     the first occurrence of the piece, what lies between then checked as a number), for all lines
     at once, with numpy's string functions on the whole block as one string (no copy per line)."""
-    if not rows.size:
-        return
+    if not rows.size or scan.consumed < len(_HEAD) + KEY_WIDTH:
+        return  # (no line of a block this short is canonical: a blank line, "{}" ...)
     block = np.frombuffer(scan.data, dtype=f"S{scan.consumed}", count=1)
     start, end = scan.line_start[rows], scan.line_end[rows]
     size = len(view)

@@ -6,7 +6,9 @@ score step reads as NumPy columns under ``RUN_DIR/plan.columns/``::
 
     index.json     format name and version, the row count, plan.jsonl's size, mtime_ns and sha256
                    as written, each column's dtype, shape and byte offset in columns.bin, the value
-                   tables of the coded columns, the profiles
+                   tables of the coded columns, the profiles, and the seal: the sha256 of the rest
+                   of the index (canonical JSON) and of columns.bin, checked before any column is
+                   read
     columns.bin    the columns, each at a 64-byte aligned offset:
                    numpy.memmap(path, dtype, "r", offset, tuple(shape)) reads one
 
@@ -329,6 +331,11 @@ def write_plan(run_dir: Path, entries: Iterable[Any]) -> None:
                   {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hasher.hexdigest()})
 
 
+def _sealed_text(index: dict[str, Any]) -> bytes:
+    """What the index's ``seal`` covers of the index itself (all but the seal), canonical JSON."""
+    return json.dumps({k: v for k, v in index.items() if k != "seal"}, sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
 def _atomic_bytes(path: Path, pieces: Iterable[bytes]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -377,6 +384,10 @@ def write_columns(directory: Path, arrays: dict[str, np.ndarray], tables: dict[s
         "tables": tables,
         "profiles": profiles,
     }
+    seal = hashlib.sha256(_sealed_text(index))
+    for part in parts:
+        seal.update(part)
+    index["seal"] = seal.hexdigest()
     _atomic_bytes(directory / INDEX, [(json.dumps(index, indent=1, ensure_ascii=False) + "\n").encode("utf-8")])
 
 
@@ -399,6 +410,13 @@ class PlanStore:
         if size != index["data"]["size"]:
             raise ValueError(f"{path}: {size} bytes, {index['data']['size']} recorded")
         raw = np.memmap(path, dtype=np.uint8, mode="r") if size else np.zeros(0, dtype=np.uint8)
+        # the seal: sha256 of the index and columns.bin as written, so a column file or an index
+        # edited, damaged or copied from another run is never read (plan.jsonl's own sha256 only
+        # tells that the index belongs to this plan)
+        seal = hashlib.sha256(_sealed_text(index))
+        seal.update(raw)
+        if seal.hexdigest() != index["seal"]:
+            raise ValueError(f"{directory}: the columns are not the ones written with their index")
         for name, spec in index["columns"].items():
             dtype = np.dtype(spec["dtype"])
             shape = tuple(int(d) for d in spec["shape"])

@@ -211,6 +211,9 @@ def _plain_nifti1(raw: bytes, path: Path) -> VolumeHeader | None:
     pixdim = hdr["pixdim"]
     if min(shape) <= 0 or shape[:3] in ((-1, 1, 1), (27307, 1, 6)) or not all(0 < float(z) < np.inf for z in pixdim[1:4]):
         return None  # nibabel's special cases and checks decide (and word the error)
+    slope = float(hdr["scl_slope"])
+    if slope != 0 and np.isfinite(slope) and not np.isfinite(float(hdr["scl_inter"])):
+        return None  # nibabel refuses a valid slope with a NaN/inf intercept (HeaderDataError naming the file)
     affine = np.eye(4)
     affine[0, :] = hdr["srow_x"]
     affine[1, :] = hdr["srow_y"]
@@ -230,7 +233,11 @@ def _header_of(img: nib.spatialimages.SpatialImage, path: Path, pixdim: np.ndarr
 
 
 def _ras_header(path: Path, shape: tuple[int, ...], zooms: tuple[float, ...], affine: np.ndarray) -> VolumeHeader:
-    order, inverse, codes = _orientation(affine.tobytes(), shape)
+    try:
+        order, inverse, codes = _orientation(affine.tobytes(), shape)
+    except Exception as exc:  # e.g. a huge sform entry: nibabel cannot find the axes (was a traceback)
+        raise SampleDataError(f"{path}: header affine (sform/qform) gives no voxel orientation "
+                              f"({type(exc).__name__}: {exc}); fix the NIfTI header") from exc
     ras_shape = tuple(shape[order.index(i)] for i in range(3))
     ras_zooms = tuple(zooms[order.index(i)] for i in range(3))
     ras_affine = affine @ inverse
