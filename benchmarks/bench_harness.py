@@ -422,7 +422,8 @@ def plan_step(data: Path, tmp: Path, before: Path | None = None, rounds: int = 3
     best = {label: min(rs, key=lambda x: x["plan_s"] + x["write_s"]) for label, rs in runs.items()}
     mine = best["this code"]
     print(f"    plan step alone (fresh process, best of {max(1, rounds)}; read plan files and volume headers, build "
-          f"samples, prompts and cache keys, write plan.jsonl), {mine['planned']:,} samples, load {load0:.2f} -> {load1:.2f}:")
+          f"samples, prompts and cache keys; write: store.write_plan, i.e. plan.jsonl and, in code that has them, "
+          f"the plan columns), {mine['planned']:,} samples, load {load0:.2f} -> {load1:.2f}:")
     for label, tree in sides:
         b = best[label]
         what = label if tree is None else f"before ({tree}, {_commit(tree)})"

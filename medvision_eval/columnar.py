@@ -620,6 +620,12 @@ def _json_str(value: str, cache: dict[str, str] | None = None) -> str:
     return out
 
 
+def _dumps_floats(values: np.ndarray) -> bytes:
+    """``orjson.dumps(values.tolist())`` (a float64 array, any shape), without the Python floats:
+    orjson writes a float64 array's numbers exactly as it writes the floats (NaN/inf: null)."""
+    return orjson.dumps(np.ascontiguousarray(values, dtype=np.float64), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def float_texts(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     """``repr`` of each value ("null" for NaN) and a mask of the infinite ones (not JSON).
 
@@ -629,7 +635,7 @@ def float_texts(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
     if not flat.size:
         return [], np.zeros(0, dtype=bool)
-    texts = orjson.dumps(flat.tolist())[1:-1].decode().split(",")  # NaN and inf -> null
+    texts = _dumps_floats(flat)[1:-1].decode().split(",")  # NaN and inf -> null
     with np.errstate(invalid="ignore"):
         magnitude = np.abs(flat)
         odd = ((magnitude < 1e-4) & (magnitude > 0)) | ((magnitude >= 1e16) & np.isfinite(flat))
@@ -649,7 +655,7 @@ def float_row_texts(matrix: np.ndarray) -> tuple[list[str], np.ndarray]:
     k = m.shape[1]
     if not k:
         return [""] * n, np.zeros(n, dtype=bool)
-    rows = orjson.dumps(m.tolist())[2:-2].replace(b",", b", ").decode().split("], [")  # NaN and inf -> null
+    rows = _dumps_floats(m)[2:-2].replace(b",", b", ").decode().split("], [")  # NaN and inf -> null
     with np.errstate(invalid="ignore"):
         magnitude = np.abs(m)
         odd = (((magnitude < 1e-4) & (magnitude > 0)) | ((magnitude >= 1e16) & np.isfinite(m))).any(axis=1)

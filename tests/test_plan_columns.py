@@ -411,3 +411,17 @@ def test_join_answers_picks_what_read_answers_keeps(answers, plan):
     plan_keys = np.array([list(key(k)) for k in plan], dtype=np.uint8).reshape(-1, 16)
     got = storescore.join_answers(plan_keys, table).tolist()
     assert got == [best.get(key(k), -1) for k in plan]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=40), st.integers(1, 4))
+def test_float_arrays_dump_as_their_floats(values, k):
+    """The row writer hands orjson float64 arrays: the same text as the list of their floats."""
+    import orjson
+
+    from medvision_eval.columnar import _dumps_floats
+
+    flat = np.array(values, dtype=np.float64)
+    assert _dumps_floats(flat) == orjson.dumps(flat.tolist())
+    matrix = flat[:len(flat) // k * k].reshape(-1, k)
+    assert _dumps_floats(matrix) == orjson.dumps(matrix.tolist())
