@@ -17,9 +17,13 @@ threshold counts, the anatomy vs tumour/lesion sample-weighted means, ``json.dum
 computes no bootstrap and no IoU sweep / box-size table, so it does less work than ours.
 
 Both run in their own process; wall time is measured by this script around the process. Memory:
-the official path is one process (its ``ru_maxrss``); ours forks a reader and a row-writer process
-on large runs, so its figure is the larger of its ``ru_maxrss`` and the sampled peak (every 50 ms) of
-the summed proportional set size of the whole process tree (pages shared copy-on-write counted once).
+the official path is one process (its peak resident set, ``VmHWM``); ours forks helper processes
+on large runs, so its figure is the larger of its largest process's ``VmHWM`` and the sampled peak
+(every 50 ms) of the summed proportional set size of the whole process tree (pages shared
+copy-on-write counted once). ``VmHWM`` is read from ``/proc`` every 50 ms (it only grows, so the
+last reading misses at most the final 50 ms). Not ``ru_maxrss`` from ``wait4``: the kernel carries
+the spawning process's resident set into it across ``exec`` (``subprocess`` uses ``vfork``), so it
+reported this benchmark's own memory (e.g. 184 MB instead of 68 MB for the official path at 100k).
 The run directories are generated once (not timed) under ``~/.cache/medvision-eval-bench/scoring``
 (``detection-store-<n>``, written as the package writes runs: ``store.write_plan`` with the plan
 columns, cache keys, ``ResponseLog`` lines; ``detection-store-<n>-jsonl`` is the same files without
@@ -276,22 +280,39 @@ def _tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def _tree_hwm_mb(pid: int) -> float:
+    """The largest peak resident set (``VmHWM``) among a process and its descendants. ``VmHWM``
+    belongs to the address space, which ``exec`` replaces, so it is the process's own peak."""
+    peak = 0
+    for p in _descendants(pid):
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+                        break
+        except OSError:
+            continue
+    return peak / 1024
+
+
 def timed(mode: str, run_dir: Path) -> dict:
-    """Wall time of the whole process, its peak RSS (the kernel's, for the process and any child it
-    forked, whichever is largest) and the sampled peak of the process tree's summed PSS."""
+    """Wall time of the whole process, its peak RSS (the sampled ``VmHWM`` of its largest process)
+    and the sampled peak of the process tree's summed PSS."""
     if mode == "ours":  # exactly what a user runs
         cmd = [sys.executable, "-m", "medvision_eval", "score", str(run_dir)]
     else:
         cmd = [sys.executable, __file__, "--child", mode, str(run_dir)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak_tree = 0.0
+    peak_tree = peak_hwm = 0.0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak_tree
+        nonlocal peak_tree, peak_hwm
         while not done.is_set():
             peak_tree = max(peak_tree, _tree_rss_mb(proc.pid))
+            peak_hwm = max(peak_hwm, _tree_hwm_mb(proc.pid))
             done.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -304,7 +325,7 @@ def timed(mode: str, run_dir: Path) -> dict:
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{stderr}")
-    peak = usage.ru_maxrss / 1024
+    peak = peak_hwm
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": peak,
             "tree_rss_mb": max(peak_tree, peak)}
 
