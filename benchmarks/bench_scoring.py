@@ -264,36 +264,28 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def _proc_kb(pid: int, name: str, field: str) -> int | None:
+    """A ``field:`` figure (kB) of ``/proc/<pid>/<name>``; None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/{name}") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def _tree_rss_mb(pid: int) -> float:
     """Memory of a process and its descendants: the sum of their proportional set sizes (a page
     shared copy-on-write by two processes counts half in each, so the sum is the memory in use)."""
-    total = 0
-    for p in _descendants(pid):
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as fh:
-                for line in fh:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-    return total / 1024
+    return sum(_proc_kb(p, "smaps_rollup", "Pss") or 0 for p in _descendants(pid)) / 1024
 
 
 def _tree_hwm_mb(pid: int) -> float:
     """The largest peak resident set (``VmHWM``) among a process and its descendants. ``VmHWM``
     belongs to the address space, which ``exec`` replaces, so it is the process's own peak."""
-    peak = 0
-    for p in _descendants(pid):
-        try:
-            with open(f"/proc/{p}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]))
-                        break
-        except OSError:
-            continue
-    return peak / 1024
+    return max((_proc_kb(p, "status", "VmHWM") or 0 for p in _descendants(pid)), default=0) / 1024
 
 
 def timed(mode: str, run_dir: Path) -> dict:
