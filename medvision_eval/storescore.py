@@ -37,12 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
-from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, _answer_fast, _answer_of, jsonl_lines, line_boundary,
-                       lines_before)
+from .columnar import FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, line_boundary, lines_before
 from .planstore import PlanStore, hex_keys
-from .store import PlanEntry, ResponseRecord, _storable_bytes, load_model_line, response_files
+from .store import PlanEntry, _storable_bytes, load_model_line, response_files
 
 BLOCK_ROWS = 16_384  # rows parsed and formatted at a time (bounds the memory a block needs)
 PARALLEL_ROWS = 50_000  # a task with more rows is formatted by two processes
@@ -225,47 +223,17 @@ def _empty_table() -> AnswerTable:
                        completion_tokens=np.zeros(0, dtype=np.int64))
 
 
-def _bulk_scanner() -> Any:
-    """The bulk line scanner (:mod:`medvision_eval.answerscan`) when this version has it."""
-    try:
-        from . import answerscan
-    except ImportError:
-        return None
-    return answerscan if hasattr(answerscan, "scan_answers") and hasattr(answerscan, "read_line_exactly") else None
-
-
 def scan_answers(ranges: list[tuple[Path, int, int | None]]) -> AnswerTable:
     """The answers of the response lines in ``ranges`` ((file, start, stop) byte ranges, each
     starting at a line start), in order: each line as :func:`.columnar.read_answers` reads it (the
     same fast path, the same validation and error, naming file and line, for any other line)."""
-    bulk = _bulk_scanner()
+    from . import answerscan
+
     parts: list[AnswerTable] = []
     for path, start, stop in ranges:
-        if bulk is not None:
-            parts.extend(_scan_bulk(bulk, path, start, stop))
-        else:
-            parts.append(_scan_lines(path, start, stop))
+        parts.extend(_scan_bulk(answerscan, path, start, stop))
     parts = [p for p in parts if len(p)]
     return AnswerTable.concat(parts) if parts else _empty_table()
-
-
-def _scan_lines(path: Path, start: int, stop: int | None) -> AnswerTable:
-    out = _Builder()
-    loads = orjson.loads
-    for number, raw in jsonl_lines(path, start, stop):
-        try:
-            found = _answer_fast(loads(raw))
-        except orjson.JSONDecodeError:
-            found = None
-        if found is None:
-            try:
-                record = load_model_line(ResponseRecord, raw.decode("utf-8"))
-            except ValueError as exc:
-                line = number + (lines_before(path, start) if start else 0)
-                raise ValueError(f"{path}:{line}: not a valid response record: {exc}") from exc
-            found = (record.key, _answer_of(record))
-        out.add(*found)
-    return out.table()
 
 
 SCAN_BLOCK = 1 << 24  # response bytes scanned at a time

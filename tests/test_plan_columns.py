@@ -180,16 +180,7 @@ def _rewrite_responses(run: Path, edit) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def _line_by_line(monkeypatch, bulk: bool) -> None:
-    """Read answers without the bulk scanner (as a version without medvision_eval.answerscan)."""
-    if not bulk:
-        monkeypatch.setattr(storescore, "_bulk_scanner", lambda: None)
-
-
-@pytest.mark.parametrize("bulk", [True, False])
-def test_duplicate_foreign_and_odd_answers_are_joined_as_the_jsonl_path_joins_them(demo_root, tmp_path, monkeypatch,
-                                                                                   bulk):
-    _line_by_line(monkeypatch, bulk)
+def test_duplicate_foreign_and_odd_answers_are_joined_as_the_jsonl_path_joins_them(demo_root, tmp_path, monkeypatch):
     run = make_run(demo_root, tmp_path / "run", "random")
 
     def edit(records):
@@ -219,9 +210,7 @@ HOSTILE = ["lone \ud800 surrogate 0.1 0.2 0.3 0.4", "nul \x00 0.5, 0.5, 0.6, 0.7
            "é 0.25 0.25 0.75 0.75 ü", "1e999 2 3 4", "<answer>0.1, 0.2, 0.3, 0.4</answer>", "\u2028 1 2 3 4 \u2029"]
 
 
-@pytest.mark.parametrize("bulk", [True, False])
-def test_hostile_answer_texts_give_the_same_bytes(demo_root, tmp_path, monkeypatch, bulk):
-    _line_by_line(monkeypatch, bulk)
+def test_hostile_answer_texts_give_the_same_bytes(demo_root, tmp_path, monkeypatch):
     run = make_run(demo_root, tmp_path / "run", "random", "corrected")
 
     def edit(records):
@@ -336,9 +325,7 @@ def test_write_plan_consumes_entries_once_and_keeps_plan_bytes(tmp_path):
     assert isinstance(entries[0], PlanEntry) and open_store(tmp_path / "a") is not None
 
 
-@pytest.mark.parametrize("bulk", [True, False])
-def test_a_bad_response_line_is_named_by_file_and_line_on_the_store_path(demo_root, tmp_path, monkeypatch, bulk):
-    _line_by_line(monkeypatch, bulk)
+def test_a_bad_response_line_is_named_by_file_and_line_on_the_store_path(demo_root, tmp_path, monkeypatch):
     run = make_run(demo_root, tmp_path / "run", "random")
     lines = (run / "responses.jsonl").read_text(encoding="utf-8").splitlines()
     lines[-2] = '{"key": "k", "task": "t", "sample_id": "s", "prompt_hash": "h", "response": {"text": ["no"]}}'
