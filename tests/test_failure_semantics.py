@@ -300,3 +300,21 @@ def test_an_endpoint_that_keeps_failing_mid_run_exits_3(demo_root, tmp_path):
     finally:
         server.close()
     one_error(out, EXIT_UNAVAILABLE, "model unavailable", "3 in a row", "HTTP 503")
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"\xef\xbb\xbf" + b'{"configs": []}', "Unexpected UTF-8 BOM"),
+    (b'{"configs": [', "Expecting value"),
+    (b'{"other": []}', "no 'configs' key"),
+    (b'{"configs": 3}', "expected a list of configs"),
+    (b'{"configs": [{"name": 5}]}', "config field"),
+    (b"\xff\xfe{}", "codec can't decode"),
+])
+def test_a_bad_catalogue_file_is_one_error_naming_it(demo_root, tmp_path, content, why):
+    import shutil
+
+    data = Path(shutil.copytree(demo_root, tmp_path / "data"))
+    (data / "catalogue.json").write_bytes(content)
+    out = cli("--tasks", "detection", "--model", "prior", "--data", str(data), "--output", str(tmp_path / "run"))
+    one_error(out, EXIT_USAGE, f"{data / 'catalogue.json'}: not a valid catalogue file", why, "fix it or remove it")
+    assert not (tmp_path / "run" / "responses.jsonl").exists()

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # The official config naming of the three MedVision families (data about the official names; the
 # reader builds samples through each family's registered SampleBuilder, see data/families.py).
@@ -254,9 +254,22 @@ def builtin_catalogue() -> Catalogue:
 
 def read_catalogue_file(path: str | Path) -> list[BenchmarkConfig]:
     """Configs a data root declares in its ``catalogue.json`` (a list of BenchmarkConfig dumps)."""
-    data = json.loads(Path(path).read_text())
-    items = data["configs"] if isinstance(data, dict) else data
-    return [BenchmarkConfig.model_validate(item) for item in items]
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        items = data["configs"] if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise ValueError(f"expected a list of configs, got {type(items).__name__}")
+        return [BenchmarkConfig.model_validate(item) for item in items]
+    except (ValueError, KeyError, TypeError) as exc:  # JSON, UTF-8 and pydantic errors are ValueErrors
+        if isinstance(exc, KeyError):
+            what = f"no {exc} key"
+        elif isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            what = f"config field {'.'.join(map(str, first['loc'])) or '(root)'}: {first['msg']}"
+        else:
+            what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: not a valid catalogue file: {what}; fix it or remove it "
+                         f"(the built-in catalogue needs no {CATALOGUE_FILE})") from exc
 
 
 def write_catalogue_file(path: str | Path, configs: Iterable[BenchmarkConfig]) -> None:
