@@ -318,3 +318,19 @@ def test_a_bad_catalogue_file_is_one_error_naming_it(demo_root, tmp_path, conten
     out = cli("--tasks", "detection", "--model", "prior", "--data", str(data), "--output", str(tmp_path / "run"))
     one_error(out, EXIT_USAGE, f"{data / 'catalogue.json'}: not a valid catalogue file", why, "fix it or remove it")
     assert not (tmp_path / "run" / "responses.jsonl").exists()
+
+
+def test_a_plan_file_label_of_the_wrong_type_is_one_error_naming_the_plan_file(demo_root, tmp_path):
+    import gzip
+    import shutil
+
+    data = Path(shutil.copytree(demo_root, tmp_path / "data"))
+    plan = data / "Datasets" / "DemoAbdomenCT" / "benchmark_plan_detection_v1.0.0.json.gz"
+    content = json.loads(gzip.decompress(plan.read_bytes()))
+    tasks = content["tasks"]
+    for info in tasks:
+        info["labels_map"] = {k: 17 for k in info.get("labels_map", {})}  # ids, not names
+    plan.write_bytes(gzip.compress(json.dumps(content).encode()))
+    out = cli("--tasks", "detection", "--model", "prior", "--data", str(data), "--output", str(tmp_path / "run"))
+    one_error(out, EXIT_USAGE, f"{plan}: sample DemoAbdomenCT_", ": label is 17: Input should be a valid string",
+              "fix the plan file")

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydantic import ValidationError
 
 from ..schema import ImageRef, Sample, Target, built
 from . import annotate
@@ -403,8 +404,20 @@ class MedVisionData:
                     out.append(built(Sample, fields))
                 else:  # a plugin's unusual label or extra: validated (and refused with a message) as always
                     fields["image"] = ImageRef(path=rel, slice_axis=axis, slice_index=idx)
-                    out.append(Sample(**fields))
+                    try:
+                        out.append(Sample(**fields))
+                    except ValidationError as exc:  # a value the plan file gives has the wrong type
+                        first = exc.errors()[0]
+                        field = ".".join(map(str, first["loc"])) or "(sample)"
+                        raise DataNotFoundError(
+                            f"{self._plan_file(config)}: sample {sid}: {field} is {first.get('input')!r}: {first['msg']}; "
+                            "fix the plan file (e.g. its labels_map)") from exc
         return out
+
+    def _plan_file(self, config: BenchmarkConfig) -> Path | str:
+        """The plan file ``config``'s samples come from (for messages)."""
+        kind, version = self.builder(config).planner_kind, _planner_version(config)
+        return self._plan_paths.get((config.dataset, kind, version), f"{config.name} plan file")
 
     def _slice_index(self, config: BenchmarkConfig, case_id: str, axis: int, position: int,
                      entry: dict[str, Any]) -> tuple[int, str | None]:
