@@ -760,6 +760,19 @@ def write_blocks(out: BlockFile, blocks: list[tuple[int, int]], make: Callable[[
 
 # -- the whole step ------------------------------------------------------------------------------
 
+def table_result(task: Any, store: PlanStore, plan: TaskPlan, parsed: list[Parsed], seed: int) -> Any:
+    """``task.result`` of a columnar task: its samples (as profiles) and per-sample scores in
+    sample-id order, gathered from the parsed blocks, and the parse-status counts."""
+    from .scoring import status_counts
+    from .tasks.groups import ProfiledSamples
+
+    order = np.argsort(np.asarray(store["id_rank"])[plan.rows], kind="stable")
+    ordered = ProfiledSamples(plan.profiles, plan.codes[order], np.asarray(store["box_ratio"])[plan.rows][order])
+    ordered_scores = {k: np.concatenate([p.scores[k] for p in parsed])[order] for k in parsed[0].scores}
+    stats = status_counts([v for p in parsed for v in p.status])
+    return task.result(ordered, ordered_scores, stats, seed=seed)
+
+
 class StaleStore(Exception):
     """The plan columns are not plan.jsonl's: score from plan.jsonl instead."""
 
@@ -771,8 +784,6 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
     ``verified()`` confirmed plan.jsonl is the store's). Returns the task results and the
     (answered, no response, errors) counts. Raises :class:`StaleStore` when not verified."""
     from .columnar import Forked
-    from .scoring import status_counts
-    from .tasks.groups import ProfiledSamples
 
     plan_path = run_dir / "plan.jsonl"
     checked = False
@@ -786,10 +797,9 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
 
     answers = read_answer_table(run_dir, parallel=parallel)
     pick = join_answers(np.asarray(store["key.hex"]), answers)
+    store.release()  # (column pages are unmapped once read: see PlanStore.release)
     results: dict[str, Any] = {}
     answered = no_response = errors = 0
-    id_rank = np.asarray(store["id_rank"])
-    box_ratio = np.asarray(store["box_ratio"])
     for name, rows in task_rows(store).items():
         columnar = is_columnar(name)
         task = build(name)
@@ -803,22 +813,24 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
             results[name], counted = score_objects(name, task, entries, mine)
         else:
             plan = task_plan(store, plan_path, name, rows, protocol.full_precision_targets)
+            store.release()
             n = len(rows)
             blocks = [(lo, min(n, lo + BLOCK_ROWS)) for lo in range(0, n, BLOCK_ROWS)]
             two = parallel and n > PARALLEL_ROWS
             parsed = parse_blocks(task, store, plan, answers, pick, blocks, parallel=two)
-            status = [v for p in parsed for v in p.status]
-            scores = {k: np.concatenate([p.scores[k] for p in parsed]) for k in parsed[0].scores}
             counted = tuple(sum(p.counts[i] for p in parsed) for i in range(3))
-            order = np.argsort(id_rank[rows], kind="stable")
-            ordered = ProfiledSamples(plan.profiles, plan.codes[order], box_ratio[rows][order])
-            # the tables and intervals in a forked process while two format and write the rows
-            ordered_scores, stats = {k: v[order] for k, v in scores.items()}, status_counts(status)
-            tables = Forked(lambda: task.result(ordered, ordered_scores, stats, seed=seed), parallel=two)
+            # the tables and intervals in a forked process while two format and write the rows; it
+            # gathers its id-ordered inputs itself, so the writing processes never hold them
+            tables = Forked(table_result, task, store, plan, parsed, seed, parallel=two)
+
+            def make(j: int) -> bytes:
+                data = format_block(store, plan, answers, pick, parsed[j], *blocks[j])
+                store.release()  # the block's column pages
+                return data
+
             out = BlockFile(run_dir / f"samples_{name}.jsonl")
             try:
-                write_blocks(out, blocks, lambda j: format_block(store, plan, answers, pick, parsed[j], *blocks[j]),
-                             parallel=two)
+                write_blocks(out, blocks, make, parallel=two)
                 out.sync_in_background()
                 results[name] = tables.result()
                 check()
