@@ -449,8 +449,13 @@ class TaskPlan:
     rows: np.ndarray  # plan rows, plan order
     codes: np.ndarray  # task-local profile code of each row
     profiles: list  # one validated Sample per task-local profile
-    truth_flat: np.ndarray
-    truth_offsets: np.ndarray
+    store: PlanStore
+    full_precision: bool  # the protocol scores full-precision targets
+
+    def truths(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(flat float64 values, offsets from 0) of the true values of the task's rows ``lo:hi``,
+        read from the store when a block needs them (never gathered for the whole task)."""
+        return self.store.truths(self.rows[lo:hi], self.full_precision)
 
 
 def task_plan(store: PlanStore, plan_path: Path, name: str, rows: np.ndarray, full_precision: bool) -> TaskPlan:
@@ -461,9 +466,8 @@ def task_plan(store: PlanStore, plan_path: Path, name: str, rows: np.ndarray, fu
     local[used[order]] = np.arange(len(used))
     profiles = [load_model_line(PlanEntry, store.line(plan_path, int(rows[first[j]])).decode("utf-8")).sample
                 for j in order.tolist()]
-    flat, offsets = store.truths(rows, full_precision)
     return TaskPlan(name, rows, local[global_codes] if len(rows) else np.zeros(0, dtype=np.int64), profiles,
-                    flat, offsets)
+                    store, full_precision)
 
 
 def entries_of(store: PlanStore, plan_path: Path, rows: np.ndarray) -> list[PlanEntry]:
@@ -483,10 +487,8 @@ def block_columns(store: PlanStore, plan: TaskPlan, lo: int, hi: int, *, for_par
     ``for_parse``: only what parsing and scoring read (profiles, codes, true values)."""
     rows = plan.rows[lo:hi]
     tables = store.tables
-    offsets = plan.truth_offsets[lo:hi + 1]
-    base = int(offsets[0])
-    flat = plan.truth_flat[base:int(offsets[-1])]
-    truths = Truths(array("d", flat.tobytes()), array("q", (offsets - base).tobytes()))
+    flat, offsets = plan.truths(lo, hi)
+    truths = Truths(array("d", flat.tobytes()), array("q", offsets.tobytes()))
     codes = array("q", plan.codes[lo:hi].astype(np.int64).tobytes())
     if for_parse:
         return TaskColumns(ids=[""] * len(rows), truths=truths, codes=codes, profiles=plan.profiles)
@@ -797,6 +799,7 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
 
     answers = read_answer_table(run_dir, parallel=parallel)
     pick = join_answers(np.asarray(store["key.hex"]), answers)
+    answers.hex_key = np.zeros((0, 16), dtype=np.uint8)  # joined: the keys are not read again
     store.release()  # (column pages are unmapped once read: see PlanStore.release)
     results: dict[str, Any] = {}
     answered = no_response = errors = 0
@@ -818,6 +821,7 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
             blocks = [(lo, min(n, lo + BLOCK_ROWS)) for lo in range(0, n, BLOCK_ROWS)]
             two = parallel and n > PARALLEL_ROWS
             parsed = parse_blocks(task, store, plan, answers, pick, blocks, parallel=two)
+            store.release()
             counted = tuple(sum(p.counts[i] for p in parsed) for i in range(3))
             # the tables and intervals in a forked process while two format and write the rows; it
             # gathers its id-ordered inputs itself, so the writing processes never hold them
