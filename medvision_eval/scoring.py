@@ -522,33 +522,12 @@ def score_run(run_dir: Path, *, registry: Registry | None = None) -> RunResults:
     # re-scan them again and again as they grow (a third of the reading time at a million samples).
     enabled = gc.isenabled()
     gc.disable()
-    malloc_returns_memory(True)
     try:
         return _score_run(Path(run_dir), registry)
     finally:
-        malloc_returns_memory(False)
         if enabled:
             gc.enable()
 
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-
-
-def malloc_returns_memory(on: bool) -> None:
-    """With glibc, while ``on``: blocks of 1 MiB and more are mapped and unmapped one by one, and
-    free memory at the heap's top beyond 4 MiB goes back to the system. (By default glibc raises
-    its mapping threshold to the largest block freed so far, up to 32 MiB; then the score step's
-    per-block buffers -- 12 MB strings, 8 MB arrays -- stay in the heap once freed, tens of MB in
-    each of its processes at a million rows.) ``off``: glibc's default values again (128 KiB; no longer raised as blocks are freed).
-    A no-op without glibc's ``mallopt``."""
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, (1 << 20) if on else (128 << 10))
-    mallopt(_M_TRIM_THRESHOLD, (4 << 20) if on else (128 << 10))
 
 
 def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:

@@ -33,6 +33,7 @@ import threading
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from .columnar import FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Trut
 from .planstore import PlanStore, hex_keys
 from .store import PlanEntry, _storable_bytes, load_model_line, response_files
 
-BLOCK_ROWS = 16_384  # rows parsed and formatted at a time (bounds the memory a block needs)
+BLOCK_ROWS = 8_192  # rows parsed and formatted at a time (bounds the memory a block needs)
 PARALLEL_ROWS = 50_000  # a task with more rows is formatted by two processes
 PARALLEL_ANSWER_BYTES = 8 << 20  # response files above this are read by two processes
 _NULL = NULL_COUNT  # a token count that is null
@@ -590,6 +591,21 @@ def format_block(store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: n
     return _storable_bytes("".join(sample_lines(cols, found, p.status, p.detail, p.values, p.ok, p.shown, p.scores)))
 
 
+# -- memory ----------------------------------------------------------------------------------------
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op elsewhere).
+    Called before forking: glibc keeps freed blocks (its mmap threshold grows to the largest block
+    freed), and a forked child shares that dead memory, so the answers' and the join's temporaries
+    would stay resident for the rest of the step."""
+    if not FORK:
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
 # -- writing a samples file with two processes -------------------------------------------------
 
 _libc = None
@@ -771,7 +787,7 @@ def table_result(task: Any, store: PlanStore, plan: TaskPlan, parsed: list[Parse
     order = np.argsort(np.asarray(store["id_rank"])[plan.rows], kind="stable")
     ordered = ProfiledSamples(plan.profiles, plan.codes[order], np.asarray(store["box_ratio"])[plan.rows][order])
     ordered_scores = {k: np.concatenate([p.scores[k] for p in parsed])[order] for k in parsed[0].scores}
-    stats = status_counts([v for p in parsed for v in p.status])
+    stats = status_counts(chain.from_iterable(p.status for p in parsed))
     return task.result(ordered, ordered_scores, stats, seed=seed)
 
 
@@ -801,6 +817,7 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
     pick = join_answers(np.asarray(store["key.hex"]), answers)
     answers.hex_key = np.zeros((0, 16), dtype=np.uint8)  # joined: the keys are not read again
     store.release()  # (column pages are unmapped once read: see PlanStore.release)
+    trim_heap()
     results: dict[str, Any] = {}
     answered = no_response = errors = 0
     for name, rows in task_rows(store).items():
@@ -822,6 +839,7 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
             two = parallel and n > PARALLEL_ROWS
             parsed = parse_blocks(task, store, plan, answers, pick, blocks, parallel=two)
             store.release()
+            trim_heap()
             counted = tuple(sum(p.counts[i] for p in parsed) for i in range(3))
             # the tables and intervals in a forked process while two format and write the rows; it
             # gathers its id-ordered inputs itself, so the writing processes never hold them

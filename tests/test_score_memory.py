@@ -88,14 +88,13 @@ def test_tables_from_the_parsed_blocks_equal_the_jsonl_path(demo_root, tmp_path,
     assert pids and (str(os.getpid()) not in pids) == (parallel and storescore.FORK)
 
 
-def test_malloc_setting_is_harmless_when_repeated_or_unavailable(monkeypatch):
-    scoring.malloc_returns_memory(True)
-    scoring.malloc_returns_memory(True)
-    scoring.malloc_returns_memory(False)
+def test_heap_trim_is_harmless_when_repeated_or_unavailable(monkeypatch):
+    storescore.trim_heap()
+    storescore.trim_heap()
     import ctypes
 
     def missing(*args, **kwargs):
         raise OSError("no libc")
 
     monkeypatch.setattr(ctypes, "CDLL", missing)
-    scoring.malloc_returns_memory(True)  # no glibc: a no-op
+    storescore.trim_heap()  # no glibc: a no-op
