@@ -529,7 +529,6 @@ def score_run(run_dir: Path, *, registry: Registry | None = None) -> RunResults:
             gc.enable()
 
 
-
 def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
     record = load_run_record(run_dir)
     protocol = Protocol.model_validate(record.protocol)
