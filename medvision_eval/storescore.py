@@ -784,9 +784,12 @@ def table_result(task: Any, store: PlanStore, plan: TaskPlan, parsed: list[Parse
     from .scoring import status_counts
     from .tasks.groups import ProfiledSamples
 
-    order = np.argsort(np.asarray(store["id_rank"])[plan.rows], kind="stable")
-    ordered = ProfiledSamples(plan.profiles, plan.codes[order], np.asarray(store["box_ratio"])[plan.rows][order])
-    ordered_scores = {k: np.concatenate([p.scores[k] for p in parsed])[order] for k in parsed[0].scores}
+    def inputs() -> tuple[ProfiledSamples, dict[str, np.ndarray]]:
+        order = np.argsort(np.asarray(store["id_rank"])[plan.rows], kind="stable")
+        ordered = ProfiledSamples(plan.profiles, plan.codes[order], np.asarray(store["box_ratio"])[plan.rows][order])
+        return ordered, {k: np.concatenate([p.scores[k] for p in parsed])[order] for k in parsed[0].scores}
+
+    ordered, ordered_scores = inputs()  # (the order itself is not kept)
     stats = status_counts(chain.from_iterable(p.status for p in parsed))
     return task.result(ordered, ordered_scores, stats, seed=seed)
 

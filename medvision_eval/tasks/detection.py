@@ -304,7 +304,7 @@ def headline(
     seed: int,
 ) -> dict[str, Interval]:
     """Table 2 numbers per set and pooled all-sample numbers, each with a bootstrap interval."""
-    member = _set_codes(sets)[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+    member = _set_codes(sets).astype(np.int8)[codes] if len(codes) else np.zeros(0, dtype=np.int8)
     arrays: dict[str, np.ndarray | Derived] = {}
     for k, kind in enumerate(SETS):
         mask = member == k
