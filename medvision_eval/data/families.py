@@ -153,10 +153,24 @@ class LandmarkSamples(SampleBuilder):
     planner_kind = "biometry"
 
     def case_problem(self, data, config, case, shape):
-        """Landmarks outside the volume make every sample of the case unusable (named by file)."""
+        """Landmarks outside the volume make every sample of the case unusable (named by file).
+
+        Worked out once per (dataset, landmark file, shape) for a data object: the angle and the
+        distance configs of a dataset slice the same cases (what it reports and notes was reported
+        and noted the first time)."""
         raw = case.get("landmark_file")
         if not raw:
             return None
+        known = getattr(data, "__dict__", None)
+        if known is None or type(raw) is not str:
+            return self._case_problem(data, config, raw, shape)
+        key = (config.dataset, raw, tuple(shape))
+        cache = known.setdefault("_landmark_case_problems", {})
+        if key not in cache:
+            cache[key] = self._case_problem(data, config, raw, shape)
+        return cache[key]
+
+    def _case_problem(self, data, config, raw, shape):
         try:
             rel = data.resolve(config.dataset, raw)
         except SampleDataError as exc:

@@ -213,6 +213,9 @@ class MedVisionData:
         return self._plans[path]
 
     def task_info(self, config: BenchmarkConfig) -> dict[str, Any]:
+        current = self.__dict__.get("_samples_of")
+        if current is not None and current[0] is config:  # asked by a family while samples() walks it
+            return current[1]
         tasks = self.plan(config).get("tasks", [])
         if not 1 <= config.task_id <= len(tasks):
             raise DataNotFoundError(f"{config.name}: the plan has {len(tasks)} tasks, no Task{config.task_id:02d}")
@@ -274,14 +277,18 @@ class MedVisionData:
         }
         out: list[Sample] = []
         seen: dict[str, int] = {}
-        for case in info.get(f"{split}_cases", []):
-            for sample in self._case_samples(config, info, facts, case, split, len(out)):
-                if sample.id in seen:
-                    seen[sample.id] += 1
-                    sample = sample.model_copy(update={"id": f"{sample.id}#{seen[sample.id]}"})
-                else:
-                    seen[sample.id] = 0
-                out.append(sample)
+        self._samples_of = (config, info)  # task_info(config) meanwhile: this info, no file-system or env look-up
+        try:
+            for case in info.get(f"{split}_cases", []):
+                for sample in self._case_samples(config, info, facts, case, split, len(out)):
+                    if sample.id in seen:
+                        seen[sample.id] += 1
+                        sample = sample.model_copy(update={"id": f"{sample.id}#{seen[sample.id]}"})
+                    else:
+                        seen[sample.id] = 0
+                    out.append(sample)
+        finally:
+            self._samples_of = None
         return out
 
     def _case_geometry(self, config: BenchmarkConfig, case: dict[str, Any]) -> tuple[str, tuple[int, ...], tuple[float, ...], str | None]:
@@ -359,6 +366,7 @@ class MedVisionData:
         out: list[Sample] = []
         for position, entry in enumerate(entries):
             idx, entry_problem = self._slice_index(config, case_id, axis, position, entry)
+            image = None  # the slice's reference, built once and shared by its samples (it is frozen)
             for kind, payload in builder.targets(self, config, facts, entry, plan_h, plan_w):
                 label_name, label_id, target, extra = payload
                 if reshape:
@@ -398,7 +406,9 @@ class MedVisionData:
                         and type(target) is Target and type(extra) is dict
                         and (own_keys or all(type(k) is str for k in extra))):
                     # every field already has the type validation would give it: built without re-checking
-                    fields["image"] = built(ImageRef, {"path": rel, "slice_axis": axis, "slice_index": idx})
+                    if image is None:
+                        image = built(ImageRef, {"path": rel, "slice_axis": axis, "slice_index": idx})
+                    fields["image"] = image
                     if not (own or reshape):
                         fields["extra"] = dict(extra)
                     out.append(built(Sample, fields))
