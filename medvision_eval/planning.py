@@ -138,7 +138,7 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
     generation = adapter.generation_settings().model_dump()
     geometries: dict[tuple[int, int], PerceivedGeometry] = {}
     planned: dict[str, PlannedTask] = {}
-    seen: set[tuple[str, str]] = set()
+    seen: dict[str, set[str]] = {}  # task name -> the sample ids planned for it
     order = 0
     image_first = getattr(adapter, "image_first", False)
     texts: dict[str, tuple[str, Any]] = {}  # prompt text -> its canonical JSON and hash state (_user_prompt)
@@ -151,6 +151,7 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
         except (KeyError, ValueError) as exc:
             raise RunError(f"--tasks {spec}: {exc}") from exc
         item = planned.setdefault(name, PlannedTask(name=name, task=task))
+        planned_ids = seen.setdefault(name, set())
         entries, requests = item.entries, item.requests
         key_of = cache_key_function(identity, fingerprint, generation)
         input_hw = getattr(adapter, "input_hw", None)
@@ -169,9 +170,9 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
                 bench_config = bench_config.model_copy(update={"reshape_hw": tuple(input_hw)})
             for sample in _selected(data.samples(bench_config, split="test"), config):
                 sid = sample.id
-                if not (keeps_all or keep(sample)) or (name, sid) in seen:
+                if not (keeps_all or keep(sample)) or sid in planned_ids:
                     continue
-                seen.add((name, sid))
+                planned_ids.add(sid)
                 order += 1
                 if config.shard and not in_shard(sid, *config.shard):
                     continue

@@ -251,3 +251,117 @@ def test_one_image_ref_per_slice_and_built_equals_model_construct(demo_root):
     sample = samples[0]
     copy = built(Sample, dict(sample.__dict__))
     assert copy == sample and copy.model_dump_json() == sample.model_dump_json()
+
+
+# -- plan paths resolved in strings equal the pathlib resolution ----------------------------------
+
+def _pathlib_resolve(data, dataset, path):
+    """MedVisionData._resolve of a relative path as written before (pathlib)."""
+    from pathlib import PurePosixPath
+
+    from medvision_eval.data.errors import SampleDataError
+
+    p = PurePosixPath(str(path).replace("\\", "/"))
+    target = data._realpath(str(data.root / "Datasets" / dataset / Path(p)))
+    try:
+        return Path(target).relative_to(data.root).as_posix()
+    except ValueError:
+        raise SampleDataError(f"{path}: path escapes the data root {data.root}") from None
+
+
+def test_string_resolve_equals_pathlib(tmp_path):
+    import os
+
+    from medvision_eval.data import MedVisionData
+    from medvision_eval.data.errors import SampleDataError
+
+    root = tmp_path / "data"
+    ds = root / "Datasets" / "KiTS23"
+    (ds / "Images").mkdir(parents=True)
+    (ds / "Images" / "é 肝.nii.gz").write_bytes(b"")
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", ds / "escape")  # a folder link leaving the root
+    os.symlink(ds / "Images", ds / "inside")  # a folder link staying inside
+    os.symlink(ds / "Images" / "é 肝.nii.gz", ds / "Images" / "link.nii.gz")
+    data = MedVisionData(root)
+    paths = ["Images/é 肝.nii.gz", "Images//é 肝.nii.gz", "./Images/./é 肝.nii.gz", "Images/../Images/x.nii.gz",
+             "Images\\x.nii.gz", "Images/", "", ".", "..", "../..", "../../outside/x", "escape/x.nii.gz",
+             "inside/x.nii.gz", "Images/link.nii.gz", "inside/link.nii.gz", "missing/dir/x.nii.gz", "a b/ c ",
+             "../KiTS23/Images/x", "Images/x.nii.gz/"]
+    for dataset in ("KiTS23", "Other", "KiTS23/../KiTS23", "."):
+        for path in paths:
+            try:
+                want = _pathlib_resolve(data, dataset, path)
+            except SampleDataError as exc:
+                want = ("error", str(exc))
+            fresh = MedVisionData(root)
+            try:
+                got = fresh._resolve(dataset, path)
+            except SampleDataError as exc:
+                got = ("error", str(exc))
+            assert got == want, (dataset, path)
+
+
+# -- the struct-read NIfTI header equals the NumPy-record one -------------------------------------
+
+def _fields(h):
+    return h.path, h.shape, h.zooms, h.orientation, h.affine.tobytes(), [type(v) for v in (*h.shape, *h.zooms)]
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_struct_header_equals_the_numpy_record_read(byteorder):
+    """Random and hand-picked hostile values in every field the header read looks at: where the
+    struct read answers, it gives the NumPy read's header; everything else it leaves to that read."""
+    import random
+    import struct as st
+
+    import nibabel as nib
+
+    from medvision_eval.data import volumes
+
+    base = nib.Nifti1Header(endianness=byteorder)
+    base.set_data_dtype(np.int16)
+    base.set_data_shape((7, 5, 3))
+    base.set_sform(np.diag([0.7, 0.8, 2.5, 1.0]), code=1)
+    base.set_zooms((0.7, 0.8, 2.5))
+    base["vox_offset"] = 352
+    template = bytearray(base.binaryblock + b"\0\0\0\0")
+    rng = random.Random(7)
+    floats = [0.0, -0.0, 1.0, -1.0, 0.5, 1e-8, 1e-13, 3e38, math.inf, -math.inf, math.nan, 352.0, 351.9, 1e30]
+    fields = {"dim": (40, "h", 8), "datatype": (70, "h", 1), "bitpix": (72, "h", 1), "pixdim": (76, "f", 8),
+              "vox_offset": (108, "f", 1), "slope": (112, "f", 1), "inter": (116, "f", 1), "sform": (254, "h", 1),
+              "srow": (280, "f", 12)}
+    answered = refused = 0
+    path = Path("/x/é.nii.gz")
+    for trial in range(3000):
+        raw = bytearray(template)
+        for _ in range(rng.randint(0, 3)):
+            offset, kind, count = fields[rng.choice(list(fields))]
+            at = rng.randrange(count)
+            if kind == "h":
+                value = rng.choice([-1, 0, 1, 2, 3, 4, 5, 7, 8, 16, 64, 256, 512, 768, 1024, 32767])
+            else:
+                value = rng.choice(floats + [rng.uniform(-5, 5)])
+            st.pack_into(byteorder + kind, raw, offset + at * st.calcsize(kind), value)
+        if trial % 3 == 0:  # an oblique or nearly singular sform
+            rows = [rng.choice([0.0, 1e-4, 0.3, -0.7, 1.0]) for _ in range(12)]
+            st.pack_into(byteorder + "12f", raw, 280, *rows)
+        raw = bytes(raw)
+        try:
+            fast = volumes._struct_nifti1(raw, path)
+        except Exception as exc:  # noqa: BLE001 - the caller turns this into the general read
+            fast = exc
+        try:
+            slow = volumes._plain_nifti1(raw, path)
+        except Exception as exc:  # noqa: BLE001
+            slow = exc
+        if fast is None:
+            refused += 1
+            continue
+        answered += 1
+        if isinstance(fast, Exception):  # the same orientation error from the same shape and affine
+            assert type(slow) is type(fast) and str(slow) == str(fast)
+            continue
+        assert not isinstance(slow, Exception) and slow is not None, raw
+        assert _fields(fast) == _fields(slow)
+    assert answered > 300 and refused > 300

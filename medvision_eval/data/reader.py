@@ -135,7 +135,10 @@ class MedVisionData:
         return known
 
     def _resolve(self, dataset: str, path: str) -> str:
-        p = PurePosixPath(str(path).replace("\\", "/"))
+        text = str(path).replace("\\", "/")
+        if not text.startswith("/") and type(dataset) is str:
+            return self._resolve_relative(dataset, text, path)
+        p = PurePosixPath(text)
         if p.is_absolute():
             parts = p.parts
             hit = [i for i in range(len(parts) - 1) if parts[i] == "Datasets" and parts[i + 1] == dataset]
@@ -151,6 +154,21 @@ class MedVisionData:
             return Path(target).relative_to(self.root).as_posix()
         except ValueError:
             raise SampleDataError(f"{path}: path escapes the data root {self.root}") from None
+
+    def _resolve_relative(self, dataset: str, text: str, path: str) -> str:
+        """:meth:`_resolve` of a relative plan path, in strings: ``realpath`` normalises what
+        pathlib would have normalised (``//``, ``.``, a trailing ``/``), and a real path lies
+        under the (resolved) root exactly when it is the root or starts with the root and ``/``."""
+        root = self.__dict__.get("_root_text")
+        if root is None:
+            root = self._root_text = str(self.root)
+        target = self._realpath(os.path.join(root, "Datasets", dataset, text))
+        if target == root:
+            return "."
+        prefix = root if root.endswith("/") else root + "/"
+        if target.startswith(prefix):
+            return target[len(prefix):]
+        raise SampleDataError(f"{path}: path escapes the data root {self.root}")
 
     def _realpath(self, path: str) -> str:
         """``os.path.realpath(path)`` (what ``Path.resolve()`` returns), resolving each directory
@@ -367,6 +385,10 @@ class MedVisionData:
         for position, entry in enumerate(entries):
             idx, entry_problem = self._slice_index(config, case_id, axis, position, entry)
             image = None  # the slice's reference, built once and shared by its samples (it is frozen)
+            if entry_problem:  # no usable slice index: a stable id from the entry's position
+                head = f"{config_name}/{split}/{case_id}/{plane}?entry{position}/"
+            else:
+                head = f"{config_name}/{split}/{case_id}/{plane}{idx}/"
             for kind, payload in builder.targets(self, config, facts, entry, plan_h, plan_w):
                 label_name, label_id, target, extra = payload
                 if reshape:
@@ -379,9 +401,7 @@ class MedVisionData:
                         target = target.model_copy(update={"values": tuple(
                             annotate.relative_box(px[:2], px[2:], new_h, new_w))})
                 key = label_id if label_id is not None else extra.get("metric_key")
-                sid = f"{config_name}/{split}/{case_id}/{plane}{idx}/{key}"
-                if entry_problem:  # no usable slice index: a stable id from the entry's position
-                    sid = f"{config_name}/{split}/{case_id}/{plane}?entry{position}/{key}"
+                sid = f"{head}{key}"
                 why = problem or entry_problem
                 if why is None and kind.endswith("-missing"):
                     why = f"{self.root / rel}: slice {idx} has no measured ellipse in the plan (official loader: IndexError)"
