@@ -662,3 +662,81 @@ def float_row_texts(matrix: np.ndarray) -> tuple[list[str], np.ndarray]:
     for i in np.flatnonzero(odd).tolist():
         rows[i] = ", ".join(["null" if v != v else repr(v) for v in m[i].tolist()])
     return rows, np.isinf(m).any(axis=1)
+
+
+def float_lists(matrix: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Each row of an (n, k) array as its JSON list: ``"[" + ", ".join(float_texts(row)) + "]"``
+    (NaN: ``null``), from one orjson call for the whole array; and a mask of the rows holding an
+    infinite value (not JSON: such a row is written another way by the caller)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    n = m.shape[0]
+    if not n:
+        return [], np.zeros(0, dtype=bool)
+    if not m.shape[1]:
+        return ["[]"] * n, np.zeros(n, dtype=bool)
+    # orjson writes [[a,b],[c,d]]: cut the outer brackets, put a newline between the rows (no
+    # number text holds one) and the ", " separator json.dumps writes, and split once
+    rows = _dumps_floats(m)[1:-1].replace(b"],[", b"]\n[").replace(b",", b", ").decode().split("\n")
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(m)
+        odd = (((magnitude < 1e-4) & (magnitude > 0)) | ((magnitude >= 1e16) & np.isfinite(m))).any(axis=1)
+    for i in np.flatnonzero(odd).tolist():
+        rows[i] = "[" + ", ".join(["null" if v != v else repr(v) for v in m[i].tolist()]) + "]"
+    return rows, np.isinf(m).any(axis=1)
+
+
+def int_texts(values: Any) -> list[str]:
+    """``str`` of each integer (an int64 array, an ``array("q")`` or a list of Python ints)."""
+    if isinstance(values, np.ndarray) or isinstance(values, array):
+        flat = np.asarray(values, dtype=np.int64)
+        if not flat.size:
+            return []
+        return orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode().split(",")
+    return list(map(str, values))
+
+
+# bytes JSON escapes inside a string (json.dumps and orjson alike): control characters, '"' and '\'
+_ESCAPED_BYTE = np.zeros(256, dtype=bool)
+_ESCAPED_BYTE[:0x20] = True
+_ESCAPED_BYTE[[0x22, 0x5C]] = True
+_QUOTE_NEWLINE_QUOTE = np.frombuffer(b'"\n"', dtype=np.uint8)
+
+
+def json_texts(blob: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[str]:
+    """``json.dumps(text, ensure_ascii=False)`` of each UTF-8 text ``blob[starts[i]:ends[i]]``.
+
+    Exact: a text holding no byte that JSON escapes (a control character, ``"``, ``\\``; UTF-8
+    multi-byte sequences never contain those bytes) is written by json.dumps as its characters
+    between quotes. Such texts are gathered into one buffer with ``"\\n"`` between them (a newline
+    is escaped, so it is in none of them), decoded and split once; a text that needs an escape is
+    encoded on its own (:func:`_json_str`). ``blob`` must hold valid UTF-8 (as the plan columns
+    and the answer table do: lone surrogates are never stored there)."""
+    n = len(starts)
+    if not n:
+        return []
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(ends, dtype=np.int64) - starts
+    bounds = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=bounds[1:])
+    if n == 1 or np.array_equal(starts[1:], starts[:-1] + lengths[:-1]):  # one run of bytes: a slice
+        raw = np.asarray(blob[int(starts[0]):int(starts[0]) + int(bounds[-1])])
+    else:
+        raw = np.asarray(blob)[np.arange(int(bounds[-1]), dtype=np.int64) + np.repeat(starts - bounds[:-1], lengths)]
+    escaped = _ESCAPED_BYTE[raw]
+    dirty: list[int] = []
+    if escaped.any():
+        seen = np.zeros(len(raw) + 1, dtype=np.int64)
+        np.cumsum(escaped, out=seen[1:])
+        mask = seen[bounds[1:]] > seen[bounds[:-1]]
+        dirty = np.flatnonzero(mask).tolist()
+        keep = ~np.repeat(mask, lengths)
+        dirty_texts = [raw[bounds[i]:bounds[i + 1]].tobytes().decode("utf-8") for i in dirty]
+        raw = raw[keep]
+        lengths = np.where(mask, 0, lengths)
+        np.cumsum(lengths, out=bounds[1:])
+    cuts = np.concatenate(([0], np.repeat(bounds[1:-1], 3), [len(raw)]))
+    marks = np.concatenate(([0x22], np.tile(_QUOTE_NEWLINE_QUOTE, n - 1), [0x22])).astype(np.uint8)
+    texts = np.insert(raw, cuts, marks).tobytes().decode("utf-8").split("\n")
+    for i, text in zip(dirty, dirty_texts) if dirty else ():
+        texts[i] = _json_str(text)
+    return texts

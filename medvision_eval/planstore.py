@@ -195,6 +195,23 @@ def hex_keys(keys: list[str]) -> np.ndarray | None:
     return np.frombuffer(raw, dtype=np.uint8).reshape(len(keys), 16)
 
 
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def quoted_hex(hexed: np.ndarray) -> list[str]:
+    """The JSON string of each key of ``hexed`` ((n, 16) uint8): its 32 lowercase hex digits
+    between quotes, the text :func:`hex_keys` read (made as one ASCII buffer, split once)."""
+    n = len(hexed)
+    if not n:
+        return []
+    out = np.empty((n, 35), dtype=np.uint8)
+    out[:, 0] = out[:, 33] = ord('"')
+    out[:, 34] = ord("\n")
+    out[:, 1:33:2] = _HEX_DIGITS[hexed >> 4]
+    out[:, 2:33:2] = _HEX_DIGITS[hexed & 15]
+    return out.tobytes()[:-1].decode("ascii").split("\n")
+
+
 _NO_PICKS = (None, None, None, None)
 _RATIO_TYPES = {float, int, type(None)}
 
@@ -470,6 +487,17 @@ class PlanStore:
             text = raw.decode("ascii")
             return [text[a:b] for a, b in cuts]
         return [raw[a:b].decode("utf-8") for a, b in cuts]
+
+    def json_texts(self, name: str, rows: np.ndarray) -> list[str]:
+        """``json.dumps(text, ensure_ascii=False)`` of the text column ``name`` (id, prompt_hash,
+        key) at ``rows``, made from the UTF-8 bytes (:func:`.columnar.json_texts`)."""
+        from .columnar import json_texts
+
+        rows = np.asarray(rows, dtype=np.int64)
+        if name == "key" and "key.hex" in self._arrays:
+            return quoted_hex(np.asarray(self._arrays["key.hex"][rows]))
+        offsets = self._arrays[f"{name}.offsets"]
+        return json_texts(self._arrays[f"{name}.blob"], offsets[rows], offsets[rows + 1])
 
     def truths(self, rows: np.ndarray, full_precision: bool) -> tuple[np.ndarray, np.ndarray]:
         """(flat values, offsets) of the rows' true values, gathered in ``rows`` order."""

@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
-from .columnar import FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, line_boundary, lines_before
+from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, _json_str, int_texts, json_texts,
+                       line_boundary, lines_before)
 from .planstore import PlanStore, hex_keys
 from .store import PlanEntry, _storable_bytes, load_model_line, response_files
 
@@ -579,13 +581,99 @@ def parse_blocks(task: Any, store: PlanStore, plan: TaskPlan, answers: AnswerTab
 
 def format_block(store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: np.ndarray, parsed: Parsed,
                  lo: int, hi: int) -> bytes:
-    """The samples file's bytes of rows ``lo:hi`` (the same functions as the plan.jsonl path)."""
-    from .scoring import sample_lines
+    """The samples file's bytes of rows ``lo:hi``: exactly the plan.jsonl path's lines
+    (:func:`medvision_eval.scoring.sample_text`), with the plan's and the answers' texts made
+    straight from the columns (UTF-8 bytes to JSON text, no Python object per field in between).
+    Rows written by ``strict_dumps`` (a non-finite number, unencodable text) are made from the
+    block's :func:`block_columns` and :func:`block_answers`, as the plan.jsonl path makes them."""
+    from .scoring import answer_texts, assemble_rows, metric_texts, parse_texts, row_layout, strict_lines
 
-    cols = block_columns(store, plan, lo, hi)
-    found = block_answers(answers, pick[plan.rows[lo:hi]])
     p = parsed
-    return _storable_bytes("".join(sample_lines(cols, found, p.status, p.detail, p.values, p.ok, p.shown, p.scores)))
+    ids = pick[plan.rows[lo:hi]]
+    bad: set[int] = set()
+    texts = block_plan_texts(store, plan, lo, hi, bad)
+    found = block_answer_texts(answers, ids, bad)
+    values = parse_texts(p.detail, p.values, p.ok, p.shown, bad)
+    metrics = metric_texts(p.scores, hi - lo, bad)
+    layout = row_layout(texts, found, p.status, values, list(p.scores), metrics)
+    strict: dict[int, str] = {}
+    if bad:
+        strict = strict_lines(bad, block_columns(store, plan, lo, hi), block_answers(answers, ids), p.status, p.detail,
+                              p.values, p.ok, p.shown, p.scores)
+    return _storable_bytes("".join(assemble_rows(layout, hi - lo, strict)))
+
+
+def block_plan_texts(store: PlanStore, plan: TaskPlan, lo: int, hi: int, bad: set[int]) -> Any:
+    """:func:`medvision_eval.scoring.plan_texts` of rows ``lo:hi`` of the task, from the columns."""
+    from .scoring import PlanTexts, target_texts
+
+    rows = plan.rows[lo:hi]
+    offsets = plan.truth_offsets[lo:hi + 1]
+    base = int(offsets[0])
+    truths = Truths(array("d", plan.truth_flat[base:int(offsets[-1])].tobytes()), array("q", (offsets - base).tobytes()))
+
+    def coded(name: str) -> list[str] | str:
+        table = np.empty(len(store.tables[name]), dtype=object)
+        for code, value in enumerate(store.tables[name]):
+            try:
+                table[code] = _json_str(value)
+            except orjson.JSONEncodeError:  # not in a store (lone surrogates give no columns); kept exact anyway
+                table[code] = ""
+        codes = np.asarray(store[name])[rows]
+        if len(codes) and table[codes[0]] and (codes == codes[0]).all():
+            return table[codes[0]]  # the same in every row
+        texts = table[codes].tolist()
+        if any(t == "" for t in table.tolist()):
+            bad.update(i for i, t in enumerate(texts) if t == "")
+        return texts
+
+    return PlanTexts(store.json_texts("id", rows), coded("config"), coded("dataset"),
+                     int_texts(np.asarray(store["index"])[rows]), coded("label"), store.json_texts("key", rows),
+                     store.json_texts("prompt_hash", rows), target_texts(truths, bad), coded("unit"))
+
+
+def block_answer_texts(answers: AnswerTable, ids: np.ndarray, bad: set[int]) -> tuple:
+    """:func:`medvision_eval.scoring.answer_texts` of the rows whose answer ids are ``ids`` (-1:
+    none): the same columns :func:`block_answers` gives, the response texts made from the UTF-8
+    bytes of the answer table (:func:`.columnar.json_texts`)."""
+    from .scoring import answer_texts
+
+    n = len(ids)
+    present = ids >= 0
+    have = np.flatnonzero(present)
+    picked = ids[have]
+    with_text = answers.has_text[picked]
+    rows, texts_of = have[with_text], picked[with_text]
+    texts = json_texts(answers.text, answers.text_start[texts_of], answers.text_end[texts_of])
+    if len(rows) == n:
+        responses = texts
+    else:
+        responses = ["null"] * n
+        for j, text in zip(rows.tolist(), texts):
+            responses[j] = text
+    latency = np.zeros(n)
+    latency[have] = answers.latency[picked]
+    pts = np.full(n, NULL_COUNT, dtype=np.int64)
+    cts = np.full(n, NULL_COUNT, dtype=np.int64)
+    pts[have] = answers.prompt_tokens[picked]
+    cts[have] = answers.completion_tokens[picked]
+    errors: dict[int, str] = {}
+    exact: dict[int, Answer] = {}
+    for table, out in ((answers.errors, errors), (answers.exact, exact)):
+        if table:
+            hit = np.isin(picked, np.fromiter(table, dtype=np.int64, count=len(table)))
+            for j, i in zip(have[hit].tolist(), picked[hit].tolist()):
+                out[j] = table[i]
+    for j, a in exact.items():  # kept whole: its text too
+        if a[0] is None:
+            responses[j] = "null"
+        else:
+            try:
+                responses[j] = _json_str(a[0])
+            except orjson.JSONEncodeError:
+                bad.add(j)
+                responses[j] = ""
+    return answer_texts(responses, present, errors, latency, pts, cts, exact, bad)
 
 
 # -- writing a samples file with two processes -------------------------------------------------
