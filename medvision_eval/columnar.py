@@ -681,7 +681,7 @@ def float_lists(matrix: np.ndarray) -> tuple[list[str], np.ndarray]:
         magnitude = np.abs(m)
         odd = (((magnitude < 1e-4) & (magnitude > 0)) | ((magnitude >= 1e16) & np.isfinite(m))).any(axis=1)
     for i in np.flatnonzero(odd).tolist():
-        rows[i] = "[" + ", ".join(["null" if v != v else repr(v) for v in m[i].tolist()]) + "]"
+        rows[i] = "[" + ", ".join(_float_text_of(m[i].tolist())) + "]"
     return rows, np.isinf(m).any(axis=1)
 
 
@@ -699,18 +699,18 @@ def int_texts(values: Any) -> list[str]:
 _ESCAPED_BYTE = np.zeros(256, dtype=bool)
 _ESCAPED_BYTE[:0x20] = True
 _ESCAPED_BYTE[[0x22, 0x5C]] = True
-_QUOTE_NEWLINE_QUOTE = np.frombuffer(b'"\n"', dtype=np.uint8)
 
 
-def json_texts(blob: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[str]:
-    """``json.dumps(text, ensure_ascii=False)`` of each UTF-8 text ``blob[starts[i]:ends[i]]``.
+def json_inner_texts(blob: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[str]:
+    """The inside of ``json.dumps(text, ensure_ascii=False)`` (the JSON string without its two
+    quotes) of each UTF-8 text ``blob[starts[i]:ends[i]]``.
 
     Exact: a text holding no byte that JSON escapes (a control character, ``"``, ``\\``; UTF-8
-    multi-byte sequences never contain those bytes) is written by json.dumps as its characters
-    between quotes. Such texts are gathered into one buffer with ``"\\n"`` between them (a newline
-    is escaped, so it is in none of them), decoded and split once; a text that needs an escape is
-    encoded on its own (:func:`_json_str`). ``blob`` must hold valid UTF-8 (as the plan columns
-    and the answer table do: lone surrogates are never stored there)."""
+    multi-byte sequences never contain those bytes) is written by json.dumps as its characters.
+    Such texts are gathered into one buffer with a newline between them (a newline is escaped, so
+    it is in none of them), decoded and split once; a text that needs an escape is encoded on its
+    own (:func:`_json_str`). ``blob`` must hold valid UTF-8 (as the plan columns and the answer
+    table do: lone surrogates are never stored there)."""
     n = len(starts)
     if not n:
         return []
@@ -722,21 +722,78 @@ def json_texts(blob: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[s
         raw = np.asarray(blob[int(starts[0]):int(starts[0]) + int(bounds[-1])])
     else:
         raw = np.asarray(blob)[np.arange(int(bounds[-1]), dtype=np.int64) + np.repeat(starts - bounds[:-1], lengths)]
-    escaped = _ESCAPED_BYTE[raw]
     dirty: list[int] = []
-    if escaped.any():
+    if (raw < 0x20).any() or (raw == 0x22).any() or (raw == 0x5C).any():
         seen = np.zeros(len(raw) + 1, dtype=np.int64)
-        np.cumsum(escaped, out=seen[1:])
+        np.cumsum(_ESCAPED_BYTE[raw], out=seen[1:])
         mask = seen[bounds[1:]] > seen[bounds[:-1]]
         dirty = np.flatnonzero(mask).tolist()
-        keep = ~np.repeat(mask, lengths)
         dirty_texts = [raw[bounds[i]:bounds[i + 1]].tobytes().decode("utf-8") for i in dirty]
-        raw = raw[keep]
+        raw = raw[~np.repeat(mask, lengths)]
         lengths = np.where(mask, 0, lengths)
         np.cumsum(lengths, out=bounds[1:])
-    cuts = np.concatenate(([0], np.repeat(bounds[1:-1], 3), [len(raw)]))
-    marks = np.concatenate(([0x22], np.tile(_QUOTE_NEWLINE_QUOTE, n - 1), [0x22])).astype(np.uint8)
-    texts = np.insert(raw, cuts, marks).tobytes().decode("utf-8").split("\n")
+    texts = np.insert(raw, bounds[1:-1], 0x0A).tobytes().decode("utf-8").split("\n")
     for i, text in zip(dirty, dirty_texts) if dirty else ():
-        texts[i] = _json_str(text)
+        texts[i] = _json_str(text)[1:-1]
     return texts
+
+
+_DROP = 0x1F  # a byte no JSON number text or separator text holds: marks bytes to cut
+
+
+def float_joined(matrix: np.ndarray, joints: list[str]) -> tuple[list[str], np.ndarray]:
+    """Each row of an (n, k) array as one text: the :func:`float_texts` of its values with
+    ``joints[j]`` between value j and j + 1 (``", "`` inside a JSON list, or any constant JSON
+    text such as ``', "Precision": '``); and a mask of the rows holding an infinite value.
+
+    Exact: the numbers are written by one orjson call (the digits of ``repr``; the few values
+    whose notation differs, and NaN, are redone as :func:`float_texts` does); orjson separates
+    them by a comma only. The comma after value j of a row is turned into a marker byte for
+    ``joints[j]`` (a control character, which no JSON text holds unescaped), the row's brackets
+    are cut, and each marker is replaced by its joint (one ``bytes.replace`` a distinct joint),
+    so a row is one string, made without a Python object per value."""
+    m = np.asarray(matrix, dtype=np.float64)
+    n, k = m.shape
+    if len(joints) != max(k - 1, 0):
+        raise ValueError("one joint between each two columns")
+    if not n:
+        return [], np.zeros(0, dtype=bool)
+    if not k:
+        return [""] * n, np.zeros(n, dtype=bool)
+    distinct = list(dict.fromkeys(joints))
+    if len(distinct) > 30 or any(any(ord(c) < 0x20 for c in j) for j in distinct):
+        return _float_joined_slowly(m, joints), np.isinf(m).any(axis=1)
+    raw = bytearray(_dumps_floats(m))  # [[a,b],[c,d]]
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    # the commas, k - 1 in each row then one between rows (and a stand-in after the last row)
+    commas = np.append(np.flatnonzero(buf == 0x2C), len(raw) - 1).reshape(n, k)
+    for j, joint in enumerate(joints):
+        buf[commas[:, j]] = 1 + distinct.index(joint)
+    between = commas[:-1, k - 1]  # "],[" -> "\n" (its brackets cut)
+    buf[between] = 0x0A
+    buf[between - 1] = _DROP
+    buf[between + 1] = _DROP
+    data = bytes(raw[2:-2]).replace(bytes([_DROP]), b"")
+    for code, joint in enumerate(distinct, 1):
+        data = data.replace(bytes([code]), joint.encode("utf-8"))
+    rows = data.decode("utf-8").split("\n")
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(m)
+        odd = (((magnitude < 1e-4) & (magnitude > 0)) | ((magnitude >= 1e16) & np.isfinite(m))).any(axis=1)
+    for i in np.flatnonzero(odd).tolist():
+        rows[i] = _float_joined_row(m[i].tolist(), joints)
+    return rows, np.isinf(m).any(axis=1)
+
+
+def _float_text_of(values: list[float]) -> list[str]:
+    """:func:`float_texts` of a few values, one by one (``repr``; NaN and infinities: null)."""
+    return [repr(v) if v - v == 0 else "null" for v in values]
+
+
+def _float_joined_row(values: list[float], joints: list[str]) -> str:
+    texts = _float_text_of(values)
+    return "".join([t + j for t, j in zip(texts, joints)]) + texts[-1]
+
+
+def _float_joined_slowly(m: np.ndarray, joints: list[str]) -> list[str]:
+    return [_float_joined_row(row, joints) for row in m.tolist()]

@@ -198,18 +198,22 @@ def hex_keys(keys: list[str]) -> np.ndarray | None:
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
-def quoted_hex(hexed: np.ndarray) -> list[str]:
-    """The JSON string of each key of ``hexed`` ((n, 16) uint8): its 32 lowercase hex digits
-    between quotes, the text :func:`hex_keys` read (made as one ASCII buffer, split once)."""
+def hex_texts(hexed: np.ndarray) -> list[str]:
+    """Each key of ``hexed`` ((n, 16) uint8) as its 32 lowercase hex digits, the text
+    :func:`hex_keys` read (made as one ASCII buffer, split once)."""
     n = len(hexed)
     if not n:
         return []
-    out = np.empty((n, 35), dtype=np.uint8)
-    out[:, 0] = out[:, 33] = ord('"')
-    out[:, 34] = ord("\n")
-    out[:, 1:33:2] = _HEX_DIGITS[hexed >> 4]
-    out[:, 2:33:2] = _HEX_DIGITS[hexed & 15]
+    out = np.empty((n, 33), dtype=np.uint8)
+    out[:, 32] = 0x0A
+    _hex_into(out[:, :32], hexed)
     return out.tobytes()[:-1].decode("ascii").split("\n")
+
+
+def _hex_into(out: np.ndarray, hexed: np.ndarray) -> None:
+    """Write the lowercase hex digits of ``hexed`` ((n, 16) uint8) into ``out`` ((n, 32))."""
+    out[:, 0::2] = _HEX_DIGITS[hexed >> 4]
+    out[:, 1::2] = _HEX_DIGITS[hexed & 15]
 
 
 _NO_PICKS = (None, None, None, None)
@@ -489,15 +493,43 @@ class PlanStore:
         return [raw[a:b].decode("utf-8") for a, b in cuts]
 
     def json_texts(self, name: str, rows: np.ndarray) -> list[str]:
-        """``json.dumps(text, ensure_ascii=False)`` of the text column ``name`` (id, prompt_hash,
-        key) at ``rows``, made from the UTF-8 bytes (:func:`.columnar.json_texts`)."""
-        from .columnar import json_texts
+        """The inside of ``json.dumps(text, ensure_ascii=False)`` (without its quotes) of the text
+        column ``name`` (id, prompt_hash, key) at ``rows``, made from the UTF-8 bytes
+        (:func:`.columnar.json_inner_texts`)."""
+        from .columnar import json_inner_texts
 
         rows = np.asarray(rows, dtype=np.int64)
         if name == "key" and "key.hex" in self._arrays:
-            return quoted_hex(np.asarray(self._arrays["key.hex"][rows]))
+            return hex_texts(np.asarray(self._arrays["key.hex"][rows]))
         offsets = self._arrays[f"{name}.offsets"]
-        return json_texts(self._arrays[f"{name}.blob"], offsets[rows], offsets[rows + 1])
+        return json_inner_texts(self._arrays[f"{name}.blob"], offsets[rows], offsets[rows + 1])
+
+    def key_and_hash_texts(self, rows: np.ndarray, between: str) -> list[str] | None:
+        """Each row's key, ``between``, then its prompt hash, as one text (the inside of their JSON
+        strings: hex digits need no escape), when every key is stored as hex and the rows' prompt
+        hashes all have one length and need no escape (what :func:`.store.prompt_hash` makes);
+        else None. Made as one fixed-width ASCII buffer, split once."""
+        if "key.hex" not in self._arrays or not between.isascii() or "\n" in between:
+            return None
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return []
+        offsets = self._arrays["prompt_hash.offsets"]
+        starts = offsets[rows]
+        widths = offsets[rows + 1] - starts
+        width = int(widths[0])
+        if not (widths == width).all():
+            return None
+        hashes = np.asarray(self._arrays["prompt_hash.blob"])[starts[:, None] + np.arange(width)]
+        if not ((hashes >= 0x20) & (hashes < 0x7F) & (hashes != 0x22) & (hashes != 0x5C)).all():
+            return None  # not plain printable ASCII: made field by field
+        sep = np.frombuffer(between.encode("ascii"), dtype=np.uint8)
+        out = np.empty((len(rows), 32 + len(sep) + width + 1), dtype=np.uint8)
+        _hex_into(out[:, :32], np.asarray(self._arrays["key.hex"][rows]))
+        out[:, 32:32 + len(sep)] = sep
+        out[:, 32 + len(sep):-1] = hashes
+        out[:, -1] = 0x0A
+        return out.tobytes()[:-1].decode("ascii").split("\n")
 
     def truths(self, rows: np.ndarray, full_precision: bool) -> tuple[np.ndarray, np.ndarray]:
         """(flat values, offsets) of the rows' true values, gathered in ``rows`` order."""

@@ -26,8 +26,8 @@ from .plugins import Registry
 from .protocol import Protocol
 from .rundigest import digests, inputs_digest  # one digest: the finished-rerun check reads it without this module
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
-from .columnar import (NULL_COUNT, FORK, Answer, AnswerColumns, Forked, TaskColumns, Truths, _json_str, float_lists,
-                       float_texts, int_texts, read_inputs)
+from .columnar import (NULL_COUNT, FORK, Answer, AnswerColumns, Forked, TaskColumns, Truths, _json_str, float_joined,
+                       float_lists, float_texts, int_texts, read_inputs)
 from .planstore import open_store
 from .storescore import StaleStore, score_from_store
 from .schema import ParseStatus, Prediction
@@ -371,45 +371,55 @@ def write_rows(path: Path, rows: RowWriter, *, parallel: bool) -> None:
 # -- the lines of a samples file, column-wise ---------------------------------------------------
 #
 # A line is ``strict_dumps(row_of(...)) + "\n"``: constant JSON text between the JSON texts of the
-# row's fields. Each field's texts are made for a whole block of rows at once (one orjson call per
-# column where possible); the lines are assembled by interleaving the constants and the columns
-# into one list and joining it once. A row holding a non-finite number, or text UTF-8 cannot
-# encode, is written by ``strict_dumps`` itself (``null`` plus ``null_reasons``, U+FFFD): such rows
-# are collected in a ``bad`` set by the functions that make the texts. A column whose text is the
-# same in every row of the block may be given as that one str (a ``Column``): it then joins the
-# constants around it, and the lines have fewer pieces to join.
+# row's fields. Each field's texts are made for a whole block of rows at once (one orjson call or
+# one split of a byte buffer per column); the lines are assembled by interleaving the constant
+# pieces and the columns into one list and joining it once (:func:`assemble_rows`). A row holding
+# a non-finite number, or text UTF-8 cannot encode, is written by ``strict_dumps`` itself (``null``
+# plus ``null_reasons``, U+FFFD): such rows are collected in a ``bad`` set by the functions that
+# make the texts. Each part of a line is given as a *layout*: a list of constant texts (str) and
+# columns (a list with one text per row). A field that has the same text in every row of the block
+# is given as a constant, and a string field every row has is given without its quotes (they are
+# constants): the fewer pieces a line has, the less there is to join.
 
 _NULL_USAGE = '{"prompt_tokens": null, "completion_tokens": null}'
 _NO_RESPONSE_TEXT = _json_str(NO_RESPONSE)
 Column = "list[str] | str"  # a field's text in each row, or the one text of every row
 
 
-def column_at(column: "list[str] | str", i: int) -> str:
-    """Row ``i``'s text of a column."""
-    return column if isinstance(column, str) else column[i]
-
-
 @dataclasses.dataclass
 class PlanTexts:
-    """JSON texts of the plan's fields of a block of rows (what no answer changes)."""
+    """The plan's fields of a block of rows (what no answer changes): JSON texts, except ``ids``,
+    ``keys`` and ``prompt_hashes``, which are the insides of their JSON strings (no quotes), and
+    ``truths``, written with the metrics (:func:`tail_layout`). ``key_hashes``, when set, is each
+    row's key and prompt hash as one text (in place of ``keys`` and ``prompt_hashes``)."""
 
-    ids: Column
+    ids: list[str]
     configs: Column
     datasets: Column
-    indexes: Column
+    indexes: list[str]
     labels: Column
-    keys: Column
-    prompt_hashes: Column
-    targets: Column  # the whole JSON list
+    keys: list[str]
+    prompt_hashes: list[str]
+    truths: Truths
     units: Column
+    key_hashes: list[str] | None = None
+
+
+KEY_TO_HASH = '", "prompt_hash": "'  # between a key's text and its prompt hash's in a line
 
 
 def plan_texts(cols: TaskColumns, bad: set[int]) -> PlanTexts:
     """:class:`PlanTexts` of the rows of ``cols``."""
-    return PlanTexts(json_strings(cols.ids, bad), categorical(cols.configs, bad), categorical(cols.datasets, bad),
-                     int_texts(cols.indexes), categorical(cols.labels, bad), json_strings(cols.keys, bad),
-                     json_strings(cols.prompt_hashes, bad), target_texts(cols.truths, bad),
-                     categorical(cols.units, bad))
+    return PlanTexts(inner_strings(cols.ids, bad), categorical(cols.configs, bad), categorical(cols.datasets, bad),
+                     int_texts(cols.indexes), categorical(cols.labels, bad), inner_strings(cols.keys, bad),
+                     inner_strings(cols.prompt_hashes, bad), cols.truths, categorical(cols.units, bad))
+
+
+def plan_layout(plan: PlanTexts) -> list:
+    """The pieces of a line up to its ``"response"`` field."""
+    keys = [plan.key_hashes] if plan.key_hashes is not None else [plan.keys, KEY_TO_HASH, plan.prompt_hashes]
+    return ['{"id": "', plan.ids, '", "config": ', plan.configs, ', "dataset": ', plan.datasets, ', "index": ',
+            plan.indexes, ', "label": ', plan.labels, ', "key": "', *keys, '"']
 
 
 def target_texts(truths: Truths, bad: set[int]) -> list[str]:
@@ -429,23 +439,25 @@ def target_texts(truths: Truths, bad: set[int]) -> list[str]:
     return texts
 
 
-def response_texts(texts: list[str | None], bad: set[int]) -> list[str]:
-    """The JSON text of each answer text (``null`` for None)."""
+def response_layout(texts: list[str | None], bad: set[int]) -> list:
+    """The ``"response"`` field's pieces from the answers' texts (None: ``null``)."""
+    if None not in texts:
+        return [', "response": "', inner_strings(texts, bad), '"']
     none_rows = [i for i, t in enumerate(texts) if t is None]
-    out = json_strings([t if t is not None else "" for t in texts] if none_rows else texts, bad)
+    out = json_strings([t if t is not None else "" for t in texts], bad)
     for i in none_rows:
         out[i] = "null"
-    return out
+    return [', "response": ', out]
 
 
-def answer_texts(responses: list[str], present: np.ndarray, errors: dict[int, str], latency: np.ndarray,
-                 prompt_tokens: np.ndarray, completion_tokens: np.ndarray, exact: dict[int, Answer],
-                 bad: set[int]) -> tuple[Column, Column, Column, Column]:
-    """The response, error, latency and usage texts of a block's rows (the columns of
-    :class:`.columnar.AnswerColumns`; ``responses`` already made)."""
+def answer_layout(response: list, present: np.ndarray, errors: dict[int, str], latency: np.ndarray,
+                  prompt_tokens: np.ndarray, completion_tokens: np.ndarray, exact: dict[int, Answer],
+                  bad: set[int]) -> list:
+    """The pieces of the answer's fields: ``response`` (its layout, made by the caller), error,
+    latency and usage, from the columns of :class:`.columnar.AnswerColumns`."""
     n = len(present)
     if not n:
-        return [], [], [], []
+        return response
     absent = ~present
     everyone = not absent.any()
     error_texts: Column = "null" if everyone and not errors else \
@@ -467,23 +479,23 @@ def answer_texts(responses: list[str], present: np.ndarray, errors: dict[int, st
             latencies[absent] = "null"
             latency_texts = latencies.tolist()
     counted = np.flatnonzero(present & ((prompt_tokens != NULL_COUNT) | (completion_tokens != NULL_COUNT)))
-    if everyone and not len(counted) and not exact:
-        return responses, error_texts, latency_texts, _NULL_USAGE
-    usages = np.where(present, _NULL_USAGE, "null").astype(object).tolist()
-    for i in counted.tolist() + list(exact):
-        if i in exact:
-            prompt, completion = exact[i][3], exact[i][4]
-        else:
-            pt, ct = int(prompt_tokens[i]), int(completion_tokens[i])
-            prompt, completion = None if pt == NULL_COUNT else pt, None if ct == NULL_COUNT else ct
-        usages[i] = '{"prompt_tokens": %s, "completion_tokens": %s}' % (
-            "null" if prompt is None else prompt, "null" if completion is None else completion)
-    return responses, error_texts, latency_texts, usages
+    usages: Column = _NULL_USAGE
+    if not everyone or len(counted) or exact:
+        usages = np.where(present, _NULL_USAGE, "null").astype(object).tolist()
+        for i in counted.tolist() + list(exact):
+            if i in exact:
+                prompt, completion = exact[i][3], exact[i][4]
+            else:
+                pt, ct = int(prompt_tokens[i]), int(completion_tokens[i])
+                prompt, completion = None if pt == NULL_COUNT else pt, None if ct == NULL_COUNT else ct
+            usages[i] = '{"prompt_tokens": %s, "completion_tokens": %s}' % (
+                "null" if prompt is None else prompt, "null" if completion is None else completion)
+    return response + [', "error": ', error_texts, ', "latency_s": ', latency_texts, ', "usage": ', usages]
 
 
-def parse_texts(detail: list[str | None], values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
-                bad: set[int]) -> tuple[list[str], Column]:
-    """The values and detail texts of a block's rows (from :func:`parse_and_score`)."""
+def parse_layout(status: list[str], detail: list[str | None], values: np.ndarray, ok: np.ndarray,
+                 shown: dict[int, tuple | None], bad: set[int]) -> list:
+    """The pieces of the parse's fields (status, values, detail; from :func:`parse_and_score`)."""
     n = len(detail)
     # values: the parsed numbers of ok rows (finite by construction), null elsewhere
     lists, inf = float_lists(np.where(ok[:, None], values, 0.0))
@@ -501,52 +513,50 @@ def parse_texts(detail: list[str | None], values: np.ndarray, ok: np.ndarray, sh
             vals[i] = "[" + ", ".join(map(repr, map(float, v))) + "]"
         else:
             bad.add(i)
-    if detail.count(None) == n:
-        return vals, "null"
-    details = ["null"] * n
-    encoded: dict[str, str] = {}
-    for i, d in enumerate(detail):
-        if d is not None:
-            text = encoded.get(d)
-            if text is None:
-                try:
-                    text = encoded[d] = _json_str(d)
-                except orjson.JSONEncodeError:
-                    text = encoded[d] = ""
-            if not text:
-                bad.add(i)
-            details[i] = text
-    return vals, details
+    states: Column = status[0] if status and status.count(status[0]) == n else status
+    details: Column = "null"
+    if detail.count(None) != n:
+        details = ["null"] * n
+        encoded: dict[str, str] = {}
+        for i, d in enumerate(detail):
+            if d is not None:
+                text = encoded.get(d)
+                if text is None:
+                    try:
+                        text = encoded[d] = _json_str(d)
+                    except orjson.JSONEncodeError:
+                        text = encoded[d] = ""
+                if not text:
+                    bad.add(i)
+                details[i] = text
+    return [', "status": "', states, '", "values": ', vals, ', "detail": ', details]
 
 
-def metric_texts(scores: dict[str, np.ndarray], n: int, bad: set[int]) -> list[list[str]]:
-    """Each metric's texts (``null`` for NaN); rows with an infinite metric are added to ``bad``."""
-    if not scores:
-        return []
-    matrix = np.column_stack([np.asarray(v, dtype=np.float64) for v in scores.values()])
-    texts, inf = float_texts(matrix)  # row by row: metric j of row i is at i * k + j
-    k = matrix.shape[1]
-    bad.update(np.flatnonzero(inf.reshape(n, k).any(axis=1)).tolist())
-    return [texts[j::k] for j in range(k)]
-
-
-def row_layout(plan: PlanTexts, answers: tuple[Column, Column, Column, Column], status: list[str],
-               parsed: tuple[list[str], Column], names: list[str], metrics: list[list[str]]) -> list:
-    """A line's pieces in order: constant text (str) or a column of texts (one per row), in the
-    order and with the separators of ``strict_dumps(row_of(...))``."""
-    responses, errors, latencies, usages = answers
-    vals, details = parsed
-    if status and status.count(status[0]) == len(status):
-        status = status[0]
-    out = ['{"id": ', plan.ids, ', "config": ', plan.configs, ', "dataset": ', plan.datasets, ', "index": ',
-           plan.indexes, ', "label": ', plan.labels, ', "key": ', plan.keys, ', "prompt_hash": ', plan.prompt_hashes,
-           ', "response": ', responses, ', "error": ', errors, ', "latency_s": ', latencies, ', "usage": ', usages,
-           ', "status": "', status, '", "values": ', vals, ', "detail": ', details, ', "target": ', plan.targets,
-           ', "unit": ', plan.units, ', "metrics": {']
-    for j, (name, column) in enumerate(zip(names, metrics)):
-        out += [(", " if j else "") + _json_str(name) + ": ", column]
-    out.append("}}\n")
-    return out
+def tail_layout(truths: Truths, units: Column, scores: dict[str, np.ndarray], bad: set[int]) -> list:
+    """The pieces of a line from ``, "target": `` to its end: the true values, the unit and the
+    metrics (``null`` for NaN). Rows with a non-finite true value or an infinite metric are added
+    to ``bad``. The numbers of a row are one text (:func:`.columnar.float_joined`): the true values
+    and the metrics together when every row has the same unit and as many true values, else each
+    part on its own."""
+    n = len(truths)
+    names = list(scores)
+    heads = [_json_str(name) + ": " for name in names]
+    metrics = np.column_stack([np.asarray(v, dtype=np.float64) for v in scores.values()]) if names else None
+    joints = [", " + head for head in heads[1:]]
+    width = truths.width()
+    if width and isinstance(units, str) and names:
+        matrix = np.frombuffer(truths.flat, dtype=np.float64).reshape(n, width)
+        bad.update(np.flatnonzero(~np.isfinite(matrix).all(axis=1)).tolist())
+        middle = '], "unit": ' + units + ', "metrics": {' + heads[0]
+        texts, inf = float_joined(np.hstack([matrix, metrics]), [", "] * (width - 1) + [middle] + joints)
+        bad.update(np.flatnonzero(inf).tolist())
+        return [', "target": [', texts, "}}\n"]
+    out = [', "target": ', target_texts(truths, bad), ', "unit": ', units, ', "metrics": {']
+    if names:
+        texts, inf = float_joined(metrics, joints)
+        bad.update(np.flatnonzero(inf).tolist())
+        out += [heads[0], texts]
+    return out + ["}}\n"]
 
 
 def _merged(layout: list) -> list:
@@ -594,23 +604,22 @@ def _sample_pieces(cols: TaskColumns, found: list[Answer | None] | AnswerColumns
                    detail: list[str | None], values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
                    scores: dict[str, np.ndarray]) -> tuple[list, int]:
     ans = AnswerColumns.of(found)
-    n = len(cols)
     bad: set[int] = set()
     plan = plan_texts(cols, bad)
-    answers = answer_texts(response_texts(ans.texts, bad), ans.present, ans.errors, ans.latency, ans.prompt_tokens,
-                           ans.completion_tokens, ans.exact, bad)
-    parsed = parse_texts(detail, values, ok, shown, bad)
-    metrics = metric_texts(scores, n, bad)
-    layout = row_layout(plan, answers, status, parsed, list(scores), metrics)
+    layout = (plan_layout(plan)
+              + answer_layout(response_layout(ans.texts, bad), ans.present, ans.errors, ans.latency,
+                              ans.prompt_tokens, ans.completion_tokens, ans.exact, bad)
+              + parse_layout(status, detail, values, ok, shown, bad)
+              + tail_layout(cols.truths, plan.units, scores, bad))
     strict = strict_lines(bad, cols, ans, status, detail, values, ok, shown, scores) if bad else {}
-    return assemble_rows(layout, n, strict), len(_merged(layout))
+    return assemble_rows(layout, len(cols), strict), len(_merged(layout))
 
 
 def sample_text(cols: TaskColumns, found: list[Answer | None] | AnswerColumns, status: list[str],
                 detail: list[str | None], values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
                 scores: dict[str, np.ndarray]) -> str:
     """The lines of ``samples_<task>.jsonl`` for these rows, joined: each exactly
-    ``strict_dumps(row_of(...)) + "\\n"`` (see :func:`row_layout`)."""
+    ``strict_dumps(row_of(...)) + "\\n"``."""
     pieces, _ = _sample_pieces(cols, found, status, detail, values, ok, shown, scores)
     return "".join(pieces)
 
@@ -621,6 +630,29 @@ def sample_lines(cols: TaskColumns, found: list[Answer | None] | AnswerColumns, 
     """:func:`sample_text` as one string per line."""
     pieces, m = _sample_pieces(cols, found, status, detail, values, ok, shown, scores)
     return ["".join(pieces[i:i + m]) for i in range(0, len(pieces), m)]
+
+
+def inner_strings(values: list[str], bad: set[int]) -> list[str]:
+    """The inside of ``json.dumps(v, ensure_ascii=False)`` (without its quotes) of each string:
+    one orjson call for the whole column when no element needs an escape (no backslash in the
+    output, so no quote inside an element: ``","`` only separates them), else one per element.
+    An element UTF-8 cannot encode (a lone surrogate) is added to ``bad``."""
+    if not values:
+        return []
+    try:
+        blob = orjson.dumps(values)
+    except orjson.JSONEncodeError:
+        blob = None
+    if blob is not None and b"\\" not in blob:
+        return blob[2:-2].decode().split('","')
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(_json_str(v)[1:-1])
+        except orjson.JSONEncodeError:
+            bad.add(i)
+            out.append("")
+    return out
 
 
 def json_strings(values: list[str], bad: set[int]) -> list[str]:

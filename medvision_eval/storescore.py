@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, _json_str, int_texts, json_texts,
+from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, _json_str, int_texts, json_inner_texts,
                        line_boundary, lines_before)
 from .planstore import PlanStore, hex_keys
 from .store import PlanEntry, _storable_bytes, load_model_line, response_files
@@ -586,16 +586,15 @@ def format_block(store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: n
     straight from the columns (UTF-8 bytes to JSON text, no Python object per field in between).
     Rows written by ``strict_dumps`` (a non-finite number, unencodable text) are made from the
     block's :func:`block_columns` and :func:`block_answers`, as the plan.jsonl path makes them."""
-    from .scoring import answer_texts, assemble_rows, metric_texts, parse_texts, row_layout, strict_lines
+    from .scoring import answer_layout, assemble_rows, parse_layout, plan_layout, strict_lines, tail_layout
 
     p = parsed
     ids = pick[plan.rows[lo:hi]]
     bad: set[int] = set()
     texts = block_plan_texts(store, plan, lo, hi, bad)
-    found = block_answer_texts(answers, ids, bad)
-    values = parse_texts(p.detail, p.values, p.ok, p.shown, bad)
-    metrics = metric_texts(p.scores, hi - lo, bad)
-    layout = row_layout(texts, found, p.status, values, list(p.scores), metrics)
+    layout = (plan_layout(texts) + block_answer_layout(answers, ids, bad)
+              + parse_layout(p.status, p.detail, p.values, p.ok, p.shown, bad)
+              + tail_layout(texts.truths, texts.units, p.scores, bad))
     strict: dict[int, str] = {}
     if bad:
         strict = strict_lines(bad, block_columns(store, plan, lo, hi), block_answers(answers, ids), p.status, p.detail,
@@ -604,8 +603,8 @@ def format_block(store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: n
 
 
 def block_plan_texts(store: PlanStore, plan: TaskPlan, lo: int, hi: int, bad: set[int]) -> Any:
-    """:func:`medvision_eval.scoring.plan_texts` of rows ``lo:hi`` of the task, from the columns."""
-    from .scoring import PlanTexts, target_texts
+    """:class:`medvision_eval.scoring.PlanTexts` of rows ``lo:hi`` of the task, from the columns."""
+    from .scoring import KEY_TO_HASH, PlanTexts
 
     rows = plan.rows[lo:hi]
     offsets = plan.truth_offsets[lo:hi + 1]
@@ -627,16 +626,19 @@ def block_plan_texts(store: PlanStore, plan: TaskPlan, lo: int, hi: int, bad: se
             bad.update(i for i, t in enumerate(texts) if t == "")
         return texts
 
+    key_hashes = store.key_and_hash_texts(rows, KEY_TO_HASH)
+    keys, hashes = ([], []) if key_hashes is not None else (store.json_texts("key", rows),
+                                                            store.json_texts("prompt_hash", rows))
     return PlanTexts(store.json_texts("id", rows), coded("config"), coded("dataset"),
-                     int_texts(np.asarray(store["index"])[rows]), coded("label"), store.json_texts("key", rows),
-                     store.json_texts("prompt_hash", rows), target_texts(truths, bad), coded("unit"))
+                     int_texts(np.asarray(store["index"])[rows]), coded("label"), keys, hashes, truths, coded("unit"),
+                     key_hashes)
 
 
-def block_answer_texts(answers: AnswerTable, ids: np.ndarray, bad: set[int]) -> tuple:
-    """:func:`medvision_eval.scoring.answer_texts` of the rows whose answer ids are ``ids`` (-1:
+def block_answer_layout(answers: AnswerTable, ids: np.ndarray, bad: set[int]) -> list:
+    """:func:`medvision_eval.scoring.answer_layout` of the rows whose answer ids are ``ids`` (-1:
     none): the same columns :func:`block_answers` gives, the response texts made from the UTF-8
-    bytes of the answer table (:func:`.columnar.json_texts`)."""
-    from .scoring import answer_texts
+    bytes of the answer table (:func:`.columnar.json_inner_texts`)."""
+    from .scoring import answer_layout
 
     n = len(ids)
     present = ids >= 0
@@ -644,13 +646,12 @@ def block_answer_texts(answers: AnswerTable, ids: np.ndarray, bad: set[int]) -> 
     picked = ids[have]
     with_text = answers.has_text[picked]
     rows, texts_of = have[with_text], picked[with_text]
-    texts = json_texts(answers.text, answers.text_start[texts_of], answers.text_end[texts_of])
-    if len(rows) == n:
-        responses = texts
-    else:
-        responses = ["null"] * n
-        for j, text in zip(rows.tolist(), texts):
-            responses[j] = text
+    inner: list[str | None] = json_inner_texts(answers.text, answers.text_start[texts_of], answers.text_end[texts_of])
+    if len(rows) != n:
+        spread: list[str | None] = [None] * n
+        for j, text in zip(rows.tolist(), inner):
+            spread[j] = text
+        inner = spread
     latency = np.zeros(n)
     latency[have] = answers.latency[picked]
     pts = np.full(n, NULL_COUNT, dtype=np.int64)
@@ -666,14 +667,18 @@ def block_answer_texts(answers: AnswerTable, ids: np.ndarray, bad: set[int]) -> 
                 out[j] = table[i]
     for j, a in exact.items():  # kept whole: its text too
         if a[0] is None:
-            responses[j] = "null"
+            inner[j] = None
         else:
             try:
-                responses[j] = _json_str(a[0])
+                inner[j] = _json_str(a[0])[1:-1]
             except orjson.JSONEncodeError:
                 bad.add(j)
-                responses[j] = ""
-    return answer_texts(responses, present, errors, latency, pts, cts, exact, bad)
+                inner[j] = ""
+    if None in inner:
+        response = [', "response": ', ["null" if t is None else '"' + t + '"' for t in inner]]
+    else:
+        response = [', "response": "', inner, '"']
+    return answer_layout(response, present, errors, latency, pts, cts, exact, bad)
 
 
 # -- writing a samples file with two processes -------------------------------------------------
