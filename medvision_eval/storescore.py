@@ -586,7 +586,7 @@ def format_block(store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: n
     straight from the columns (UTF-8 bytes to JSON text, no Python object per field in between).
     Rows written by ``strict_dumps`` (a non-finite number, unencodable text) are made from the
     block's :func:`block_columns` and :func:`block_answers`, as the plan.jsonl path makes them."""
-    from .scoring import answer_layout, assemble_rows, parse_layout, plan_layout, strict_lines, tail_layout
+    from .scoring import assemble_rows, parse_layout, plan_layout, strict_lines, tail_layout
 
     p = parsed
     ids = pick[plan.rows[lo:hi]]
