@@ -741,39 +741,46 @@ def json_inner_texts(blob: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> 
 _DROP = 0x1F  # a byte no JSON number text or separator text holds: marks bytes to cut
 
 
-def float_joined(matrix: np.ndarray, joints: list[str]) -> tuple[list[str], np.ndarray]:
-    """Each row of an (n, k) array as one text: the :func:`float_texts` of its values with
-    ``joints[j]`` between value j and j + 1 (``", "`` inside a JSON list, or any constant JSON
-    text such as ``', "Precision": '``); and a mask of the rows holding an infinite value.
+def float_joined(matrix: np.ndarray, joints: list[str], opening: str = "", closing: str = "") -> tuple[list[str], np.ndarray]:
+    """Each row of an (n, k) array as one text: ``opening``, the :func:`float_texts` of its values
+    with ``joints[j]`` between value j and j + 1 (``", "`` inside a JSON list, or any constant
+    JSON text such as ``', "Precision": '``), then ``closing`` (each "" or one printable ASCII
+    character); and a mask of the rows holding an infinite value.
 
     Exact: the numbers are written by one orjson call (the digits of ``repr``; the few values
     whose notation differs, and NaN, are redone as :func:`float_texts` does); orjson separates
     them by a comma only. The comma after value j of a row is turned into a marker byte for
     ``joints[j]`` (a control character, which no JSON text holds unescaped), the row's brackets
-    are cut, and each marker is replaced by its joint (one ``bytes.replace`` a distinct joint),
-    so a row is one string, made without a Python object per value."""
+    become ``opening`` and ``closing`` (or are cut), and each marker is replaced by its joint (one
+    ``bytes.replace`` a distinct joint), so a row is one string, made without a Python object per
+    value."""
     m = np.asarray(matrix, dtype=np.float64)
     n, k = m.shape
-    if len(joints) != max(k - 1, 0):
-        raise ValueError("one joint between each two columns")
+    if len(joints) != max(k - 1, 0) or len(opening) > 1 or len(closing) > 1:
+        raise ValueError("one joint between each two columns; opening and closing: one character or none")
     if not n:
         return [], np.zeros(0, dtype=bool)
     if not k:
-        return [""] * n, np.zeros(n, dtype=bool)
+        return [opening + closing] * n, np.zeros(n, dtype=bool)
     distinct = list(dict.fromkeys(joints))
-    if len(distinct) > 30 or any(any(ord(c) < 0x20 for c in j) for j in distinct):
-        return _float_joined_slowly(m, joints), np.isinf(m).any(axis=1)
+    if len(distinct) > 30 or any(any(ord(c) < 0x20 for c in j) for j in distinct) \
+            or any(not (" " <= c < "\x7f") for c in opening + closing):
+        return _float_joined_slowly(m, joints, opening, closing), np.isinf(m).any(axis=1)
     raw = bytearray(_dumps_floats(m))  # [[a,b],[c,d]]
     buf = np.frombuffer(raw, dtype=np.uint8)
     # the commas, k - 1 in each row then one between rows (and a stand-in after the last row)
     commas = np.append(np.flatnonzero(buf == 0x2C), len(raw) - 1).reshape(n, k)
     for j, joint in enumerate(joints):
         buf[commas[:, j]] = 1 + distinct.index(joint)
-    between = commas[:-1, k - 1]  # "],[" -> "\n" (its brackets cut)
+    between = commas[:-1, k - 1]  # "],[" -> "\n", its brackets: closing and opening
     buf[between] = 0x0A
-    buf[between - 1] = _DROP
-    buf[between + 1] = _DROP
-    data = bytes(raw[2:-2]).replace(bytes([_DROP]), b"")
+    last, first = ord(closing) if closing else _DROP, ord(opening) if opening else _DROP
+    buf[between - 1] = last
+    buf[between + 1] = first
+    buf[1], buf[-2] = first, last
+    data = bytes(raw[1:-1])
+    if not opening or not closing:
+        data = data.replace(bytes([_DROP]), b"")
     for code, joint in enumerate(distinct, 1):
         data = data.replace(bytes([code]), joint.encode("utf-8"))
     rows = data.decode("utf-8").split("\n")
@@ -781,7 +788,7 @@ def float_joined(matrix: np.ndarray, joints: list[str]) -> tuple[list[str], np.n
         magnitude = np.abs(m)
         odd = (((magnitude < 1e-4) & (magnitude > 0)) | ((magnitude >= 1e16) & np.isfinite(m))).any(axis=1)
     for i in np.flatnonzero(odd).tolist():
-        rows[i] = _float_joined_row(m[i].tolist(), joints)
+        rows[i] = opening + _float_joined_row(m[i].tolist(), joints) + closing
     return rows, np.isinf(m).any(axis=1)
 
 
@@ -795,5 +802,5 @@ def _float_joined_row(values: list[float], joints: list[str]) -> str:
     return "".join([t + j for t, j in zip(texts, joints)]) + texts[-1]
 
 
-def _float_joined_slowly(m: np.ndarray, joints: list[str]) -> list[str]:
-    return [_float_joined_row(row, joints) for row in m.tolist()]
+def _float_joined_slowly(m: np.ndarray, joints: list[str], opening: str, closing: str) -> list[str]:
+    return [opening + _float_joined_row(row, joints) + closing for row in m.tolist()]

@@ -383,7 +383,7 @@ def write_rows(path: Path, rows: RowWriter, *, parallel: bool) -> None:
 
 _NULL_USAGE = '{"prompt_tokens": null, "completion_tokens": null}'
 _NO_RESPONSE_TEXT = _json_str(NO_RESPONSE)
-Column = "list[str] | str"  # a field's text in each row, or the one text of every row
+Column = "list[str] | str | Coded"  # a field's text in each row, the one text of every row, or coded texts
 
 
 @dataclasses.dataclass
@@ -515,20 +515,17 @@ def parse_layout(status: list[str], detail: list[str | None], values: np.ndarray
             bad.add(i)
     states: Column = status[0] if status and status.count(status[0]) == n else status
     details: Column = "null"
-    if detail.count(None) != n:
-        details = ["null"] * n
-        encoded: dict[str, str] = {}
-        for i, d in enumerate(detail):
+    if detail.count(None) != n:  # few distinct details: each encoded once
+        encoded: dict[str | None, str] = {None: "null"}
+        for d in set(detail):
             if d is not None:
-                text = encoded.get(d)
-                if text is None:
-                    try:
-                        text = encoded[d] = _json_str(d)
-                    except orjson.JSONEncodeError:
-                        text = encoded[d] = ""
-                if not text:
-                    bad.add(i)
-                details[i] = text
+                try:
+                    encoded[d] = _json_str(d)
+                except orjson.JSONEncodeError:
+                    encoded[d] = ""
+        details = list(map(encoded.__getitem__, detail))
+        if "" in encoded.values():
+            bad.update(i for i, text in enumerate(details) if not text)
     return [', "status": "', states, '", "values": ', vals, ', "detail": ', details]
 
 
@@ -544,29 +541,115 @@ def tail_layout(truths: Truths, units: Column, scores: dict[str, np.ndarray], ba
     metrics = np.column_stack([np.asarray(v, dtype=np.float64) for v in scores.values()]) if names else None
     joints = [", " + head for head in heads[1:]]
     width = truths.width()
-    if width and isinstance(units, str) and names:
+    if width and isinstance(units, str) and names:  # one unit: a constant
         matrix = np.frombuffer(truths.flat, dtype=np.float64).reshape(n, width)
         bad.update(np.flatnonzero(~np.isfinite(matrix).all(axis=1)).tolist())
         middle = '], "unit": ' + units + ', "metrics": {' + heads[0]
-        texts, inf = float_joined(np.hstack([matrix, metrics]), [", "] * (width - 1) + [middle] + joints)
+        texts, inf = float_joined(np.hstack([matrix, metrics]), [", "] * (width - 1) + [middle] + joints, "[", "}")
         bad.update(np.flatnonzero(inf).tolist())
-        return [', "target": [', texts, "}}\n"]
+        return [', "target": ', texts, "}\n"]
     out = [', "target": ', target_texts(truths, bad), ', "unit": ', units, ', "metrics": {']
     if names:
-        texts, inf = float_joined(metrics, joints)
+        texts, inf = float_joined(metrics, joints, "", "}")
         bad.update(np.flatnonzero(inf).tolist())
-        out += [heads[0], texts]
+        return out + [heads[0], texts, "}\n"]
     return out + ["}}\n"]
 
 
+def numbers_layout(status: list[str], detail: list[str | None], values: np.ndarray, ok: np.ndarray,
+                   shown: dict[int, tuple | None], truths: Truths, units: Column, scores: dict[str, np.ndarray],
+                   bad: set[int]) -> list:
+    """:func:`parse_layout` + :func:`tail_layout`: the pieces of a line from ``, "status"`` to its
+    end. When every row has as many true values and one unit, each row's values, detail, true
+    values and metrics are one text, from one :func:`.columnar.float_joined` call made as for a
+    row parsed ok with no detail; the other rows (not ok, a detail, printed values that are not
+    their matrix row) have their values and detail put in front of that text's ``"target"`` part."""
+    n = len(status)
+    names = list(scores)
+    width = truths.width()
+    k = values.shape[1] if values.ndim == 2 else 0
+    if not (n and width and k and names and isinstance(units, str)):
+        return parse_layout(status, detail, values, ok, shown, bad) + tail_layout(truths, units, scores, bad)
+    heads = [_json_str(name) + ": " for name in names]
+    matrix = np.frombuffer(truths.flat, dtype=np.float64).reshape(n, width)
+    bad.update(np.flatnonzero(~np.isfinite(matrix).all(axis=1)).tolist())
+    metrics = np.column_stack([np.asarray(v, dtype=np.float64) for v in scores.values()])
+    joints = ([", "] * (k - 1) + ['], "detail": null, "target": ['] + [", "] * (width - 1)
+              + ['], "unit": ' + units + ', "metrics": {' + heads[0]] + [", " + head for head in heads[1:]])
+    texts, inf = float_joined(np.hstack([np.where(ok[:, None], values, 0.0), matrix, metrics]), joints, "[", "}")
+    bad.update(np.flatnonzero(inf).tolist())
+    others = set(shown).union(np.flatnonzero(~ok).tolist())
+    if detail.count(None) != n:
+        others.update(i for i, d in enumerate(detail) if d is not None)
+    for i in others:
+        text = texts[i]
+        cut = text.index(', "target": ')  # after the values and the detail: numbers and null only
+        if i in shown:
+            v = shown[i]
+            if v is None:
+                vals = "null"
+            elif all(math.isfinite(x) for x in v):
+                vals = "[" + ", ".join(map(repr, map(float, v))) + "]"
+            else:
+                bad.add(i)
+                vals = ""
+        else:
+            vals = text[:text.index('], "detail": ') + 1] if ok[i] else "null"
+        d = detail[i]
+        if d is None:
+            note = "null"
+        else:
+            try:
+                note = _json_str(d)
+            except orjson.JSONEncodeError:
+                bad.add(i)
+                note = ""
+        texts[i] = vals + ', "detail": ' + note + text[cut:]
+    states: Column = status[0] if status.count(status[0]) == n else status
+    return [', "status": "', states, '", "values": ', texts, "}\n"]
+
+
+@dataclasses.dataclass
+class Coded:
+    """A column of few distinct texts: row i's text is ``table[codes[i]]`` (a coded plan column).
+    Constants next to it in a line are joined into its table, and two coded columns with only
+    constants between them into one (:func:`_merged`): a line has fewer pieces to join."""
+
+    codes: np.ndarray
+    table: list[str]
+
+    def texts(self) -> list[str]:
+        table = np.empty(len(self.table), dtype=object)
+        table[:] = self.table
+        return table[self.codes].tolist()
+
+    def around(self, before: str, after: str) -> "Coded":
+        return Coded(self.codes, [before + t + after for t in self.table])
+
+
+CODED_TABLE = 4096  # the most texts a table of two coded columns joined into one may have
+
+
 def _merged(layout: list) -> list:
-    """``layout`` with neighbouring constant pieces joined into one."""
+    """``layout`` with neighbouring constants joined into one, constants joined into the coded
+    column next to them, and neighbouring coded columns (with their table small) into one."""
     out: list = []
     for piece in layout:
-        if isinstance(piece, str) and out and isinstance(out[-1], str):
-            out[-1] += piece
+        last = out[-1] if out else None
+        if isinstance(piece, str) and isinstance(last, str):
+            out[-1] = last + piece
+        elif isinstance(piece, str) and isinstance(last, Coded):
+            out[-1] = last.around("", piece)
+        elif isinstance(piece, Coded) and isinstance(last, str) and len(out) > 1:  # the line's first piece stays
+            out[-1] = piece.around(last, "")
         else:
             out.append(piece)
+        if len(out) > 1 and isinstance(out[-1], Coded) and isinstance(out[-2], Coded) \
+                and len(out[-2].table) * len(out[-1].table) <= CODED_TABLE:
+            second = out.pop()
+            first = out.pop()
+            out.append(Coded(first.codes.astype(np.int64) * len(second.table) + second.codes,
+                             [a + b for a in first.table for b in second.table]))
     return out
 
 
@@ -577,7 +660,7 @@ def assemble_rows(layout: list, n: int, strict: dict[int, str]) -> list[str]:
     m = len(layout)
     out: list = [""] * (n * m)
     for j, piece in enumerate(layout):
-        out[j::m] = [piece] * n if isinstance(piece, str) else piece
+        out[j::m] = [piece] * n if isinstance(piece, str) else piece.texts() if isinstance(piece, Coded) else piece
     empty = [""] * (m - 1)
     for i, line in strict.items():
         out[i * m] = line
@@ -609,8 +692,7 @@ def _sample_pieces(cols: TaskColumns, found: list[Answer | None] | AnswerColumns
     layout = (plan_layout(plan)
               + answer_layout(response_layout(ans.texts, bad), ans.present, ans.errors, ans.latency,
                               ans.prompt_tokens, ans.completion_tokens, ans.exact, bad)
-              + parse_layout(status, detail, values, ok, shown, bad)
-              + tail_layout(cols.truths, plan.units, scores, bad))
+              + numbers_layout(status, detail, values, ok, shown, cols.truths, plan.units, scores, bad))
     strict = strict_lines(bad, cols, ans, status, detail, values, ok, shown, scores) if bad else {}
     return assemble_rows(layout, len(cols), strict), len(_merged(layout))
 

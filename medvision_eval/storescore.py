@@ -12,9 +12,11 @@ bytes.
   The plan's rows are joined to the answers by sorting keys (no dictionary of a million
   strings); of several answers to one key, the last completed one wins, else the last one (the
   rule of :func:`medvision_eval.columnar.read_answers`).
-- **Rows** are handled in blocks of :data:`BLOCK_ROWS`: a block's answers are parsed, scored
-  (per-sample metrics are row by row) and formatted into the samples file's bytes by the same
-  functions the JSONL path uses, so the lines are the same. On large tasks a forked process
+- **Rows** are handled in blocks of :data:`BLOCK_ROWS`: a block's answers are parsed and scored
+  (per-sample metrics are row by row) by the same functions the JSONL path uses; its lines are
+  laid out by the same functions too (:func:`medvision_eval.scoring.plan_layout` and the rest),
+  with the plan's and the answers' texts made straight from the columns' bytes, so the lines are
+  the same. On large tasks a forked process
   takes every other block and writes it into the same temporary file at the offset this process
   hands it; writeback to disk is started as blocks are written, so the final fsync has little
   left to do. The tables and intervals are computed from the gathered per-sample metrics
@@ -589,15 +591,14 @@ def format_block(store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: n
     straight from the columns (UTF-8 bytes to JSON text, no Python object per field in between).
     Rows written by ``strict_dumps`` (a non-finite number, unencodable text) are made from the
     block's :func:`block_columns` and :func:`block_answers`, as the plan.jsonl path makes them."""
-    from .scoring import assemble_rows, parse_layout, plan_layout, strict_lines, tail_layout
+    from .scoring import assemble_rows, numbers_layout, plan_layout, strict_lines
 
     p = parsed
     ids = pick[plan.rows[lo:hi]]
     bad: set[int] = set()
     texts = block_plan_texts(store, plan, lo, hi, bad)
     layout = (plan_layout(texts) + block_answer_layout(answers, ids, bad)
-              + parse_layout(p.status, p.detail, p.values, p.ok, p.shown, bad)
-              + tail_layout(texts.truths, texts.units, p.scores, bad))
+              + numbers_layout(p.status, p.detail, p.values, p.ok, p.shown, texts.truths, texts.units, p.scores, bad))
     strict: dict[int, str] = {}
     if bad:
         strict = strict_lines(bad, block_columns(store, plan, lo, hi), block_answers(answers, ids), p.status, p.detail,
@@ -607,27 +608,21 @@ def format_block(store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: n
 
 def block_plan_texts(store: PlanStore, plan: TaskPlan, lo: int, hi: int, bad: set[int]) -> Any:
     """:class:`medvision_eval.scoring.PlanTexts` of rows ``lo:hi`` of the task, from the columns."""
-    from .scoring import KEY_TO_HASH, PlanTexts
+    from .scoring import KEY_TO_HASH, Coded, PlanTexts
 
     rows = plan.rows[lo:hi]
-    offsets = plan.truth_offsets[lo:hi + 1]
-    base = int(offsets[0])
-    truths = Truths(array("d", plan.truth_flat[base:int(offsets[-1])].tobytes()), array("q", (offsets - base).tobytes()))
+    flat, offsets = plan.truths(lo, hi)
+    truths = Truths(array("d", flat.tobytes()), array("q", offsets.tobytes()))
 
-    def coded(name: str) -> list[str] | str:
-        table = np.empty(len(store.tables[name]), dtype=object)
-        for code, value in enumerate(store.tables[name]):
-            try:
-                table[code] = _json_str(value)
-            except orjson.JSONEncodeError:  # not in a store (lone surrogates give no columns); kept exact anyway
-                table[code] = ""
+    def coded(name: str) -> Any:
+        table = store.json_table(name)
         codes = np.asarray(store[name])[rows]
         if len(codes) and table[codes[0]] and (codes == codes[0]).all():
             return table[codes[0]]  # the same in every row
-        texts = table[codes].tolist()
-        if any(t == "" for t in table.tolist()):
-            bad.update(i for i, t in enumerate(texts) if t == "")
-        return texts
+        if "" in table:  # a text JSON cannot hold (not in a store: no columns then); kept exact anyway
+            unencodable = np.array([not t for t in table], dtype=bool)
+            bad.update(np.flatnonzero(unencodable[codes]).tolist())
+        return Coded(codes, table)
 
     key_hashes = store.key_and_hash_texts(rows, KEY_TO_HASH)
     keys, hashes = ([], []) if key_hashes is not None else (store.json_texts("key", rows),
