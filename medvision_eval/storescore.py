@@ -920,6 +920,8 @@ def table_result(task: Any, store: PlanStore, plan: TaskPlan, parsed: list[Parse
         return ordered, {k: np.concatenate([p.scores[k] for p in parsed])[order] for k in parsed[0].scores}
 
     ordered, ordered_scores = inputs()  # (the order itself is not kept)
+    store.release()  # the id ranks and box ratios read
+    trim_heap()  # and the gathering's temporaries
     stats = status_counts(chain.from_iterable(p.status for p in parsed))
     return task.result(ordered, ordered_scores, stats, seed=seed)
 
