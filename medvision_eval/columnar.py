@@ -739,6 +739,9 @@ def json_inner_texts(blob: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> 
 
 
 _DROP = 0x1F  # a byte no JSON number text or separator text holds: marks bytes to cut
+# the marker bytes of float_joined's distinct joints: control characters other than the newline
+# that separates the rows and _DROP (a joint marked 0x0A would split or join rows)
+_JOINT_CODES = tuple(c for c in range(1, 0x20) if c not in (0x0A, _DROP))
 
 
 def float_joined(matrix: np.ndarray, joints: list[str], opening: str = "", closing: str = "") -> tuple[list[str], np.ndarray]:
@@ -763,7 +766,7 @@ def float_joined(matrix: np.ndarray, joints: list[str], opening: str = "", closi
     if not k:
         return [opening + closing] * n, np.zeros(n, dtype=bool)
     distinct = list(dict.fromkeys(joints))
-    if len(distinct) > 30 or any(any(ord(c) < 0x20 for c in j) for j in distinct) \
+    if len(distinct) > len(_JOINT_CODES) or any(any(ord(c) < 0x20 for c in j) for j in distinct) \
             or any(not (" " <= c < "\x7f") for c in opening + closing):
         return _float_joined_slowly(m, joints, opening, closing), np.isinf(m).any(axis=1)
     raw = bytearray(_dumps_floats(m))  # [[a,b],[c,d]]
@@ -771,7 +774,7 @@ def float_joined(matrix: np.ndarray, joints: list[str], opening: str = "", closi
     # the commas, k - 1 in each row then one between rows (and a stand-in after the last row)
     commas = np.append(np.flatnonzero(buf == 0x2C), len(raw) - 1).reshape(n, k)
     for j, joint in enumerate(joints):
-        buf[commas[:, j]] = 1 + distinct.index(joint)
+        buf[commas[:, j]] = _JOINT_CODES[distinct.index(joint)]
     between = commas[:-1, k - 1]  # "],[" -> "\n", its brackets: closing and opening
     buf[between] = 0x0A
     last, first = ord(closing) if closing else _DROP, ord(opening) if opening else _DROP
@@ -781,7 +784,7 @@ def float_joined(matrix: np.ndarray, joints: list[str], opening: str = "", closi
     data = bytes(raw[1:-1])
     if not opening or not closing:
         data = data.replace(bytes([_DROP]), b"")
-    for code, joint in enumerate(distinct, 1):
+    for code, joint in zip(_JOINT_CODES, distinct):
         data = data.replace(bytes([code]), joint.encode("utf-8"))
     rows = data.decode("utf-8").split("\n")
     with np.errstate(invalid="ignore"):

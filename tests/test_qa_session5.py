@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medvision_eval import scoring, storescore
@@ -84,3 +85,30 @@ def test_hostile_answers_score_the_same_through_the_columns_and_plan_jsonl(demo_
         shutil.copytree(run, copy)
         score_run(copy)
         assert _outputs(copy) == expected
+
+
+def _row_by_row(matrix: np.ndarray, joints: list[str], opening: str, closing: str) -> list[str]:
+    out = []
+    for row in matrix.tolist():
+        texts = [repr(v) if v - v == 0 else "null" for v in row]
+        out.append(opening + "".join(t + j for t, j in zip(texts, joints)) + texts[-1] + closing)
+    return out
+
+
+@pytest.mark.parametrize("distinct", [1, 9, 10, 11, 29, 30])
+@pytest.mark.parametrize("brackets", [("", ""), ("[", "}")])
+def test_float_joined_with_ten_or_more_distinct_joints_keeps_every_row(distinct, brackets):
+    # Each distinct joint was marked by the byte 1 + its position: the tenth got 0x0A, the byte
+    # that separates the rows, so with 10 to 30 distinct joints (a task with 8+ metrics) the rows
+    # ran into one another (3 rows -> 1 text of 3 rows' numbers, the other rows missing).
+    from medvision_eval.columnar import float_joined
+
+    k = distinct + 1
+    joints = [f', "m{j % distinct}": ' for j in range(k - 1)]
+    matrix = np.arange(3 * k, dtype=np.float64).reshape(3, k) + 0.5
+    matrix[1, 0] = float("nan")
+    matrix[2, -1] = -0.0
+    matrix[0, -1] = 1e-5
+    got, inf = float_joined(matrix, joints, *brackets)
+    assert got == _row_by_row(matrix, joints, *brackets)
+    assert not inf.any()
