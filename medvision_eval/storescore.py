@@ -382,49 +382,67 @@ def read_answer_table(run_dir: Path, *, parallel: bool) -> AnswerTable:
 
 def join_answers(plan_keys: np.ndarray, answers: AnswerTable) -> np.ndarray:
     """For each plan row (``plan_keys``: (n, 16) uint8), the index of its answer, or -1: of the
-    answers to a key, the last completed one, else the last one."""
+    answers to a key, the last completed one, else the last one; an answer whose key is no cache
+    key (``other_key``) matches no row.
+
+    Keys are compared as two native uint64 words (big-endian views, so word order is byte order).
+    Answers are sorted by their first word; the few answers sharing a first word with another are
+    resolved by one lexicographic sort of those alone (key, completed, file position: the last of
+    each key is its winner). Plan rows are looked up in sorted order (a sorted search is
+    sequential in memory, an unsorted one misses the cache on every row)."""
     n, m = len(plan_keys), len(answers)
     pick = np.full(n, -1, dtype=np.int64)
     if not n or not m:
         return pick
-    if m == n and not answers.other_key and np.array_equal(answers.hex_key, plan_keys) \
-            and len(np.unique(np.ascontiguousarray(plan_keys).view(">u8")[:, 0])) == n:
-        return np.arange(n, dtype=np.int64)  # answered in plan order, once each
-    words = np.ascontiguousarray(answers.hex_key).view(">u8")  # (m, 2): big-endian, so order = byte order
-    hi, lo = words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
-    usable = np.arange(m, dtype=np.int64)
-    if answers.other_key:  # keys that are no cache key match no plan row
-        usable = np.setdiff1d(usable, np.fromiter(answers.other_key, dtype=np.int64, count=len(answers.other_key)))
-    order = usable[np.argsort(hi[usable], kind="stable")]  # by the first 8 bytes, file order within
-    shi = hi[order]
-    starts = np.flatnonzero(np.r_[True, shi[1:] != shi[:-1]])
-    sizes = np.diff(np.r_[starts, len(order)])
-    group_hi = shi[starts]
-    winner = order[starts].copy()
-    shared: dict[int, dict[int, int]] = {}  # group -> {last 8 bytes: winner} where answers share 8 bytes
-    if (sizes > 1).any():
-        completed = answers.completed
-        for g in np.flatnonzero(sizes > 1).tolist():
-            best: dict[int, int] = {}
-            for i in order[starts[g]:starts[g] + sizes[g]].tolist():  # in file order
-                key = int(lo[i])
-                old = best.get(key)
-                if old is None or completed[i] or not completed[old]:
-                    best[key] = i
-            shared[g] = best
-            winner[g] = -1
     pwords = np.ascontiguousarray(plan_keys).view(">u8")
-    phi, plo = pwords[:, 0].astype(np.uint64), pwords[:, 1].astype(np.uint64)
-    at = np.searchsorted(group_hi, phi)
-    at_ok = np.minimum(at, len(group_hi) - 1)
-    found = (at < len(group_hi)) & (group_hi[at_ok] == phi)
-    rows = np.flatnonzero(found)
-    g = at_ok[rows]
-    simple = winner[g] >= 0
-    hit = simple & (lo[np.where(simple, winner[g], 0)] == plo[rows])
-    pick[rows[hit]] = winner[g[hit]]
-    for r, gg in zip(rows[~simple].tolist(), g[~simple].tolist()):
-        pick[r] = shared[gg].get(int(plo[r]), -1)
+    phi = pwords[:, 0].astype(np.uint64)
+    if m == n and not answers.other_key and np.array_equal(answers.hex_key, plan_keys):
+        first = np.sort(phi)
+        if not (first[1:] == first[:-1]).any():  # answered in plan order, once each
+            return np.arange(n, dtype=np.int64)
+    words = np.ascontiguousarray(answers.hex_key).view(">u8")  # (m, 2)
+    hi, lo = words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
+    if answers.other_key:  # keys that are no cache key match no plan row
+        usable = np.ones(m, dtype=bool)
+        usable[np.fromiter(answers.other_key, dtype=np.int64, count=len(answers.other_key))] = False
+        ids = np.flatnonzero(usable)
+        order = ids[np.argsort(hi[ids])]
+        if not len(order):
+            return pick
+    else:
+        order = np.argsort(hi)
+    shi = hi[order]
+    same = shi[1:] == shi[:-1]
+    if same.any():  # answers sharing a first word (duplicates, rarely distinct keys): winners
+        shared = np.zeros(len(order), dtype=bool)
+        shared[1:] = same
+        shared[:-1] |= same
+        sub = order[shared]
+        sub = sub[np.lexsort((sub, answers.completed[sub], lo[sub], hi[sub]))]
+        last = np.ones(len(sub), dtype=bool)
+        last[:-1] = (hi[sub[1:]] != hi[sub[:-1]]) | (lo[sub[1:]] != lo[sub[:-1]])
+        winners = np.concatenate([order[~shared], sub[last]])
+        winners = winners[np.argsort(hi[winners], kind="stable")]
+        whi = hi[winners]
+    else:
+        winners, whi = order, shi
+    prow = np.argsort(phi)
+    sphi = phi[prow]
+    at = np.searchsorted(whi, sphi)
+    at_ok = np.minimum(at, len(whi) - 1)
+    found = (at < len(whi)) & (whi[at_ok] == sphi)
+    cand = winners[at_ok]
+    plo = pwords[:, 1].astype(np.uint64)
+    hit = found & (lo[cand] == plo[prow])
+    pick[prow[hit]] = cand[hit]
+    if len(whi) > 1 and (whi[1:] == whi[:-1]).any():  # distinct keys sharing a first word: the rest
+        for j in np.flatnonzero(found & ~hit).tolist():
+            r, k = int(prow[j]), int(at[j]) + 1
+            while k < len(whi) and whi[k] == sphi[j]:
+                if lo[winners[k]] == plo[r]:
+                    pick[r] = winners[k]
+                    break
+                k += 1
     return pick
 
 
