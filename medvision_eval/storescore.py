@@ -1,8 +1,8 @@
 """The score step from the plan's columns (:mod:`.planstore`): bounded memory, both cores.
 
 :func:`medvision_eval.scoring.score_run` takes this path when ``plan.columns/`` matches
-``plan.jsonl`` (size and mtime first; plan.jsonl's sha256, computed by the process that
-computes the inputs digest anyway, before any output file is replaced) and every plan key is a
+``plan.jsonl`` (size and mtime first; plan.jsonl's fingerprint as the columns' index records it,
+computed in the same read as the inputs digest, before any output file is replaced) and every plan key is a
 cache key (32 hex digits); otherwise it reads ``plan.jsonl`` as before. Both paths write the same
 bytes.
 

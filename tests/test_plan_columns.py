@@ -98,7 +98,8 @@ def test_write_plan_writes_columns_that_match_the_plan(demo_root, tmp_path):
     index = json.loads((run / STORE_DIR / INDEX).read_text())
     assert index["format"] == planstore.FORMAT and index["version"] == planstore.VERSION
     plan_bytes = (run / "plan.jsonl").read_bytes()
-    assert index["plan"]["size"] == len(plan_bytes) and index["plan"]["sha256"] == planstore.plan_sha256(run)
+    assert index["plan"]["size"] == len(plan_bytes) and index["plan"]["xxh3_128"] == planstore.plan_fingerprint(run)
+    assert "sha256" not in index["plan"] and index["seal"].startswith("xxh3_128:")
     store = open_store(run)
     entries = load_plan(run)
     assert store is not None and store.rows == len(entries)
