@@ -484,6 +484,22 @@ def task_plan(store: PlanStore, plan_path: Path, name: str, rows: np.ndarray, fu
                     flat, offsets)
 
 
+def id_order(id_rank: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Positions of ``rows`` sorted by their ``id_rank`` (stable): what
+    ``np.argsort(id_rank[rows], kind="stable")`` gives, without a sort when the ranks of ``rows``
+    are distinct (the store's ``id_rank`` is a permutation): each rank scattered to its slot."""
+    ranks = np.asarray(id_rank)[rows].astype(np.int64, copy=False)
+    total = len(id_rank)
+    if not len(ranks) or int(ranks.min()) < 0 or int(ranks.max()) >= total:
+        return np.argsort(ranks, kind="stable")
+    slot = np.full(total, -1, dtype=np.int64)
+    slot[ranks] = np.arange(len(ranks), dtype=np.int64)
+    order = slot[slot >= 0]
+    if len(order) != len(ranks):  # a repeated rank: the sort decides the order of equals
+        return np.argsort(ranks, kind="stable")
+    return order
+
+
 def entries_of(store: PlanStore, plan_path: Path, rows: np.ndarray) -> list[PlanEntry]:
     """The validated plan entries of ``rows`` (for tasks the score step keeps as objects)."""
     out = []
@@ -825,14 +841,20 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
             blocks = [(lo, min(n, lo + BLOCK_ROWS)) for lo in range(0, n, BLOCK_ROWS)]
             two = parallel and n > PARALLEL_ROWS
             parsed = parse_blocks(task, store, plan, answers, pick, blocks, parallel=two)
-            status = [v for p in parsed for v in p.status]
-            scores = {k: np.concatenate([p.scores[k] for p in parsed]) for k in parsed[0].scores}
             counted = tuple(sum(p.counts[i] for p in parsed) for i in range(3))
-            order = np.argsort(id_rank[rows], kind="stable")
-            ordered = ProfiledSamples(plan.profiles, plan.codes[order], box_ratio[rows][order])
+
+            def tables_of(task: Any = task, plan: TaskPlan = plan, rows: np.ndarray = rows,
+                          parsed: list[Parsed] = parsed) -> Any:
+                # the samples in id order, their metrics, the status counts: gathered by the
+                # tables process itself (nothing of it is on this process's path to the rows)
+                order = id_order(id_rank, rows)
+                ordered = ProfiledSamples(plan.profiles, plan.codes[order], box_ratio[rows][order])
+                scores = {k: np.concatenate([p.scores[k] for p in parsed])[order] for k in parsed[0].scores}
+                stats = status_counts([v for p in parsed for v in p.status])
+                return task.result(ordered, scores, stats, seed=seed)
+
             # the tables and intervals in a forked process while two format and write the rows
-            ordered_scores, stats = {k: v[order] for k, v in scores.items()}, status_counts(status)
-            tables = Forked(lambda: task.result(ordered, ordered_scores, stats, seed=seed), parallel=two)
+            tables = Forked(tables_of, parallel=two)
             out = BlockFile(run_dir / f"samples_{name}.jsonl")
             try:
                 write_blocks(out, blocks, lambda j: format_block(store, plan, answers, pick, parsed[j], *blocks[j]),
