@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from .columnar import FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, line_boundary, lines_before
+from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, line_boundary, lines_before,
+                       put_answer_numbers)
 from .planstore import PlanStore, hex_keys
 from .store import PlanEntry, _storable_bytes, load_model_line, response_files
 
@@ -133,86 +134,6 @@ class AnswerTable:
             latency=np.concatenate([p.latency for p in parts]),
             prompt_tokens=np.concatenate([p.prompt_tokens for p in parts]),
             completion_tokens=np.concatenate([p.completion_tokens for p in parts]), errors=errors, exact=exact)
-
-
-_INT64 = 1 << 63
-_CHUNK_LINES = 65_536
-
-
-class _Builder:
-    def __init__(self) -> None:
-        self.parts: list[AnswerTable] = []
-        self._reset()
-
-    def _reset(self) -> None:
-        self.keys: list[str] = []
-        self.texts: list[str] = []
-        self.has: list[bool] = []
-        self.lat: list[float] = []
-        self.pt: list[int] = []
-        self.ct: list[int] = []
-        self.errors: dict[int, str] = {}
-        self.exact: dict[int, Answer] = {}
-
-    def add(self, key: str, answer: Answer) -> None:
-        text, error, latency, pt, ct = answer
-        i = len(self.keys)
-        self.keys.append(key)
-        self.has.append(text is not None)
-        self.texts.append(text if text is not None else "")
-        self.lat.append(latency)
-        if error is not None:
-            self.errors[i] = error
-        if (pt is not None and not -_INT64 < pt < _INT64) or (ct is not None and not -_INT64 < ct < _INT64):
-            self.exact[i] = answer
-            pt = ct = None
-        self.pt.append(_NULL if pt is None else pt)
-        self.ct.append(_NULL if ct is None else ct)
-        if len(self.keys) >= _CHUNK_LINES:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.keys:
-            return
-        from .planstore import hex_keys, text_column
-
-        m = len(self.keys)
-        hexed = hex_keys(self.keys)
-        other: dict[int, str] = {}
-        if hexed is None:
-            hexed = np.zeros((m, 16), dtype=np.uint8)
-            for i, key in enumerate(self.keys):
-                one = hex_keys([key])
-                if one is None:
-                    other[i] = key
-                else:
-                    hexed[i] = one[0]
-        try:
-            blob, offsets = text_column(self.texts)
-        except UnicodeEncodeError:  # lone surrogates: such texts are kept whole
-            safe = []
-            for i, t in enumerate(self.texts):
-                try:
-                    t.encode("utf-8")
-                    safe.append(t)
-                except UnicodeEncodeError:
-                    pt, ct = self.pt[i], self.ct[i]
-                    self.exact[i] = (t if self.has[i] else None, self.errors.get(i), self.lat[i],
-                                     None if pt == _NULL else pt, None if ct == _NULL else ct)
-                    safe.append("")
-            blob, offsets = text_column(safe)
-        self.parts.append(AnswerTable(
-            hex_key=hexed, other_key=other, text=np.array(blob), text_start=offsets[:-1], text_end=offsets[1:],
-            has_text=np.array(self.has, dtype=bool), latency=np.array(self.lat, dtype=np.float64),
-            prompt_tokens=np.array(self.pt, dtype=np.int64), completion_tokens=np.array(self.ct, dtype=np.int64),
-            errors=self.errors, exact=self.exact))
-        self._reset()
-
-    def table(self) -> AnswerTable:
-        self.flush()
-        if not self.parts:
-            return _empty_table()
-        return AnswerTable.concat(self.parts)
 
 
 def _empty_table() -> AnswerTable:
@@ -318,20 +239,12 @@ def _table_of_scan(bulk: Any, scan: Any, where: Callable[[int], str]) -> AnswerT
             other[i] = key
         else:
             hexed[i] = one[0]
-        t, error, lat, pt, ct = answer
         try:
-            put_text(i, t)
+            put_text(i, answer[0])
         except UnicodeEncodeError:  # lone surrogates: kept whole
             put_text(i, "")
             exact[i] = answer
-        if error is not None:
-            errors[i] = error
-        latency[i] = lat
-        if (pt is not None and not _NULL < pt < -_NULL) or (ct is not None and not _NULL < ct < -_NULL):
-            exact[i] = answer
-            pt = ct = None
-        pts[i] = _NULL if pt is None else pt
-        cts[i] = _NULL if ct is None else ct
+    put_answer_numbers(odd, (answer for _, answer in odd.values()), errors, latency, pts, cts, exact)
     if extra:
         text = np.concatenate([text, np.frombuffer(b"".join(extra), dtype=np.uint8)])
     if not keep.all():

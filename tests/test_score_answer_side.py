@@ -34,3 +34,57 @@ def test_id_order_of_all_rows_of_a_large_permutation():
     id_rank = rng.permutation(50_000).astype(np.int64)
     for rows in (np.arange(50_000), np.sort(rng.choice(50_000, 20_000, replace=False))):
         assert np.array_equal(storescore.id_order(id_rank, rows), np.argsort(id_rank[rows], kind="stable"))
+
+
+_COUNTS = st.one_of(st.none(), st.integers(-(1 << 63) + 1, (1 << 63) - 1),
+                    st.sampled_from([-(1 << 63), 1 << 63, 1 << 70, -(1 << 70), 0, -1]))
+_ANSWERS = st.one_of(st.none(), st.tuples(
+    st.one_of(st.none(), st.text(max_size=8)), st.one_of(st.none(), st.text(max_size=8)),
+    st.floats(allow_nan=False), _COUNTS, _COUNTS))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ANSWERS, max_size=12))
+def test_answer_columns_give_back_each_answer_and_null_counts_are_the_sentinel(found):
+    """One helper puts answers into columns (AnswerColumns and the score step's answer table):
+    each answer comes back whole; a count beyond int64 (or the sentinel itself) keeps its answer
+    whole in ``exact``; null counts are NULL_COUNT in the arrays."""
+    from medvision_eval.columnar import NULL_COUNT, AnswerColumns
+
+    cols = AnswerColumns.of(found)
+    assert [cols[i] for i in range(len(found))] == found
+    for i, a in enumerate(found):
+        if a is None:
+            assert not cols.present[i]
+            continue
+        fits = all(c is None or NULL_COUNT < c < -NULL_COUNT for c in a[3:])
+        assert (i in cols.exact) == (not fits)
+        if fits:
+            assert [int(cols.prompt_tokens[i]), int(cols.completion_tokens[i])] == \
+                [NULL_COUNT if c is None else c for c in a[3:]]
+        assert (i in cols.errors) == (a[1] is not None)
+
+
+def test_scanned_odd_lines_fill_the_table_through_the_same_helper(tmp_path):
+    """Lines the bulk scanner leaves to the exact reader (extra spaces, a count beyond int64, an
+    escaped error, a lone surrogate) and canonical ones: each answer read back as read_answers has it."""
+    import json
+
+    from medvision_eval.columnar import read_answers
+
+    def line(key, text, error=None, pt=None, ct=None, spaced=False):
+        record = {"key": key, "task": "detection", "sample_id": "s", "prompt_hash": "h",
+                  "response": {"text": text, "error": error, "latency_s": 0.5,
+                               "usage": {"prompt_tokens": pt, "completion_tokens": ct}}, "time": 1.0}
+        return json.dumps(record, separators=None if spaced else (",", ":"), ensure_ascii="\ud800" in (text or ""))
+
+    keys = [f"{i:032x}" for i in range(6)]
+    lines = [line(keys[0], "0.1, 0.2"), line(keys[1], "x", spaced=True), line(keys[2], "y", pt=1 << 70, ct=3),
+             line(keys[3], None, error='bad "quote"'), line(keys[4], "lone \ud800"), line(keys[5], "z", pt=-4, ct=None)]
+    data = "\n".join(lines).encode("utf-8") + b"\n"
+    (tmp_path / "responses.jsonl").write_bytes(data)
+    want = read_answers(tmp_path)
+    table = storescore.scan_answers([(tmp_path / "responses.jsonl", 0, None)])
+    texts = table.texts(np.arange(len(table)))
+    got = {keys[i]: table.answer(i, texts[i]) for i in range(len(table))}
+    assert got == want
