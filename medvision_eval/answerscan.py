@@ -260,6 +260,35 @@ def _json_numbers(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list:
     return [_json_number(data[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]  # only the bad ones fail
 
 
+def _plain_numbers(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    r"""Which ranges ``buf[starts[i]:ends[i]]`` are JSON numbers of the plain form
+    ``-?(0|[1-9][0-9]*)(\.[0-9]+)?`` of at most :data:`_NUMBER_WIDTH` bytes: ``orjson`` reads every
+    such text as an int or a float, without error (no exponent, so nothing overflows). Checked for
+    all ranges at once; a range not of this form may still be a number (``1e5``): the caller
+    reads those with :func:`_json_numbers`."""
+    n = len(starts)
+    length = ends - starts
+    ok = (length >= 1) & (length <= _NUMBER_WIDTH)
+    if not n or not ok.any():
+        return ok
+    width = int(length[ok].max())
+    at = np.arange(width)
+    c = buf[np.minimum(starts[:, None] + at, len(buf) - 1)]
+    inside = at < length[:, None]
+    digit = (c >= 48) & (c <= 57) & inside
+    dot = (c == 46) & inside
+    neg = c[:, 0] == 45
+    ok &= np.count_nonzero(digit, axis=1) + np.count_nonzero(dot, axis=1) + neg == length  # nothing else
+    ok &= np.count_nonzero(dot, axis=1) <= 1
+    rows = np.arange(n)
+    first = np.minimum(neg.astype(np.int64), width - 1)
+    ok &= digit[rows, first]  # a digit opens the number (after its sign)
+    ok &= digit[rows, np.clip(length - 1, 0, width - 1)]  # and closes it (no trailing dot)
+    after = np.minimum(first + 1, width - 1)
+    ok &= ~((c[rows, first] == 48) & (first + 1 < length) & ~dot[rows, after])  # 0 only alone or before the dot
+    return ok
+
+
 def _json_number(item: bytes) -> object:
     if _NUMBER.fullmatch(item) is None:
         return _BAD
@@ -421,8 +450,14 @@ def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
     take = np.flatnonzero(ok)
     if not take.size:
         return
-    both = _json_numbers(data, np.concatenate([latency_at[take], time_at[take]]),
-                         np.concatenate([latency_end[take], time_end[take]]))  # one array for the two
+    latencies = _json_numbers(data, latency_at[take], latency_end[take])
+    # the time stamp is only checked (its value is not kept): a plain number is one without a parse
+    stamp_at, stamp_end = time_at[take], time_end[take]
+    stamps: list = [0.0] * len(take)
+    other = np.flatnonzero(~_plain_numbers(view, stamp_at, stamp_end))
+    if other.size:
+        for j, v in zip(other.tolist(), _json_numbers(data, stamp_at[other], stamp_end[other])):
+            stamps[j] = v
     prompts: list = [None] * len(take)
     completions: list = [None] * len(take)
     given = np.flatnonzero(~null_usage[take])
@@ -432,7 +467,7 @@ def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
                                (completions, _json_numbers(data, completion_at[rows_given], completion_end[rows_given]))):
             for j, v in zip(given.tolist(), values):
                 column[j] = v
-    numbers = [both[:len(take)], prompts, completions, both[len(take):]]
+    numbers = [latencies, prompts, completions, stamps]
     good = _numbers_ok(*numbers)
     take = take[good]
     sel = rows[take]

@@ -88,3 +88,29 @@ def test_scanned_odd_lines_fill_the_table_through_the_same_helper(tmp_path):
     texts = table.texts(np.arange(len(table)))
     got = {keys[i]: table.answer(i, texts[i]) for i in range(len(table))}
     assert got == want
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.text(alphabet="-+.0123456789eE ,x", max_size=12),
+                          st.sampled_from(["-0", "-0.0", "0", "00", "01", "1.", ".5", "-", "+1", "1e5", "0.0e0",
+                                           "1764128499.1234567", "9" * 40, "9" * 41, "-" + "1" * 39, "0.", "-.5",
+                                           "18446744073709551616", "1..2", "--1", "0x1"])),
+                min_size=1, max_size=12))
+def test_a_plain_number_is_one_orjson_reads_as_int_or_float(texts):
+    """The time stamp's check without a parse: every text it passes, orjson reads as a number;
+    those it does not pass go to the exact reader (a number with an exponent among them)."""
+    import re
+
+    import orjson
+
+    from medvision_eval.answerscan import _plain_numbers
+
+    raw = [t.encode() for t in texts]
+    data = b"|".join(raw) + b"|"
+    starts = np.cumsum([0] + [len(r) + 1 for r in raw[:-1]]).astype(np.int64)
+    ends = starts + np.array([len(r) for r in raw], dtype=np.int64)
+    got = _plain_numbers(np.frombuffer(data, dtype=np.uint8), starts, ends).tolist()
+    for text, plain in zip(texts, got):
+        if plain:
+            assert type(orjson.loads(text)) in (int, float), text
+        assert plain == (re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?", text) is not None and len(text) <= 40), text
