@@ -501,6 +501,9 @@ class PlanStore:
         """(flat values, offsets) of the rows' true values, gathered in ``rows`` order."""
         name = "truth_full" if full_precision and "truth_full" in self._arrays else "truth"
         flat, offsets = self._arrays[name], self._arrays[f"{name}.offsets"]
+        if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows) and bool(np.all(np.diff(rows) == 1)):
+            first, last = int(offsets[rows[0]]), int(offsets[rows[-1] + 1])  # consecutive rows: one slice
+            return np.array(flat[first:last], dtype=np.float64), np.asarray(offsets[rows[0]:rows[-1] + 2]) - first
         starts, ends = offsets[rows], offsets[rows + 1]
         lengths = ends - starts
         out_offsets = np.zeros(len(rows) + 1, dtype=np.int64)

@@ -384,9 +384,29 @@ class TaskPlan:
     truth_offsets: np.ndarray
 
 
+def first_indexes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_index=True)``: the distinct values, ascending, and where each
+    first occurs; for small non-negative codes (profile codes) without a sort."""
+    n = len(codes)
+    if not n or int(codes.min()) < 0 or int(codes.max()) > 4 * n + 1024:
+        return np.unique(codes, return_index=True)
+    first = np.full(int(codes.max()) + 1, n, dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(n, dtype=np.int64))
+    used = np.flatnonzero(first < n)
+    return used.astype(codes.dtype), first[used]
+
+
+def _rows_slice(rows: np.ndarray) -> slice | None:
+    """``rows`` as a slice when they are consecutive and ascending (one task's rows of a one-task plan)."""
+    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows) and bool(np.all(np.diff(rows) == 1)):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return None
+
+
 def task_plan(store: PlanStore, plan_path: Path, name: str, rows: np.ndarray, full_precision: bool) -> TaskPlan:
-    global_codes = np.asarray(store["profile"])[rows]
-    used, first = np.unique(global_codes, return_index=True)
+    run = _rows_slice(rows)
+    global_codes = np.asarray(store["profile"])[run if run is not None else rows]
+    used, first = first_indexes(global_codes)
     order = np.argsort(first, kind="stable")  # profiles in order of first appearance, as the JSONL reader
     local = np.empty(int(used.max()) + 1 if len(used) else 0, dtype=np.int64)
     local[used[order]] = np.arange(len(used))

@@ -114,3 +114,38 @@ def test_a_plain_number_is_one_orjson_reads_as_int_or_float(texts):
         if plain:
             assert type(orjson.loads(text)) in (int, float), text
         assert plain == (re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?", text) is not None and len(text) <= 40), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-3, 60), max_size=40))
+def test_first_indexes_is_np_unique_with_return_index(values):
+    codes = np.array(values, dtype=np.int32)
+    used, first = storescore.first_indexes(codes)
+    want_used, want_first = np.unique(codes, return_index=True)
+    assert used.tolist() == want_used.tolist() and first.tolist() == want_first.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=30), st.data(), st.booleans())
+def test_truths_of_consecutive_rows_are_the_gathered_truths(lengths, data, full):
+    """The one-slice read of consecutive rows gives what the row-by-row gather gives."""
+    from medvision_eval.planstore import PlanStore
+
+    n = len(lengths)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.arange(int(offsets[-1]), dtype=np.float64) * 0.5 + 0.25
+    store = object.__new__(PlanStore)
+    store._arrays = {"truth": flat, "truth.offsets": offsets, "truth_full": -flat, "truth_full.offsets": offsets}
+    lo = data.draw(st.integers(0, n - 1))
+    hi = data.draw(st.integers(lo + 1, n))
+    rows = np.arange(lo, hi, dtype=np.int64)
+    got_flat, got_offsets = store.truths(rows, full)
+    source = -flat if full else flat
+    want = [source[offsets[r]:offsets[r + 1]].tolist() for r in rows]
+    assert [got_flat[got_offsets[j]:got_offsets[j + 1]].tolist() for j in range(len(rows))] == want
+    assert got_offsets[0] == 0 and len(got_offsets) == len(rows) + 1 and got_flat.dtype == np.float64
+    gap = np.concatenate([rows[:1], rows[2:]]) if len(rows) > 2 else rows  # not consecutive: the gather
+    g_flat, g_offsets = store.truths(gap, full)
+    assert [g_flat[g_offsets[j]:g_offsets[j + 1]].tolist() for j in range(len(gap))] == \
+        [source[offsets[r]:offsets[r + 1]].tolist() for r in gap]
