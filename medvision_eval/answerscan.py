@@ -241,7 +241,7 @@ def _json_numbers(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list:
     width = int(length.max())
     if width <= _NUMBER_WIDTH and int(length.min()) > 0 and int(ends.max()) + width <= len(buf):
         # each range in a row of `width` bytes, padded with spaces (JSON allows them after a number)
-        rows = buf[starts[:, None] + np.arange(width + 1)]
+        rows = _rows_of(buf, starts, width + 1)
         inside = np.arange(width + 1) < length[:, None]
         plain = _NUMBER_BYTE[rows[inside]].all() and not (rows[inside] == ord(",")).any()
         rows[~inside] = ord(" ")
@@ -260,6 +260,31 @@ def _json_numbers(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list:
     return [_json_number(data[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]  # only the bad ones fail
 
 
+_NUMBER_KIND = np.zeros(256, dtype=np.uint8)  # 1: a digit, 2: the decimal point
+_NUMBER_KIND[48:58] = 1
+_NUMBER_KIND[46] = 2
+
+
+def _windows(buf: np.ndarray, width: int) -> np.ndarray:
+    return np.lib.stride_tricks.as_strided(buf, shape=(len(buf) - width + 1, width), strides=(1, 1), writeable=False)
+
+
+def _rows_of(buf: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) uint8: the ``width`` bytes from each start (zeros past the end of ``buf``),
+    gathered as rows of a strided view (no index matrix)."""
+    last = len(buf) - width  # the last start with ``width`` bytes after it
+    if last >= 0:
+        rows = _windows(buf, width)[np.minimum(starts, last)]
+    else:
+        rows = np.zeros((len(starts), width), dtype=np.uint8)
+    late = np.flatnonzero(starts > last)
+    if late.size:  # near the end: from a copy of the end padded with zeros
+        base = int(starts[late].min())
+        padded = np.concatenate([buf[base:], np.zeros(width, dtype=np.uint8)])
+        rows[late] = _windows(padded, width)[starts[late] - base]
+    return rows
+
+
 def _plain_numbers(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     r"""Which ranges ``buf[starts[i]:ends[i]]`` are JSON numbers of the plain form
     ``-?(0|[1-9][0-9]*)(\.[0-9]+)?`` of at most :data:`_NUMBER_WIDTH` bytes: ``orjson`` reads every
@@ -273,13 +298,16 @@ def _plain_numbers(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.
         return ok
     width = int(length[ok].max())
     at = np.arange(width)
-    c = buf[np.minimum(starts[:, None] + at, len(buf) - 1)]
+    c = _rows_of(buf, starts, width)
     inside = at < length[:, None]
-    digit = (c >= 48) & (c <= 57) & inside
-    dot = (c == 46) & inside
+    kind = _NUMBER_KIND[c]
+    kind[~inside] = 0
+    digit = kind == 1
+    dot = kind == 2
     neg = c[:, 0] == 45
-    ok &= np.count_nonzero(digit, axis=1) + np.count_nonzero(dot, axis=1) + neg == length  # nothing else
-    ok &= np.count_nonzero(dot, axis=1) <= 1
+    dots = np.count_nonzero(dot, axis=1)
+    ok &= np.count_nonzero(kind, axis=1) + neg == length  # nothing else
+    ok &= dots <= 1
     rows = np.arange(n)
     first = np.minimum(neg.astype(np.int64), width - 1)
     ok &= digit[rows, first]  # a digit opens the number (after its sign)
