@@ -431,9 +431,9 @@ class PlanStore:
         if size != index["data"]["size"]:
             raise ValueError(f"{path}: {size} bytes, {index['data']['size']} recorded")
         raw = np.memmap(path, dtype=np.uint8, mode="r") if size else np.zeros(0, dtype=np.uint8)
-        # the seal: sha256 of the index and columns.bin as written, so a column file or an index
-        # edited, damaged or copied from another run is never read (plan.jsonl's own sha256 only
-        # tells that the index belongs to this plan)
+        # the seal: XXH3-128 (an older index: sha256) of the index and columns.bin as written, so a
+        # column file or an index edited, damaged or copied from another run is never read
+        # (plan.jsonl's own fingerprint only tells that the index belongs to this plan)
         recorded = index["seal"]
         if type(recorded) is str and recorded.startswith(SEAL_PREFIX):
             seal, recorded = _new_hash(), recorded[len(SEAL_PREFIX):]
