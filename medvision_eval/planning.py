@@ -10,14 +10,15 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import RunConfig, parse_task_spec
 from .errors import RunError
-from .schema import (AnswerSpec, ImagePart, Message, PerceivedGeometry, Sample, TextPart, arrange_messages, built,
+from .protocol import Protocol
+from .schema import (AnswerSpec, ImagePart, ImageRef, Message, PerceivedGeometry, Sample, TextPart, arrange_messages, built,
                      stable_hash)
 from .store import PlanEntry, cache_key_function
 from .tasks.base import Task
@@ -64,6 +65,16 @@ class PlannedRequest:
         if self._answer is None:
             self._answer = self._task.answer_spec(self.sample)
         return self._answer
+
+
+_new_request = object.__new__
+
+
+def _request(sample: Sample, task: Any, parts: tuple[str, str, bool]) -> PlannedRequest:
+    """``PlannedRequest(sample, task=task, parts=parts)`` (both given, so nothing to check)."""
+    request = _new_request(PlannedRequest)
+    request.sample, request._messages, request._parts, request._task, request._answer = sample, None, parts, task, None
+    return request
 
 
 def user_message(text: str, ref: str, image_first: bool) -> list[Message]:
@@ -127,7 +138,7 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
     generation = adapter.generation_settings().model_dump()
     geometries: dict[tuple[int, int], PerceivedGeometry] = {}
     planned: dict[str, PlannedTask] = {}
-    seen: set[tuple[str, str]] = set()
+    seen: dict[str, set[str]] = {}  # task name -> the sample ids planned for it
     order = 0
     image_first = getattr(adapter, "image_first", False)
     texts: dict[str, tuple[str, Any]] = {}  # prompt text -> its canonical JSON and hash state (_user_prompt)
@@ -140,6 +151,7 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
         except (KeyError, ValueError) as exc:
             raise RunError(f"--tasks {spec}: {exc}") from exc
         item = planned.setdefault(name, PlannedTask(name=name, task=task))
+        planned_ids = seen.setdefault(name, set())
         entries, requests = item.entries, item.requests
         key_of = cache_key_function(identity, fingerprint, generation)
         input_hw = getattr(adapter, "input_hw", None)
@@ -148,14 +160,19 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
         # built only for the samples the executor sends
         default_messages = type(task).messages is Task.messages
         prompt_text, image_ref, keep = task.prompt, task.protocol.image_ref, task.keep
+        inputs_of = prompt_inputs(task)  # built-in prompts: their text once per distinct inputs
+        prompt_memo: dict[tuple, str] = {}
+        render = _plain_render(task.protocol)  # built-in image refs: written here, as image_ref writes them
+        last_image, last_ref = None, ""
+        keeps_all = _keeps_all(task)  # the built-in filter keeping every sample: not asked per sample
         for bench_config in configs:
             if input_hw and not bench_config.reshape_hw:  # the model's official reshape_image_hw
                 bench_config = bench_config.model_copy(update={"reshape_hw": tuple(input_hw)})
             for sample in _selected(data.samples(bench_config, split="test"), config):
                 sid = sample.id
-                if not keep(sample) or (name, sid) in seen:
+                if not (keeps_all or keep(sample)) or sid in planned_ids:
                     continue
-                seen.add((name, sid))
+                planned_ids.add(sid)
                 order += 1
                 if config.shard and not in_shard(sid, *config.shard):
                     continue
@@ -165,13 +182,26 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
                     geometry = geometries[tuple(size)] = adapter.perceived_geometry(*size)
                 parts = None
                 if default_messages:
-                    text = prompt_text(sample, geometry)
-                    ref = image_ref(sample)
+                    memo = inputs_of(sample, geometry) if inputs_of is not None else None
+                    text = prompt_memo.get(memo) if memo is not None else None
+                    if text is None:
+                        text = prompt_text(sample, geometry)
+                        if memo is not None and type(text) is str:
+                            prompt_memo[memo] = text
+                    image = sample.image
+                    if image is last_image:  # the samples of one slice share its reference
+                        ref = last_ref
+                    elif render is not None and type(image) is ImageRef:
+                        last_image = image
+                        ref = last_ref = f"{image.path}#{image.slice_axis}:{image.slice_index}|{render}"
+                    else:
+                        last_image = None
+                        ref = image_ref(sample)
                     if type(text) is str and type(ref) is str:
                         parts = (text, ref, image_first)
                 if parts is not None:
                     prompt, prompt_hash = _user_prompt(text, ref, image_first, texts)
-                    request = PlannedRequest(sample, task=task, parts=parts)
+                    request = _request(sample, task, parts)
                 else:  # a task's own messages (or a prompt that validation must check)
                     messages = arrange_messages(task.messages(sample, geometry), image_first)
                     prompt, prompt_hash = prompt_of(messages)  # stored: view/debugging need no re-planning
@@ -182,6 +212,69 @@ def _build_plan(config: RunConfig, tasks: dict[str, Any], data: Any, adapter: An
                                                  "sample": sample, "prompt": prompt}))
                 requests[key] = request
     return Plan(list(planned.values()))
+
+
+def prompt_inputs(task: Any) -> Callable[[Sample, PerceivedGeometry], tuple | None] | None:
+    """For a built-in task whose ``prompt(sample, geometry)`` is a pure function of a few fields of
+    the sample (and the geometry), the function giving those fields as a dict key, else None.
+
+    Planning asks each distinct key's prompt once: the 19,000 detection samples of a paper run have
+    a few dozen distinct prompts (one per dataset description and label). A key is given only for
+    values whose equality means equal text (exact ``str``; spacings of exact non-zero ``float``s,
+    as ``0.0 == -0.0`` but they print differently); anything else (None) is asked as before."""
+    from .tasks.detection import DetectionTask
+    from .tasks.tl_size import TumorLesionSizeTask
+
+    cls = type(task)
+    if type(getattr(task, "protocol", None)) is not Protocol:
+        return None
+    if cls.prompt is DetectionTask.prompt:
+        return _detection_inputs
+    if cls.prompt is TumorLesionSizeTask.prompt and cls.unit_of is TumorLesionSizeTask.unit_of:
+        return _tl_inputs
+    return None
+
+
+def _detection_inputs(sample: Sample, geometry: Any) -> tuple | None:
+    """``DetectionTask.prompt`` reads the sample's description and label."""
+    description, label = sample.image_description, sample.label
+    if type(description) is str and type(label) is str:
+        return description, label
+    return None
+
+
+def _tl_inputs(sample: Sample, geometry: Any) -> tuple | None:
+    """``TumorLesionSizeTask.prompt`` reads the description, the label, the unit (``unit_of``: the
+    sample's ``extra["unit"]``, else its target's unit), the pixel spacing and the geometry."""
+    description, label, spacing = sample.image_description, sample.label, sample.pixel_spacing
+    unit = sample.extra.get("unit")
+    if not (type(description) is str and type(label) is str and (unit is None or type(unit) is str)
+            and type(spacing) is tuple and len(spacing) == 2):
+        return None
+    pw, ph = spacing
+    if type(pw) is not float or type(ph) is not float or not pw or not ph:
+        return None
+    target_unit = sample.target.unit
+    if type(target_unit) is not str:
+        return None
+    return description, label, unit, target_unit, pw, ph, id(geometry)
+
+
+def _keeps_all(task: Any) -> bool:
+    """Whether ``task.keep`` is the built-in :meth:`Task.keep` of a plain :class:`Protocol` that
+    keeps every sample (no near-zero angle filter): then it need not be asked per sample."""
+    protocol = getattr(task, "protocol", None)
+    return type(task).keep is Task.keep and type(protocol) is Protocol and protocol.near_zero_angle is None
+
+
+def _plain_render(protocol: Any) -> str | None:
+    """The renderer name that :meth:`Protocol.image_ref` appends, when ``protocol`` is a
+    :class:`~medvision_eval.protocol.Protocol` itself (not a subclass that may word it otherwise)."""
+    if type(protocol) is Protocol and type(protocol.render) is str:
+        return protocol.render
+    return None
+
+
 
 
 def _user_prompt(text: str, ref: str, image_first: bool, texts: dict[str, tuple[str, Any]] | None = None

@@ -90,15 +90,19 @@ def built(cls: type[BaseModel], fields: dict[str, Any]) -> Any:
     if len(fields) != count:
         return cls.model_construct(**fields)
     model = _new_object(cls)
-    _set_attribute(model, "__dict__", fields)
-    _set_attribute(model, "__pydantic_fields_set__", set(fields))
-    _set_attribute(model, "__pydantic_extra__", None)
-    _set_attribute(model, "__pydantic_private__", None)
+    _set_dict(model, fields)
+    _set_fields_set(model, set(fields))
+    _set_extra(model, None)
+    _set_private(model, None)
     return model
 
 
 _new_object = object.__new__
-_set_attribute = object.__setattr__
+# BaseModel's own slot descriptors (what object.__setattr__ finds for these names, without the lookup)
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 _FIELD_COUNT: dict[type, int] = {}  # model class -> its number of fields, or -1: model_construct it
 
 

@@ -70,23 +70,28 @@ class DetectionSamples(SampleBuilder):
 
     def targets(self, data, config, facts, entry, height, width):
         annotate = _annotate()
-        filtering = data.sample_filtering
+        filtering, keep_box, relative_box = data.sample_filtering, annotate.keep_box, annotate.relative_box
+        labels = facts["labels"]
+        image_area = float(height * width) if height and width else None
         for prof in entry.get("slice_profile", []) or []:
             boxes = prof.get("bboxes", []) or []
-            if not boxes or (filtering and not annotate.keep_box(boxes)):
+            if not boxes or (filtering and not keep_box(boxes)):
                 continue
             # v1 doc_to_target_BoxCoordinate reads the first box (the only one when filtered)
             box = boxes[0]
             lab = int(prof["label"])
-            rel = annotate.relative_box(box["min_coords"], box["max_coords"], height, width)
+            low, high = box["min_coords"], box["max_coords"]
+            rel = relative_box(low, high, height, width)
             dh, dw = box["dimensions"]
-            extra = {"box_area_ratio": float(dh * dw) / float(height * width) if height and width else float("nan"),
-                     "box_pixels": [*box["min_coords"], *box["max_coords"]], "unit": "relative"}
-            if type(rel) is tuple and all(type(v) is float for v in rel):  # the plan's integer corners: floats already, as validated
+            extra = {"box_area_ratio": float(dh * dw) / image_area if image_area is not None else float("nan"),
+                     "box_pixels": [*low, *high], "unit": "relative"}
+            x1, y1, x2, y2 = rel
+            if type(x1) is float and type(y1) is float and type(x2) is float and type(y2) is float \
+                    and type(rel) is tuple:  # the plan's integer corners: floats already, as validated
                 target = built(Target, {"values": rel, "unit": "relative", "names": _BOX_NAMES})
             else:
                 target = Target(values=rel, unit="relative", names=_BOX_NAMES)
-            yield "box", (facts["labels"].get(lab, str(lab)), lab, target, extra)
+            yield "box", (labels.get(lab, str(lab)), lab, target, extra)
 
 
 class TumorLesionSamples(SampleBuilder):
@@ -153,10 +158,24 @@ class LandmarkSamples(SampleBuilder):
     planner_kind = "biometry"
 
     def case_problem(self, data, config, case, shape):
-        """Landmarks outside the volume make every sample of the case unusable (named by file)."""
+        """Landmarks outside the volume make every sample of the case unusable (named by file).
+
+        Worked out once per (dataset, landmark file, shape) for a data object: the angle and the
+        distance configs of a dataset slice the same cases (what it reports and notes was reported
+        and noted the first time)."""
         raw = case.get("landmark_file")
         if not raw:
             return None
+        known = getattr(data, "__dict__", None)
+        if known is None or type(raw) is not str:
+            return self._case_problem(data, config, raw, shape)
+        key = (config.dataset, raw, tuple(shape))
+        cache = known.setdefault("_landmark_case_problems", {})
+        if key not in cache:
+            cache[key] = self._case_problem(data, config, raw, shape)
+        return cache[key]
+
+    def _case_problem(self, data, config, raw, shape):
         try:
             rel = data.resolve(config.dataset, raw)
         except SampleDataError as exc:

@@ -135,7 +135,10 @@ class MedVisionData:
         return known
 
     def _resolve(self, dataset: str, path: str) -> str:
-        p = PurePosixPath(str(path).replace("\\", "/"))
+        text = str(path).replace("\\", "/")
+        if not text.startswith("/") and type(dataset) is str:
+            return self._resolve_relative(dataset, text, path)
+        p = PurePosixPath(text)
         if p.is_absolute():
             parts = p.parts
             hit = [i for i in range(len(parts) - 1) if parts[i] == "Datasets" and parts[i + 1] == dataset]
@@ -151,6 +154,21 @@ class MedVisionData:
             return Path(target).relative_to(self.root).as_posix()
         except ValueError:
             raise SampleDataError(f"{path}: path escapes the data root {self.root}") from None
+
+    def _resolve_relative(self, dataset: str, text: str, path: str) -> str:
+        """:meth:`_resolve` of a relative plan path, in strings: ``realpath`` normalises what
+        pathlib would have normalised (``//``, ``.``, a trailing ``/``), and a real path lies
+        under the (resolved) root exactly when it is the root or starts with the root and ``/``."""
+        root = self.__dict__.get("_root_text")
+        if root is None:
+            root = self._root_text = str(self.root)
+        target = self._realpath(os.path.join(root, "Datasets", dataset, text))
+        if target == root:
+            return "."
+        prefix = root if root.endswith("/") else root + "/"
+        if target.startswith(prefix):
+            return target[len(prefix):]
+        raise SampleDataError(f"{path}: path escapes the data root {self.root}")
 
     def _realpath(self, path: str) -> str:
         """``os.path.realpath(path)`` (what ``Path.resolve()`` returns), resolving each directory
@@ -213,6 +231,9 @@ class MedVisionData:
         return self._plans[path]
 
     def task_info(self, config: BenchmarkConfig) -> dict[str, Any]:
+        current = self.__dict__.get("_samples_of")
+        if current is not None and current[0] is config:  # asked by a family while samples() walks it
+            return current[1]
         tasks = self.plan(config).get("tasks", [])
         if not 1 <= config.task_id <= len(tasks):
             raise DataNotFoundError(f"{config.name}: the plan has {len(tasks)} tasks, no Task{config.task_id:02d}")
@@ -274,14 +295,18 @@ class MedVisionData:
         }
         out: list[Sample] = []
         seen: dict[str, int] = {}
-        for case in info.get(f"{split}_cases", []):
-            for sample in self._case_samples(config, info, facts, case, split, len(out)):
-                if sample.id in seen:
-                    seen[sample.id] += 1
-                    sample = sample.model_copy(update={"id": f"{sample.id}#{seen[sample.id]}"})
-                else:
-                    seen[sample.id] = 0
-                out.append(sample)
+        self._samples_of = (config, info)  # task_info(config) meanwhile: this info, no file-system or env look-up
+        try:
+            for case in info.get(f"{split}_cases", []):
+                for sample in self._case_samples(config, info, facts, case, split, len(out)):
+                    if sample.id in seen:
+                        seen[sample.id] += 1
+                        sample = sample.model_copy(update={"id": f"{sample.id}#{seen[sample.id]}"})
+                    else:
+                        seen[sample.id] = 0
+                    out.append(sample)
+        finally:
+            self._samples_of = None
         return out
 
     def _case_geometry(self, config: BenchmarkConfig, case: dict[str, Any]) -> tuple[str, tuple[int, ...], tuple[float, ...], str | None]:
@@ -359,6 +384,11 @@ class MedVisionData:
         out: list[Sample] = []
         for position, entry in enumerate(entries):
             idx, entry_problem = self._slice_index(config, case_id, axis, position, entry)
+            image = None  # the slice's reference, built once and shared by its samples (it is frozen)
+            if entry_problem:  # no usable slice index: a stable id from the entry's position
+                head = f"{config_name}/{split}/{case_id}/{plane}?entry{position}/"
+            else:
+                head = f"{config_name}/{split}/{case_id}/{plane}{idx}/"
             for kind, payload in builder.targets(self, config, facts, entry, plan_h, plan_w):
                 label_name, label_id, target, extra = payload
                 if reshape:
@@ -371,9 +401,7 @@ class MedVisionData:
                         target = target.model_copy(update={"values": tuple(
                             annotate.relative_box(px[:2], px[2:], new_h, new_w))})
                 key = label_id if label_id is not None else extra.get("metric_key")
-                sid = f"{config_name}/{split}/{case_id}/{plane}{idx}/{key}"
-                if entry_problem:  # no usable slice index: a stable id from the entry's position
-                    sid = f"{config_name}/{split}/{case_id}/{plane}?entry{position}/{key}"
+                sid = f"{head}{key}"
                 why = problem or entry_problem
                 if why is None and kind.endswith("-missing"):
                     why = f"{self.root / rel}: slice {idx} has no measured ellipse in the plan (official loader: IndexError)"
@@ -398,7 +426,9 @@ class MedVisionData:
                         and type(target) is Target and type(extra) is dict
                         and (own_keys or all(type(k) is str for k in extra))):
                     # every field already has the type validation would give it: built without re-checking
-                    fields["image"] = built(ImageRef, {"path": rel, "slice_axis": axis, "slice_index": idx})
+                    if image is None:
+                        image = built(ImageRef, {"path": rel, "slice_axis": axis, "slice_index": idx})
+                    fields["image"] = image
                     if not (own or reshape):
                         fields["extra"] = dict(extra)
                     out.append(built(Sample, fields))

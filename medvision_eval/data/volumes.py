@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import math
 import os
+import struct
 import threading
 import zlib
 from collections import OrderedDict
@@ -169,7 +171,9 @@ def _single_open_header(path: Path) -> VolumeHeader | None:
         return None  # short, not NIfTI-1 single file, or with extensions: nib.load reads it
     if int.from_bytes(raw[:4], "little") != 348 and int.from_bytes(raw[:4], "big") != 348:
         return None
-    plain = _plain_nifti1(raw, path)
+    plain = _struct_nifti1(raw, path)
+    if plain is None:
+        plain = _plain_nifti1(raw, path)
     if plain is not None:
         return plain
     holder = nib.fileholders.FileHolder(filename=str(path), fileobj=io.BytesIO(raw))
@@ -222,6 +226,46 @@ def _plain_nifti1(raw: bytes, path: Path) -> VolumeHeader | None:
     shape = _spatial_shape(geometry, path)
     check_geometry(geometry, path, np.asarray(pixdim[1:4], dtype=np.float64))  # type: ignore[arg-type]
     zooms = tuple(float(z) for z in pixdim[1:4])
+    return _ras_header(path, shape, zooms, affine)
+
+
+_STRUCT_LE = struct.Struct("<i36x8h14x2h2x8f3f132x2h24x12f")
+_STRUCT_BE = struct.Struct(">i36x8h14x2h2x8f3f132x2h24x12f")
+# bits per voxel of each plain voxel type
+_PLAIN_BITS = {code: 8 * np.dtype(nib.nifti1.data_type_codes.dtype[code]).itemsize for code in _PLAIN_DATATYPES}
+
+
+def _struct_nifti1(raw: bytes, path: Path) -> VolumeHeader | None:
+    """:func:`_plain_nifti1` of the commonest header (3D, a plain voxel type, an sform whose rows
+    are finite and clearly not singular, positive finite spacing), read with one ``struct`` unpack
+    and plain float arithmetic instead of a NumPy record: the same shape, zooms and affine, so the
+    same :class:`VolumeHeader`. Anything else (including every header :func:`_plain_nifti1` refuses
+    or words an error about) returns None, and :func:`_plain_nifti1` reads it."""
+    little = int.from_bytes(raw[:4], "little") == 348
+    values = (_STRUCT_LE if little else _STRUCT_BE).unpack_from(raw)
+    if values[0] != 348:
+        return None
+    dim, datatype, bitpix = values[1:9], values[9], values[10]
+    pixdim, vox_offset, slope, intercept = values[11:19], values[19], values[20], values[21]
+    sform_code, rows = values[23], values[24:36]
+    if dim[0] != 3 or sform_code not in (1, 2, 3, 4) or _PLAIN_BITS.get(datatype) != bitpix:
+        return None
+    if not 352 <= vox_offset < 2.0 ** 62:
+        return None
+    shape = (dim[1], dim[2], dim[3])
+    if min(shape) <= 0 or shape in ((27307, 1, 6),):
+        return None
+    zooms = pixdim[1:4]
+    if not all(0 < z < math.inf for z in zooms):
+        return None
+    if slope != 0 and math.isfinite(slope) and not math.isfinite(intercept):
+        return None
+    if not all(math.isfinite(v) for v in rows):
+        return None
+    (a, b, c, _), (d, e, f, _), (g, h, i, _) = rows[0:4], rows[4:8], rows[8:12]
+    if abs(a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)) < 1e-6:
+        return None  # all zero, singular or nearly: _plain_nifti1 words the error (or accepts it)
+    affine = np.array((rows[0:4], rows[4:8], rows[8:12], (0.0, 0.0, 0.0, 1.0)), dtype=np.float64)
     return _ras_header(path, shape, zooms, affine)
 
 
