@@ -216,6 +216,10 @@ def _table_of_scan(bulk: Any, scan: Any, where: Callable[[int], str]) -> AnswerT
         errors[i] = scan.error(i)
     other: dict[int, str] = {}
     exact: dict[int, Answer] = {}
+    # a count of exactly NULL_COUNT (-2**63, a valid int64) would read back as null: kept whole
+    for i in np.flatnonzero(canon & (((scan.prompt_tokens == _NULL) & ~scan.prompt_tokens_null)
+                                     | ((scan.completion_tokens == _NULL) & ~scan.completion_tokens_null))).tolist():
+        exact[i] = scan.answer(i)[1]
     extra: list[bytes] = []
     extra_at = len(text)
 

@@ -4,6 +4,7 @@ path against the plain computation it replaces, on hostile inputs."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -149,3 +150,88 @@ def test_truths_of_consecutive_rows_are_the_gathered_truths(lengths, data, full)
     g_flat, g_offsets = store.truths(gap, full)
     assert [g_flat[g_offsets[j]:g_offsets[j + 1]].tolist() for j in range(len(gap))] == \
         [source[offsets[r]:offsets[r + 1]].tolist() for r in gap]
+
+
+# -- end to end: hostile response files through the store path (forced two readers) and plan.jsonl ---
+
+def _hostile_responses(kind: str, run) -> None:
+    import json
+
+    path = run / "responses.jsonl"
+    lines = path.read_bytes().split(b"\n")[:-1]
+    middle = len(lines) // 2  # where the two readers split the bytes (about)
+    if kind == "crlf":
+        lines = [line + b"\r" for line in lines]
+    elif kind == "bom":
+        lines[0] = b"\xef\xbb\xbf" + lines[0]
+    elif kind == "torn-and-blank":
+        lines.insert(middle, b"")
+        lines.insert(3, b"   ")
+        lines.append(lines[1][: len(lines[1]) // 2] + b"\n" + lines[2][:40])  # a torn last line
+    elif kind == "duplicates-across-the-split":
+        for at in (middle - 1, middle, middle + 1):
+            record = json.loads(lines[at])
+            failed = {**record, "response": {**record["response"], "text": None, "error": "late failure"}}
+            again = {**record, "response": {**record["response"], "text": record["response"]["text"] + " 0.9"}}
+            lines.insert(0, json.dumps(again, separators=(",", ":")).encode())  # an earlier answer, replaced
+            lines.append(json.dumps(failed, separators=(",", ":")).encode())  # a later failure, ignored
+    elif kind == "huge-numbers":
+        for at, usage, latency in ((1, {"prompt_tokens": 2 ** 64, "completion_tokens": 1}, 1e308),
+                                   (middle, {"prompt_tokens": -(2 ** 63), "completion_tokens": 2 ** 63 - 1}, 0),
+                                   (middle + 1, {"prompt_tokens": None, "completion_tokens": None}, 5)):
+            record = json.loads(lines[at])
+            record["response"]["usage"] = usage
+            record["response"]["latency_s"] = latency
+            record["time"] = 1e300 if at == 1 else 17
+            lines[at] = json.dumps(record, separators=(",", ":")).encode()
+    elif kind == "empty-files":
+        (run / "responses.rank1.jsonl").write_bytes(b"")
+        (run / "responses.rank2.jsonl").write_bytes(b"\n")
+    elif kind == "non-cache-keys":
+        record = json.loads(lines[middle])
+        for key in (record["key"].upper(), record["key"][:31], record["key"] + "0", "\ud800" * 2):
+            lines.append(json.dumps({**record, "key": key}).encode())
+    path.write_bytes(b"\n".join(lines) + (b"" if kind == "torn-and-blank" else b"\n"))
+
+
+def _outcome(run):
+    from test_plan_columns import outputs
+
+    from medvision_eval.scoring import score_run
+
+    try:
+        score_run(run)
+    except ValueError as exc:
+        return ("error", str(exc).replace(str(run), "RUN"))
+    return ("ok", {name: data.splitlines() for name, data in outputs(run).items()})
+
+
+@pytest.mark.parametrize("kind", ["crlf", "bom", "torn-and-blank", "duplicates-across-the-split", "huge-numbers",
+                                  "empty-files", "non-cache-keys"])
+def test_hostile_response_files_score_as_the_plan_jsonl_path(demo_root, tmp_path, monkeypatch, kind):
+    import shutil
+
+    from test_plan_columns import Paths, make_run
+
+    from medvision_eval import scoring
+    from medvision_eval.planstore import STORE_DIR
+
+    run = make_run(demo_root, tmp_path / "run", "random")
+    _hostile_responses(kind, run)
+    twin = tmp_path / "twin"
+    shutil.copytree(run, twin)
+    shutil.rmtree(twin / STORE_DIR)
+    monkeypatch.setattr(storescore, "PARALLEL_ANSWER_BYTES", 0)  # two readers, split mid-file
+    monkeypatch.setattr(scoring, "PARALLEL_ROWS", 1)
+    monkeypatch.setattr(storescore, "PARALLEL_ROWS", 1)
+    paths = Paths(monkeypatch)
+    want = _outcome(twin)
+    paths.taken.clear()
+    got = _outcome(run)
+    assert paths.taken[:1] == ["store"] or got[0] == "error"
+    assert got[0] == want[0] and (got[1] == want[1] if got[0] == "error" else got[1].keys() == want[1].keys())
+    if got[0] == "ok":
+        for name in want[1]:
+            diff = [(i, a, b) for i, (a, b) in enumerate(zip(got[1][name], want[1][name])) if a != b]
+            assert not diff and len(got[1][name]) == len(want[1][name]), (name, diff[:3])
+    assert not list(run.glob(".*.tmp"))
