@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import queue
 import tempfile
@@ -56,6 +57,8 @@ from typing import Any
 import numpy as np
 
 from . import secrets
+
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # where the platform has madvise
 
 STORE_DIR = "plan.columns"
 INDEX = "index.json"
@@ -430,7 +433,13 @@ class PlanStore:
         size = os.stat(path).st_size
         if size != index["data"]["size"]:
             raise ValueError(f"{path}: {size} bytes, {index['data']['size']} recorded")
-        raw = np.memmap(path, dtype=np.uint8, mode="r") if size else np.zeros(0, dtype=np.uint8)
+        self._map: mmap.mmap | None = None
+        if size:
+            with open(path, "rb") as fh:
+                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            raw = np.frombuffer(self._map, dtype=np.uint8)
+        else:
+            raw = np.zeros(0, dtype=np.uint8)
         # the seal: XXH3-128 (an older index: sha256) of the index and columns.bin as written, so a
         # column file or an index edited, damaged or copied from another run is never read
         # (plan.jsonl's own fingerprint only tells that the index belongs to this plan)
@@ -441,6 +450,7 @@ class PlanStore:
             seal = hashlib.sha256()
         seal.update(_sealed_text(index))
         seal.update(raw)
+        self.release()  # hashing mapped every page: only what is read from here on stays mapped
         if seal.hexdigest() != recorded:
             raise ValueError(f"{directory}: the columns are not the ones written with their index")
         for name, spec in index["columns"].items():
@@ -465,6 +475,17 @@ class PlanStore:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._arrays[name]
+
+    def release(self) -> None:
+        """Unmap the column pages this process has read (``MADV_DONTNEED``; the data stays in the
+        page cache and is mapped again when read), so that columns read once -- a block of rows
+        formatted, the keys joined -- stop counting in this process's memory. The arrays stay
+        valid."""
+        if self._map is not None and _DONTNEED is not None:
+            try:
+                self._map.madvise(_DONTNEED)
+            except (OSError, ValueError):
+                pass
 
     def __contains__(self, name: str) -> bool:
         return name in self._arrays

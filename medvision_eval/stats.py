@@ -82,28 +82,53 @@ def _prepared_block(raw: np.ndarray) -> np.ndarray:
     return np.clip(block, -FINITE_CAP, FINITE_CAP, out=block)
 
 
+def _fits(raw: np.ndarray) -> bool:
+    """True when ``_prepared_block(raw)`` would be ``raw`` itself: every value finite and within
+    +-FINITE_CAP (NaN fails the comparisons)."""
+    return bool(raw.max() <= FINITE_CAP) and bool(raw.min() >= -FINITE_CAP)
+
+
 def _normal_draws(block: Callable[[int, int], np.ndarray], n: int, k: int, n_boot: int, seed: int,
-                  prepare: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  prepare: bool = False, scratch: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(observed sums (1, K) with NaN -> 0 and inf kept, (n_boot, K) normal-limit resampled sums of
-    the prepared columns), reading the (n, K) matrix ``MOMENT_ROWS`` rows at a time from ``block``."""
+    the prepared columns), reading the (n, K) matrix ``MOMENT_ROWS`` rows at a time from ``block``.
+    ``scratch``: each array ``block`` returns is the caller's to overwrite (centred in place).
+
+    A block whose values are all finite and within +-FINITE_CAP needs no preparing: its observed
+    and prepared sums are the same sums of the same array (bit for bit what preparing a copy gives)."""
     from threadpoolctl import threadpool_limits
 
     observed = np.zeros(k)
     total = np.zeros(k)
     scatter = np.zeros((k, k))
+    plain: list[bool] = []  # per block: no preparing needed
     # one BLAS thread: these products are small, and OpenBLAS's spinning threads are 100x slower
     # than one thread when the machine's cores are busy
     with threadpool_limits(limits=1, user_api="blas"), np.errstate(invalid="ignore", over="ignore"):
         for start in range(0, n, MOMENT_ROWS):
             raw = block(start, min(n, start + MOMENT_ROWS))
+            if prepare and _fits(raw):
+                plain.append(True)
+                sums = raw.sum(axis=0)
+                observed += sums
+                total += sums
+                continue
+            plain.append(not prepare)
             if prepare:
                 observed += np.where(np.isnan(raw), 0.0, raw).sum(axis=0)
                 raw = _prepared_block(raw)
             total += raw.sum(axis=0)
         mean = total / n
-        for start in range(0, n, MOMENT_ROWS):
+        for j, start in enumerate(range(0, n, MOMENT_ROWS)):
             raw = block(start, min(n, start + MOMENT_ROWS))
-            centred = (_prepared_block(raw) if prepare else raw) - mean
+            if not plain[j]:
+                centred = _prepared_block(raw)
+                centred -= mean
+            elif scratch:
+                centred = raw
+                centred -= mean
+            else:
+                centred = raw - mean
             scatter += centred.T @ centred
         scatter = (scatter + scatter.T) / 2.0
         rng = np.random.default_rng(seed)
@@ -124,13 +149,15 @@ def normal_intervals(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     level: float = 0.95,
+    scratch: bool = False,
 ) -> dict[str, Interval]:
     """:func:`bootstrap_intervals` by the normal limit, reading the raw (n, K) columns in row blocks
-    (``block(lo, hi)``), so no full copy of them is ever made."""
+    (``block(lo, hi)``), so no full copy of them is ever made. ``scratch``: the arrays ``block``
+    returns may be overwritten."""
     found = _approximated.get()
     if found is not None:
         found.append(n)
-    observed, sums = _normal_draws(block, n, k, n_boot, seed, prepare=True)
+    observed, sums = _normal_draws(block, n, k, n_boot, seed, prepare=True, scratch=scratch)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         return {name: _interval(float(stat(observed)[0]), np.asarray(stat(sums), dtype=np.float64), level)
                 for name, stat in statistics.items()}
@@ -270,36 +297,65 @@ def mean_stat(value_col: int, count_col: int) -> Statistic:
     return stat
 
 
+class Derived:
+    """A per-sample column computed a row range at a time from arrays already held (a masked copy,
+    an indicator), so that :func:`mean_intervals` of a million samples needs no full copy of it:
+    ``rows(lo, hi)`` returns the float64 values of rows ``lo:hi``, exactly the slice the full
+    column would have."""
+
+    def __init__(self, n: int, rows: Callable[[int, int], np.ndarray]) -> None:
+        self.n = n
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return self.n
+
+    def full(self) -> np.ndarray:
+        return np.asarray(self.rows(0, self.n), dtype=np.float64)
+
+
+Column = np.ndarray | Derived
+
+
+def _full(values: Column) -> np.ndarray:
+    return values.full() if isinstance(values, Derived) else np.asarray(values, dtype=np.float64)
+
+
 def mean_intervals(
-    per_sample: Mapping[str, np.ndarray],
+    per_sample: Mapping[str, Column],
     *,
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, Interval]:
-    """Intervals of NaN-ignoring means of per-sample arrays (all the same length)."""
+    """Intervals of NaN-ignoring means of per-sample arrays (all the same length; a
+    :class:`Derived` column is computed a block of rows at a time above :data:`EXACT_MAX_N`)."""
     names = list(per_sample)
     if not names:
         return {}
     n = len(per_sample[names[0]])
     if n > EXACT_MAX_N and n_boot > 0:  # the normal limit, reading the columns in row blocks
-        arrays = [np.asarray(per_sample[name], dtype=np.float64) for name in names]
+        arrays = [v if isinstance(v, Derived) else np.asarray(v, dtype=np.float64) for v in (per_sample[m] for m in names)]
+        buffer = np.empty((min(n, MOMENT_ROWS), 2 * len(arrays)))  # each block is built here, then centred in place
+        valid = np.empty(min(n, MOMENT_ROWS), dtype=bool)
 
         def block(lo: int, hi: int) -> np.ndarray:
-            out = np.empty((hi - lo, 2 * len(arrays)))
+            out = buffer[:hi - lo]
+            ok = valid[:hi - lo]
             for i, v in enumerate(arrays):
-                part = v[lo:hi]
-                valid = ~np.isnan(part)
-                out[:, 2 * i] = np.where(valid, part, 0.0)
-                out[:, 2 * i + 1] = valid
+                part = v.rows(lo, hi) if isinstance(v, Derived) else v[lo:hi]
+                np.isnan(part, out=ok)
+                np.logical_not(ok, out=ok)
+                out[:, 2 * i] = np.where(ok, part, 0.0)
+                out[:, 2 * i + 1] = ok
             return out
 
         return normal_intervals(block, n, 2 * len(arrays), {name: mean_stat(2 * i, 2 * i + 1) for i, name in enumerate(names)},
-                                n_boot=n_boot, seed=seed, level=level)
+                                n_boot=n_boot, seed=seed, level=level, scratch=True)
     cols = []
     stats: dict[str, Statistic] = {}
     for i, name in enumerate(names):
-        v = np.asarray(per_sample[name], dtype=np.float64)
+        v = _full(per_sample[name])
         valid = ~np.isnan(v)
         cols.append(np.where(valid, v, 0.0))
         cols.append(valid.astype(np.float64))

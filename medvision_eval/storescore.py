@@ -33,6 +33,7 @@ import threading
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Tru
 from .planstore import PlanStore, hex_keys
 from .store import PlanEntry, _storable_bytes, load_model_line, response_files
 
-BLOCK_ROWS = 16_384  # rows parsed and formatted at a time (bounds the memory a block needs)
+BLOCK_ROWS = 8_192  # rows parsed and formatted at a time (bounds the memory a block needs)
 PARALLEL_ROWS = 50_000  # a task with more rows is formatted by two processes
 PARALLEL_ANSWER_BYTES = 8 << 20  # response files above this are read by two processes
 _NULL = NULL_COUNT  # a token count that is null
@@ -384,8 +385,13 @@ class TaskPlan:
     rows: np.ndarray  # plan rows, plan order
     codes: np.ndarray  # task-local profile code of each row
     profiles: list  # one validated Sample per task-local profile
-    truth_flat: np.ndarray
-    truth_offsets: np.ndarray
+    store: PlanStore
+    full_precision: bool  # the protocol scores full-precision targets
+
+    def truths(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(flat float64 values, offsets from 0) of the true values of the task's rows ``lo:hi``,
+        read from the store when a block needs them (never gathered for the whole task)."""
+        return self.store.truths(self.rows[lo:hi], self.full_precision)
 
 
 def first_indexes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -416,9 +422,8 @@ def task_plan(store: PlanStore, plan_path: Path, name: str, rows: np.ndarray, fu
     local[used[order]] = np.arange(len(used))
     profiles = [load_model_line(PlanEntry, store.line(plan_path, int(rows[first[j]])).decode("utf-8")).sample
                 for j in order.tolist()]
-    flat, offsets = store.truths(rows, full_precision)
     return TaskPlan(name, rows, local[global_codes] if len(rows) else np.zeros(0, dtype=np.int64), profiles,
-                    flat, offsets)
+                    store, full_precision)
 
 
 def id_order(id_rank: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -454,10 +459,8 @@ def block_columns(store: PlanStore, plan: TaskPlan, lo: int, hi: int, *, for_par
     ``for_parse``: only what parsing and scoring read (profiles, codes, true values)."""
     rows = plan.rows[lo:hi]
     tables = store.tables
-    offsets = plan.truth_offsets[lo:hi + 1]
-    base = int(offsets[0])
-    flat = plan.truth_flat[base:int(offsets[-1])]
-    truths = Truths(array("d", flat.tobytes()), array("q", (offsets - base).tobytes()))
+    flat, offsets = plan.truths(lo, hi)
+    truths = Truths(array("d", flat.tobytes()), array("q", offsets.tobytes()))
     codes = array("q", plan.codes[lo:hi].astype(np.int64).tobytes())
     if for_parse:
         return TaskColumns(ids=[""] * len(rows), truths=truths, codes=codes, profiles=plan.profiles)
@@ -557,6 +560,21 @@ def format_block(store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: n
     found = block_answers(answers, pick[plan.rows[lo:hi]])
     p = parsed
     return _storable_bytes("".join(sample_lines(cols, found, p.status, p.detail, p.values, p.ok, p.shown, p.scores)))
+
+
+# -- memory ----------------------------------------------------------------------------------------
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op elsewhere).
+    Called before forking: glibc keeps freed blocks (its mmap threshold grows to the largest block
+    freed), and a forked child shares that dead memory, so the answers' and the join's temporaries
+    would stay resident for the rest of the step."""
+    if not FORK:
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 # -- writing a samples file with two processes -------------------------------------------------
@@ -731,6 +749,22 @@ def write_blocks(out: BlockFile, blocks: list[tuple[int, int]], make: Callable[[
 
 # -- the whole step ------------------------------------------------------------------------------
 
+def table_result(task: Any, store: PlanStore, plan: TaskPlan, parsed: list[Parsed], seed: int) -> Any:
+    """``task.result`` of a columnar task: its samples (as profiles) and per-sample scores in
+    sample-id order, gathered from the parsed blocks, and the parse-status counts."""
+    from .scoring import status_counts
+    from .tasks.groups import ProfiledSamples
+
+    def inputs() -> tuple[ProfiledSamples, dict[str, np.ndarray]]:
+        order = id_order(np.asarray(store["id_rank"]), plan.rows)
+        ordered = ProfiledSamples(plan.profiles, plan.codes[order], np.asarray(store["box_ratio"])[plan.rows][order])
+        return ordered, {k: np.concatenate([p.scores[k] for p in parsed])[order] for k in parsed[0].scores}
+
+    ordered, ordered_scores = inputs()  # (the order itself is not kept)
+    stats = status_counts(chain.from_iterable(p.status for p in parsed))
+    return task.result(ordered, ordered_scores, stats, seed=seed)
+
+
 class StaleStore(Exception):
     """The plan columns are not plan.jsonl's: score from plan.jsonl instead."""
 
@@ -742,8 +776,6 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
     ``verified()`` confirmed plan.jsonl is the store's). Returns the task results and the
     (answered, no response, errors) counts. Raises :class:`StaleStore` when not verified."""
     from .columnar import Forked
-    from .scoring import status_counts
-    from .tasks.groups import ProfiledSamples
 
     plan_path = run_dir / "plan.jsonl"
     checked = False
@@ -757,10 +789,11 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
 
     answers = read_answer_table(run_dir, parallel=parallel)
     pick = join_answers(np.asarray(store["key.hex"]), answers)
+    answers.hex_key = np.zeros((0, 16), dtype=np.uint8)  # joined: the keys are not read again
+    store.release()  # (column pages are unmapped once read: see PlanStore.release)
+    trim_heap()
     results: dict[str, Any] = {}
     answered = no_response = errors = 0
-    id_rank = np.asarray(store["id_rank"])
-    box_ratio = np.asarray(store["box_ratio"])
     for name, rows in task_rows(store).items():
         columnar = is_columnar(name)
         task = build(name)
@@ -774,28 +807,26 @@ def score_from_store(run_dir: Path, store: PlanStore, *, protocol: Any, seed: in
             results[name], counted = score_objects(name, task, entries, mine)
         else:
             plan = task_plan(store, plan_path, name, rows, protocol.full_precision_targets)
+            store.release()
             n = len(rows)
             blocks = [(lo, min(n, lo + BLOCK_ROWS)) for lo in range(0, n, BLOCK_ROWS)]
             two = parallel and n > PARALLEL_ROWS
             parsed = parse_blocks(task, store, plan, answers, pick, blocks, parallel=two)
+            store.release()
+            trim_heap()
             counted = tuple(sum(p.counts[i] for p in parsed) for i in range(3))
+            # the tables and intervals in a forked process while two format and write the rows; it
+            # gathers its id-ordered inputs itself, so the writing processes never hold them
+            tables = Forked(table_result, task, store, plan, parsed, seed, parallel=two)
 
-            def tables_of(task: Any = task, plan: TaskPlan = plan, rows: np.ndarray = rows,
-                          parsed: list[Parsed] = parsed) -> Any:
-                # the samples in id order, their metrics, the status counts: gathered by the
-                # tables process itself (nothing of it is on this process's path to the rows)
-                order = id_order(id_rank, rows)
-                ordered = ProfiledSamples(plan.profiles, plan.codes[order], box_ratio[rows][order])
-                scores = {k: np.concatenate([p.scores[k] for p in parsed])[order] for k in parsed[0].scores}
-                stats = status_counts([v for p in parsed for v in p.status])
-                return task.result(ordered, scores, stats, seed=seed)
+            def make(j: int) -> bytes:
+                data = format_block(store, plan, answers, pick, parsed[j], *blocks[j])
+                store.release()  # the block's column pages
+                return data
 
-            # the tables and intervals in a forked process while two format and write the rows
-            tables = Forked(tables_of, parallel=two)
             out = BlockFile(run_dir / f"samples_{name}.jsonl")
             try:
-                write_blocks(out, blocks, lambda j: format_block(store, plan, answers, pick, parsed[j], *blocks[j]),
-                             parallel=two)
+                write_blocks(out, blocks, make, parallel=two)
                 out.sync_in_background()
                 results[name] = tables.result()
                 check()

@@ -17,7 +17,7 @@ import numpy as np
 from ..schema import PerceivedGeometry
 from ..metric_names import canonical
 from ..schema import Interval, Prediction, Sample
-from ..stats import mean_intervals
+from ..stats import Derived, mean_intervals
 from . import groups as G
 from . import prompts
 from .base import Summary
@@ -70,13 +70,12 @@ class DetectionTask(FamilyTask):
         return G.detection_group(s.label, self.protocol.table_modality(s), G.plane_letter(s.plane, s.image.slice_axis))
 
     def summarize(self, samples: Sequence[Sample], scores: dict[str, np.ndarray], *, seed: int) -> Summary:
-        per = per_sample_table_metrics(scores)
         names, codes = G.group_index(samples, self.group_key)
-        group_rows, sets = group_table(names, codes, per)
+        group_rows, sets = group_table(names, codes, scores)
         table2 = set_table(group_rows, sets)
-        sweep = sweep_table(per, codes, sets)
+        sweep = sweep_table(scores["IoU"], codes, sets)
         ratio = box_ratio_table(samples, scores)
-        metrics = headline(per, codes, sets, table2, seed=seed)
+        metrics = headline(scores, codes, sets, table2, seed=seed)
         empty = [kind for kind in SETS if f"{kind}/IoU" not in metrics]
         return Summary(
             metrics=metrics,
@@ -96,22 +95,53 @@ class DetectionTask(FamilyTask):
 
 # -- table arithmetic (pure functions of per-sample arrays) ------------------------------------
 
-def per_sample_table_metrics(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The per-sample quantities every detection table averages: overlaps, SR, indicators, MAE."""
-    per = {name: scores[name] for name in OVERLAPS}
-    per["SR"] = scores["SR"]
-    for t in V1_THRESHOLDS:
-        for name in ("IoU", "F1", "Precision", "Recall"):
-            per[f"{name}>{t:.1f}"] = at_least_indicator(scores[name], t)
-    per["MAE"] = scores["MAE"]
-    return per
+# The per-sample quantities every detection table averages, in the groups table's column order:
+# the overlaps, SR, the v1 indicators ``<metric>>t`` (value >= t; NaN counts as 0), MAE. Only the
+# per-sample scores are held as arrays; an indicator is counted per group (a mean of 0/1 values is
+# its count over the group's size, exactly) or computed a block of rows at a time for intervals.
+INDICATED = ("IoU", "F1", "Precision", "Recall")
+TABLE_METRICS = (*OVERLAPS, "SR", *(f"{name}>{t:.1f}" for t in V1_THRESHOLDS for name in INDICATED), "MAE")
+_INDICATOR = {f"{name}>{t:.1f}": (name, t) for t in V1_THRESHOLDS for name in INDICATED}
 
 
-def group_table(names: list[str], codes: np.ndarray, per: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], list[str | None]]:
+def at_least_counts(values: np.ndarray, codes: np.ndarray, n_groups: int, thresholds: Sequence[float]) -> np.ndarray:
+    """(n_groups, len(thresholds)) int64: per group, how many values are >= each threshold
+    (ascending thresholds; NaN reaches none): the sums of :func:`.metrics.at_least_indicator`."""
+    k = len(thresholds)
+    level = np.zeros(len(values), dtype=np.int64)  # how many thresholds each value reaches
+    with np.errstate(invalid="ignore"):
+        for t in thresholds:
+            level += values >= t
+    level += codes * (k + 1)
+    counts = np.bincount(level, minlength=n_groups * (k + 1)).reshape(n_groups, k + 1)
+    return np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, 1:]  # reaching threshold j: levels j+1 .. k
+
+
+def _count_means(counts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """:func:`.groups.group_means` of a 0/1 column from its per-group counts: the same division
+    of the same (exact) sums."""
+    s = counts.astype(np.float64)
+    c = sizes.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(c > 0, s / np.where(c > 0, c, 1.0), np.nan)
+
+
+def group_metric_means(scores: dict[str, np.ndarray], codes: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
+    """Per group, the v1 mean of every :data:`TABLE_METRICS` quantity."""
+    sizes = np.bincount(codes, minlength=n_groups)
+    means = {name: G.group_means(scores[name], codes, n_groups) for name in (*OVERLAPS, "SR", "MAE")}
+    for name in INDICATED:
+        counts = at_least_counts(np.asarray(scores[name], dtype=np.float64), codes, n_groups, V1_THRESHOLDS)
+        for j, t in enumerate(V1_THRESHOLDS):
+            means[f"{name}>{t:.1f}"] = _count_means(counts[:, j], sizes)
+    return {name: means[name] for name in TABLE_METRICS}
+
+
+def group_table(names: list[str], codes: np.ndarray, scores: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], list[str | None]]:
     """One row per group with v1's per-group metrics, its set, and whether Table 2 keeps it."""
     n_groups = len(names)
     sizes = np.bincount(codes, minlength=n_groups)
-    means = {name: G.group_means(values, codes, n_groups) for name, values in per.items()}
+    means = group_metric_means(scores, codes, n_groups)
     rows: list[dict[str, Any]] = []
     sets: list[str | None] = []
     for g, group in enumerate(names):
@@ -119,7 +149,7 @@ def group_table(names: list[str], codes: np.ndarray, per: dict[str, np.ndarray])
         kept = kind is not None and sizes[g] >= MINIMUM_GROUP_SIZE
         sets.append(kind if kept else None)
         row: dict[str, Any] = {"group": group, "set": kind or "excluded", "kept": bool(kept), "num_samples": int(sizes[g])}
-        row.update({name: float(means[name][g]) for name in per})
+        row.update({name: float(means[name][g]) for name in TABLE_METRICS})
         rows.append(row)
     return rows, sets
 
@@ -140,17 +170,26 @@ def set_table(group_rows: list[dict[str, Any]], sets: list[str | None]) -> list[
     return out
 
 
-def sweep_table(per: dict[str, np.ndarray], codes: np.ndarray, sets: list[str | None]) -> list[dict[str, Any]]:
-    """Share of samples with IoU >= t for t = 0.50 .. 0.95, per Table 2 set and over all samples."""
-    member = np.array([sets[c] for c in codes], dtype=object) if len(codes) else np.array([], dtype=object)
+def _set_codes(sets: list[str | None]) -> np.ndarray:
+    """Per group, the index of its Table 2 set in :data:`SETS`, -1 when no set keeps it."""
+    return np.array([SETS.index(s) if s in SETS else -1 for s in sets], dtype=np.int64)
+
+
+def sweep_table(iou: np.ndarray, codes: np.ndarray, sets: list[str | None]) -> list[dict[str, Any]]:
+    """Share of samples with IoU >= t for t = 0.50 .. 0.95, per Table 2 set and over all samples
+    (counted per group, then summed over the set's groups: the same integers, the same division)."""
+    n_groups = len(sets)
+    sizes = np.bincount(codes, minlength=n_groups)
+    reached = at_least_counts(np.asarray(iou, dtype=np.float64), codes, n_groups, SWEEP)
+    of_set = _set_codes(sets)
     rows = []
     for kind in SETS + ("all",):
-        mask = np.ones(len(codes), dtype=bool) if kind == "all" else (member == kind)
-        row: dict[str, Any] = {"set": kind, "num_samples": int(mask.sum())}
-        iou = per["IoU"][mask]
-        for t in SWEEP:
-            row[f"IoU>={t:.2f}"] = float(np.mean(iou >= t)) if iou.size else float("nan")
-        row["mean_Acc@IoU[0.50:0.95]"] = float(np.mean([row[f"IoU>={t:.2f}"] for t in SWEEP])) if iou.size else float("nan")
+        use = np.ones(n_groups, dtype=bool) if kind == "all" else (of_set == SETS.index(kind))
+        total = int(sizes[use].sum())
+        row: dict[str, Any] = {"set": kind, "num_samples": total}
+        for j, t in enumerate(SWEEP):
+            row[f"IoU>={t:.2f}"] = float(np.float64(reached[use, j].sum()) / total) if total else float("nan")
+        row["mean_Acc@IoU[0.50:0.95]"] = float(np.mean([row[f"IoU>={t:.2f}"] for t in SWEEP])) if total else float("nan")
         rows.append(row)
     return rows
 
@@ -178,11 +217,51 @@ def box_ratio_bins(ratios: np.ndarray) -> np.ndarray:
 
 
 def box_ratio_table(samples: Sequence[Sample], scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Mean IoU/F1/P/R per (label @ modality, 5 % box/image bin), plus an 'all labels' row per bin."""
+    """Mean IoU/F1/P/R per (label @ modality, 5 % box/image bin), plus an 'all labels' row per bin.
+
+    v1 keys every sample twice, "<bin>\x00<label>" and "<bin>\x00all labels", and averages per key
+    in sample order. The two kinds of key never meet (unless a label is itself named "all labels":
+    then exactly that), so each is averaged on its own: per (bin, label) and per bin, over the
+    samples in order -- the same sums in the same order, with no doubled copy of the scores."""
     label_names, label_codes = G.group_index(samples, lambda s: G.detection_label_by_modality(s.label, s.modality))
     bins = box_ratio_bins(box_ratios(samples))
-    # group keys "<bin>\x00<label>" for every sample, then "<bin>\x00all labels" for every sample,
-    # indexed like G.index_groups on those strings (built once per distinct pair, not per sample)
+    if "all labels" in label_names:
+        return _box_ratio_table_doubled(label_names, label_codes, bins, scores)
+    n_bins, width = len(G.BOX_RATIO_BINS), len(label_names)
+    pair = bins * width + label_codes
+    pair_sizes = np.bincount(pair, minlength=n_bins * width)
+    bin_sizes = np.bincount(bins, minlength=n_bins)
+    pair_means = {m: G.group_means(scores[m], pair, n_bins * width) for m in BOX_METRICS}
+    bin_means = {m: G.group_means(scores[m], bins, n_bins) for m in BOX_METRICS}
+    found: dict[str, tuple[int, dict[str, float]]] = {}
+    for p in np.flatnonzero(pair_sizes).tolist():
+        found[f"{G.BOX_RATIO_BINS[p // width]}\x00{label_names[p % width]}"] = (
+            int(pair_sizes[p]), {m: float(pair_means[m][p]) for m in BOX_METRICS})
+    for b in np.flatnonzero(bin_sizes).tolist():
+        found[f"{G.BOX_RATIO_BINS[b]}\x00all labels"] = (int(bin_sizes[b]), {m: float(bin_means[m][b]) for m in BOX_METRICS})
+    return _box_ratio_rows([(key, *found[key]) for key in sorted(found)])
+
+
+BOX_METRICS = ("IoU", "F1", "Precision", "Recall")
+
+
+def _box_ratio_rows(groups: list[tuple[str, int, dict[str, float]]]) -> list[dict[str, Any]]:
+    """The table's rows from (key, size, means) in key order, sorted as v1's figure lists them."""
+    bin_rank = {b: i for i, b in enumerate(G.BOX_RATIO_BINS)}
+    rows = []
+    for key, size, means in groups:
+        b, lab = key.split("\x00", 1)  # (a label may itself hold a NUL: the bin never does)
+        row: dict[str, Any] = {"box_img_group": b, "label": lab, "sample_size": size}
+        row.update(means)
+        rows.append(row)
+    rows.sort(key=lambda r: (bin_rank.get(r["box_img_group"], 99), r["label"] != "all labels", r["label"]))
+    return rows
+
+
+def _box_ratio_table_doubled(label_names: list[str], label_codes: np.ndarray, bins: np.ndarray,
+                             scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """:func:`box_ratio_table` as v1 forms it, every sample keyed twice (for a label named
+    "all labels", whose key is also the bin's)."""
     width = len(label_names) + 1
     pair = np.concatenate([bins * width + label_codes, bins * width + (width - 1)])
     labels = [*label_names, "all labels"]
@@ -191,22 +270,33 @@ def box_ratio_table(samples: Sequence[Sample], scores: dict[str, np.ndarray]) ->
     names = sorted(set(keys))
     position = {k: i for i, k in enumerate(names)}
     codes = np.array([position[k] for k in keys], dtype=np.int64)[inverse.reshape(-1)] if len(pair) else pair
-    doubled = {m: np.concatenate([scores[m], scores[m]]) for m in ("IoU", "F1", "Precision", "Recall")}
+    doubled = {m: np.concatenate([scores[m], scores[m]]) for m in BOX_METRICS}
     sizes = np.bincount(codes, minlength=len(names))
     means = {m: G.group_means(v, codes, len(names)) for m, v in doubled.items()}
-    bin_rank = {b: i for i, b in enumerate(G.BOX_RATIO_BINS)}
-    rows = []
-    for g, key in enumerate(names):
-        b, lab = key.split("\x00", 1)  # (a label may itself hold a NUL: the bin never does)
-        row: dict[str, Any] = {"box_img_group": b, "label": lab, "sample_size": int(sizes[g])}
-        row.update({m: float(means[m][g]) for m in ("IoU", "F1", "Precision", "Recall")})
-        rows.append(row)
-    rows.sort(key=lambda r: (bin_rank.get(r["box_img_group"], 99), r["label"] != "all labels", r["label"]))
-    return rows
+    return _box_ratio_rows([(key, int(sizes[g]), {m: float(means[m][g]) for m in BOX_METRICS})
+                            for g, key in enumerate(names)])
+
+
+def table_column(scores: dict[str, np.ndarray], name: str) -> np.ndarray | Derived:
+    """A :data:`TABLE_METRICS` quantity per sample: a score array, or an indicator computed a block
+    of rows at a time."""
+    if name not in _INDICATOR:
+        return scores[name]
+    values, t = scores[_INDICATOR[name][0]], _INDICATOR[name][1]
+    return Derived(len(values), lambda lo, hi: at_least_indicator(values[lo:hi], t))
+
+
+def _masked(values: np.ndarray | Derived, mask: np.ndarray) -> Derived:
+    """``np.where(mask, values, nan)``, a block of rows at a time."""
+    def rows(lo: int, hi: int) -> np.ndarray:
+        part = values.rows(lo, hi) if isinstance(values, Derived) else values[lo:hi]
+        return np.where(mask[lo:hi], part, np.nan)
+
+    return Derived(len(mask), rows)
 
 
 def headline(
-    per: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
     codes: np.ndarray,
     sets: list[str | None],
     table2: list[dict[str, Any]],
@@ -214,16 +304,16 @@ def headline(
     seed: int,
 ) -> dict[str, Interval]:
     """Table 2 numbers per set and pooled all-sample numbers, each with a bootstrap interval."""
-    member = np.array([sets[c] for c in codes], dtype=object) if len(codes) else np.array([], dtype=object)
-    arrays: dict[str, np.ndarray] = {}
-    for kind in SETS:
-        mask = member == kind
+    member = _set_codes(sets).astype(np.int8)[codes] if len(codes) else np.zeros(0, dtype=np.int8)
+    arrays: dict[str, np.ndarray | Derived] = {}
+    for k, kind in enumerate(SETS):
+        mask = member == k
         if not mask.any():  # no group of this set reaches the size floor: nothing to report
             continue
         for col in TABLE2_COLUMNS:
-            arrays[f"{kind}/{canonical(col)}"] = np.where(mask, per[col], np.nan)
+            arrays[f"{kind}/{canonical(col)}"] = _masked(table_column(scores, col), mask)
     for col in TABLE2_COLUMNS + ("MAE",):
-        arrays[f"all/{canonical(col)}"] = per[col]
+        arrays[f"all/{canonical(col)}"] = table_column(scores, col)
     intervals = mean_intervals(arrays, seed=seed)
     for row in table2:  # point values exactly as the table prints them
         for col in TABLE2_COLUMNS:

@@ -143,9 +143,14 @@ def group_sums(values: np.ndarray, codes: np.ndarray, n_groups: int) -> tuple[np
     """Per group: sum of non-NaN values and their count."""
     v = np.asarray(values, dtype=np.float64)
     valid = ~np.isnan(v)
+    if valid.all():  # nothing to drop: the same sums without copying the values and codes
+        with np.errstate(invalid="ignore", over="ignore"):
+            s = np.bincount(codes, weights=v, minlength=n_groups)
+        return s, np.bincount(codes, minlength=n_groups).astype(np.float64)
+    kept = codes[valid]
     with np.errstate(invalid="ignore", over="ignore"):
-        s = np.bincount(codes[valid], weights=v[valid], minlength=n_groups)
-    c = np.bincount(codes[valid], minlength=n_groups).astype(np.float64)
+        s = np.bincount(kept, weights=v[valid], minlength=n_groups)
+    c = np.bincount(kept, minlength=n_groups).astype(np.float64)
     return s, c
 
 
