@@ -39,8 +39,11 @@ def hostile_root(root: Path) -> Path:
     detection = []
     for i, (cid, shape, zooms, _) in enumerate(CASES):
         h, w = shape[1], shape[0]
+        slices = (1, 2, 3) if i else (1, 2, 3, "2.0", "x", 99, None)  # c0: odd slice indices too
         profiles = [{"slice_idx": s, "slice_profile": [{"label": lab, "bboxes": [box(1 + lab, 1, h - 2, w - 2 - lab)]}
-                                                       for lab in (1, 2, 3, 4, 5)]} for s in (1, 2, 3)]
+                                                       for lab in (1, 2, 3, 4, 5)]} for s in slices]
+        if not i:
+            profiles.append({"slice_idx": 2, "slice_profile": [{"label": 9, "bboxes": [box(1, 1, 20, 20)]}]})  # unmapped
         detection.append(case(cid, shape, zooms, profiles))
     task = {"image_modality": "CT", "image_description": DESCRIPTION, "labels_map": LABELS, "task_ID": "01",
             "test_cases": detection, "train_cases": []}
@@ -87,14 +90,17 @@ def _plan(root, protocol, adapter_of, *, shortcuts):
 
     config = RunConfig(tasks=["detection:KiTS23", "tl_size:KiTS23"], model="oracle", data=str(root), protocol=protocol)
     runner = Runner(config)
-    saved = planning.prompt_inputs, planning._plain_render, planning._keeps_all
+    from medvision_eval.data import reader
+
+    saved = planning.prompt_inputs, planning._plain_render, planning._keeps_all, reader.FUSED_DETECTION
     if not shortcuts:
         planning.prompt_inputs, planning._plain_render, planning._keeps_all = (lambda task: None, lambda p: None,
                                                                                lambda task: False)
+        reader.FUSED_DETECTION = False
     try:
         return build_plan(config, runner.tasks(), runner.data, adapter_of(runner.adapter)), runner.data
     finally:
-        planning.prompt_inputs, planning._plain_render, planning._keeps_all = saved
+        planning.prompt_inputs, planning._plain_render, planning._keeps_all, reader.FUSED_DETECTION = saved
 
 
 @pytest.mark.parametrize("protocol", ["paper", "corrected", "v2"])
@@ -108,10 +114,12 @@ def test_plan_shortcuts_equal_the_general_path(tmp_path, protocol, geometry, ima
     spec = GeometrySpec(family=geometry, size=448 if geometry == "fixed" else 0)
     adapter_of = lambda adapter: _Geometry(adapter, spec, image_first)  # noqa: E731
     fast, data = _plan(root, protocol, adapter_of, shortcuts=True)
-    slow, _ = _plan(root, protocol, adapter_of, shortcuts=False)
+    slow, slow_data = _plan(root, protocol, adapter_of, shortcuts=False)
     lines = [strict_dumps(e) for e in fast.entries]
-    assert len(lines) == 90  # 75 boxes (c1: 15 under 10 px dropped) + 15 ellipses
+    assert len(lines) == 111  # 96 boxes (c1: 15 under 10 px dropped) + 15 ellipses
     assert lines == [strict_dumps(e) for e in slow.entries]
+    assert data.problems == slow_data.problems and data._bad == slow_data._bad
+    assert any("outside the volume" in p for p in data.problems) and any("slice_idx" in p for p in data.problems)
     for mine, general in zip(fast.tasks, slow.tasks):
         assert list(mine.requests) == list(general.requests)
         for key, request in mine.requests.items():
@@ -365,3 +373,30 @@ def test_struct_header_equals_the_numpy_record_read(byteorder):
         assert not isinstance(slow, Exception) and slow is not None, raw
         assert _fields(fast) == _fields(slow)
     assert answered > 300 and refused > 300
+
+
+def test_fused_detection_leaves_a_label_of_another_type_to_the_general_loop(tmp_path):
+    """A labels_map value that is not a name: the general loop refuses it with one error naming
+    the plan file, the sample and the field, with the fused loop on or off."""
+    from medvision_eval.data import MedVisionData, reader
+    from medvision_eval.data.errors import DataNotFoundError
+    from medvision_eval.data.planfile import read_json
+
+    root = hostile_root(tmp_path / "data")
+    plan_path = root / "Datasets" / "KiTS23" / "benchmark_plan_detection_v1.0.0.json.gz"
+    plan = read_json(plan_path)
+    plan["tasks"][0]["labels_map"]["2"] = 7
+    write_json(plan_path, plan)
+    messages = []
+    for fused in (True, False):
+        saved = reader.FUSED_DETECTION
+        reader.FUSED_DETECTION = fused
+        try:
+            data = MedVisionData(root)
+            with pytest.raises(DataNotFoundError) as caught:
+                data.samples(data.catalogue.get("KiTS23_BoxSize_Task01_Axial"))
+            messages.append((str(caught.value), list(data.problems), dict(data._bad)))
+        finally:
+            reader.FUSED_DETECTION = saved
+    assert messages[0] == messages[1]
+    assert "benchmark_plan_detection" in messages[0][0] and "label" in messages[0][0] and "/c0/A1/2" in messages[0][0]

@@ -33,12 +33,16 @@ from . import annotate
 from . import render as render_mod
 from .catalogue import CATALOGUE_FILE, BenchmarkConfig, Catalogue, load_catalogue, normalise_modality
 from .errors import DataNotFoundError, SampleDataError
-from .families import BUILT_IN_FAMILIES, SampleBuilder
+from .families import _BOX_NAMES, BUILT_IN_FAMILIES, DetectionSamples, SampleBuilder
 from .planfile import plan_filename, read_json
 from .volumes import VolumeCache, VolumeHeader, read_header, take_slice
 
 PLANNER_VERSION_ENV = ("MEDVISION_PLANNER_VERSION", "MedVision_PLANNER_VERSION")
 DISABLE_FILTERING_ENV = ("MedVision_DISABLE_SAMPLE_FILTERING", "MEDVISION_DISABLE_SAMPLE_FILTERING")
+# the built-in detection family's samples built in one loop (MedVisionData._detection_samples); tests
+# switch it off to compare with the general loop
+FUSED_DETECTION = True
+_DETECTION_TARGETS = DetectionSamples.targets  # what _detection_samples reproduces
 
 
 def sample_filtering_from_env() -> bool:
@@ -381,6 +385,12 @@ class MedVisionData:
                  and all(type(v) is float for v in spacing) and type(modality) is str and type(description) is str
                  and type(task_name) is str and type(config_name) is str and type(dataset) is str
                  and type(plane) is str and type(split) is str)
+        if (plain and not reshape and type(builder) is DetectionSamples and DetectionSamples.targets is _DETECTION_TARGETS
+                and FUSED_DETECTION):
+            fused = self._detection_samples(config, entries, rel, axis, shape, plan_h, plan_w, problem, lm_problem,
+                                            case_id, facts, modality_spelling, size, spacing, split, start)
+            if fused is not None:
+                return fused
         out: list[Sample] = []
         for position, entry in enumerate(entries):
             idx, entry_problem = self._slice_index(config, case_id, axis, position, entry)
@@ -442,6 +452,70 @@ class MedVisionData:
                         raise DataNotFoundError(
                             f"{self._plan_file(config)}: sample {sid}: {field} is {first.get('input')!r}: {first['msg']}; "
                             "fix the plan file (e.g. its labels_map)") from exc
+        return out
+
+    def _detection_samples(self, config: BenchmarkConfig, entries: list, rel: str, axis: int, shape: tuple,
+                           plan_h: int, plan_w: int, problem: str | None, lm_problem: str | None, case_id: str,
+                           facts: dict[str, Any], modality_spelling: str | None, size: tuple[int, int],
+                           spacing: tuple[float, float], split: str, start: int) -> list[Sample] | None:
+        """The samples of one case of the built-in detection family, as :meth:`_case_samples`'
+        general loop builds them from :meth:`DetectionSamples.targets` (same values, checks, problems
+        and order, evaluated in the same order), without a generator, payload tuples and a second
+        copy of each ``extra`` per box. None when a box's values or label are not of the types the
+        general loop builds directly (it then builds the whole case, reporting nothing twice: the
+        problems reported so far are the first it reports, and it records the same unusable ids)."""
+        keep_box, relative_box = annotate.keep_box, annotate.relative_box
+        filtering, labels = self.sample_filtering, facts["labels"]
+        image_area = float(plan_h * plan_w) if plan_h and plan_w else None
+        task_name, config_name, dataset, plane = config.task, config.name, config.dataset, config.plane_code
+        modality, description = facts["modality"], facts["description"]
+        out: list[Sample] = []
+        for position, entry in enumerate(entries):
+            idx, entry_problem = self._slice_index(config, case_id, axis, position, entry)
+            image = None
+            if entry_problem:
+                head = f"{config_name}/{split}/{case_id}/{plane}?entry{position}/"
+            else:
+                head = f"{config_name}/{split}/{case_id}/{plane}{idx}/"
+            for prof in entry.get("slice_profile", []) or []:
+                boxes = prof.get("bboxes", []) or []
+                if not boxes or (filtering and not keep_box(boxes)):
+                    continue
+                box = boxes[0]
+                lab = int(prof["label"])
+                low, high = box["min_coords"], box["max_coords"]
+                values = relative_box(low, high, plan_h, plan_w)
+                dh, dw = box["dimensions"]
+                ratio = float(dh * dw) / image_area if image_area is not None else float("nan")
+                pixels = [*low, *high]
+                x1, y1, x2, y2 = values
+                label_name = labels.get(lab, str(lab))
+                if not (type(x1) is float and type(y1) is float and type(x2) is float and type(y2) is float
+                        and type(values) is tuple and type(label_name) is str):
+                    return None
+                sid = f"{head}{lab}"
+                why = problem or entry_problem
+                if why is None and not 0 <= idx < shape[axis]:
+                    why = f"{self.root / rel}: slice {idx} is outside the volume (axis {axis} has {shape[axis]} slices)"
+                    self._problem(why)
+                if why is None and lm_problem:
+                    why = lm_problem
+                if why:
+                    self._bad[sid] = why
+                if modality_spelling is not None:
+                    extra = {"box_area_ratio": ratio, "box_pixels": pixels, "unit": "relative",
+                             "image_modality": modality_spelling}
+                else:
+                    extra = {"box_area_ratio": ratio, "box_pixels": pixels, "unit": "relative"}
+                if image is None:
+                    image = built(ImageRef, {"path": rel, "slice_axis": axis, "slice_index": idx})
+                out.append(built(Sample, {
+                    "id": sid, "task": task_name, "config": config_name, "dataset": dataset, "split": split,
+                    "index": start + len(out), "image": image, "image_size": size, "pixel_spacing": spacing,
+                    "label": label_name, "label_id": lab, "modality": modality, "plane": plane,
+                    "image_description": description,
+                    "target": built(Target, {"values": values, "unit": "relative", "names": _BOX_NAMES}),
+                    "extra": extra}))
         return out
 
     def _plan_file(self, config: BenchmarkConfig) -> Path | str:
