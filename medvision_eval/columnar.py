@@ -669,3 +669,145 @@ def float_row_texts(matrix: np.ndarray) -> tuple[list[str], np.ndarray]:
     for i in np.flatnonzero(odd).tolist():
         rows[i] = ", ".join(["null" if v != v else repr(v) for v in m[i].tolist()])
     return rows, np.isinf(m).any(axis=1)
+
+
+def float_lists(matrix: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Each row of an (n, k) array as its JSON list: ``"[" + ", ".join(float_texts(row)) + "]"``
+    (NaN: ``null``), from one orjson call for the whole array; and a mask of the rows holding an
+    infinite value (not JSON: such a row is written another way by the caller)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    n = m.shape[0]
+    if not n:
+        return [], np.zeros(0, dtype=bool)
+    if not m.shape[1]:
+        return ["[]"] * n, np.zeros(n, dtype=bool)
+    # orjson writes [[a,b],[c,d]]: cut the outer brackets, put a newline between the rows (no
+    # number text holds one) and the ", " separator json.dumps writes, and split once
+    rows = _dumps_floats(m)[1:-1].replace(b"],[", b"]\n[").replace(b",", b", ").decode().split("\n")
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(m)
+        odd = (((magnitude < 1e-4) & (magnitude > 0)) | ((magnitude >= 1e16) & np.isfinite(m))).any(axis=1)
+    for i in np.flatnonzero(odd).tolist():
+        rows[i] = "[" + ", ".join(_float_text_of(m[i].tolist())) + "]"
+    return rows, np.isinf(m).any(axis=1)
+
+
+def int_texts(values: Any) -> list[str]:
+    """``str`` of each integer (an int64 array, an ``array("q")`` or a list of Python ints)."""
+    if isinstance(values, np.ndarray) or isinstance(values, array):
+        flat = np.asarray(values, dtype=np.int64)
+        if not flat.size:
+            return []
+        return orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode().split(",")
+    return list(map(str, values))
+
+
+# bytes JSON escapes inside a string (json.dumps and orjson alike): control characters, '"' and '\'
+_ESCAPED_BYTE = np.zeros(256, dtype=bool)
+_ESCAPED_BYTE[:0x20] = True
+_ESCAPED_BYTE[[0x22, 0x5C]] = True
+
+
+def json_inner_texts(blob: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[str]:
+    """The inside of ``json.dumps(text, ensure_ascii=False)`` (the JSON string without its two
+    quotes) of each UTF-8 text ``blob[starts[i]:ends[i]]``.
+
+    Exact: a text holding no byte that JSON escapes (a control character, ``"``, ``\\``; UTF-8
+    multi-byte sequences never contain those bytes) is written by json.dumps as its characters.
+    Such texts are gathered into one buffer with a newline between them (a newline is escaped, so
+    it is in none of them), decoded and split once; a text that needs an escape is encoded on its
+    own (:func:`_json_str`). ``blob`` must hold valid UTF-8 (as the plan columns and the answer
+    table do: lone surrogates are never stored there)."""
+    n = len(starts)
+    if not n:
+        return []
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(ends, dtype=np.int64) - starts
+    bounds = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=bounds[1:])
+    if n == 1 or np.array_equal(starts[1:], starts[:-1] + lengths[:-1]):  # one run of bytes: a slice
+        raw = np.asarray(blob[int(starts[0]):int(starts[0]) + int(bounds[-1])])
+    else:
+        raw = np.asarray(blob)[np.arange(int(bounds[-1]), dtype=np.int64) + np.repeat(starts - bounds[:-1], lengths)]
+    dirty: list[int] = []
+    if (raw < 0x20).any() or (raw == 0x22).any() or (raw == 0x5C).any():
+        seen = np.zeros(len(raw) + 1, dtype=np.int64)
+        np.cumsum(_ESCAPED_BYTE[raw], out=seen[1:])
+        mask = seen[bounds[1:]] > seen[bounds[:-1]]
+        dirty = np.flatnonzero(mask).tolist()
+        dirty_texts = [raw[bounds[i]:bounds[i + 1]].tobytes().decode("utf-8") for i in dirty]
+        raw = raw[~np.repeat(mask, lengths)]
+        lengths = np.where(mask, 0, lengths)
+        np.cumsum(lengths, out=bounds[1:])
+    texts = np.insert(raw, bounds[1:-1], 0x0A).tobytes().decode("utf-8").split("\n")
+    for i, text in zip(dirty, dirty_texts) if dirty else ():
+        texts[i] = _json_str(text)[1:-1]
+    return texts
+
+
+_DROP = 0x1F  # a byte no JSON number text or separator text holds: marks bytes to cut
+
+
+def float_joined(matrix: np.ndarray, joints: list[str], opening: str = "", closing: str = "") -> tuple[list[str], np.ndarray]:
+    """Each row of an (n, k) array as one text: ``opening``, the :func:`float_texts` of its values
+    with ``joints[j]`` between value j and j + 1 (``", "`` inside a JSON list, or any constant
+    JSON text such as ``', "Precision": '``), then ``closing`` (each "" or one printable ASCII
+    character); and a mask of the rows holding an infinite value.
+
+    Exact: the numbers are written by one orjson call (the digits of ``repr``; the few values
+    whose notation differs, and NaN, are redone as :func:`float_texts` does); orjson separates
+    them by a comma only. The comma after value j of a row is turned into a marker byte for
+    ``joints[j]`` (a control character, which no JSON text holds unescaped), the row's brackets
+    become ``opening`` and ``closing`` (or are cut), and each marker is replaced by its joint (one
+    ``bytes.replace`` a distinct joint), so a row is one string, made without a Python object per
+    value."""
+    m = np.asarray(matrix, dtype=np.float64)
+    n, k = m.shape
+    if len(joints) != max(k - 1, 0) or len(opening) > 1 or len(closing) > 1:
+        raise ValueError("one joint between each two columns; opening and closing: one character or none")
+    if not n:
+        return [], np.zeros(0, dtype=bool)
+    if not k:
+        return [opening + closing] * n, np.zeros(n, dtype=bool)
+    distinct = list(dict.fromkeys(joints))
+    if len(distinct) > 30 or any(any(ord(c) < 0x20 for c in j) for j in distinct) \
+            or any(not (" " <= c < "\x7f") for c in opening + closing):
+        return _float_joined_slowly(m, joints, opening, closing), np.isinf(m).any(axis=1)
+    raw = bytearray(_dumps_floats(m))  # [[a,b],[c,d]]
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    # the commas, k - 1 in each row then one between rows (and a stand-in after the last row)
+    commas = np.append(np.flatnonzero(buf == 0x2C), len(raw) - 1).reshape(n, k)
+    for j, joint in enumerate(joints):
+        buf[commas[:, j]] = 1 + distinct.index(joint)
+    between = commas[:-1, k - 1]  # "],[" -> "\n", its brackets: closing and opening
+    buf[between] = 0x0A
+    last, first = ord(closing) if closing else _DROP, ord(opening) if opening else _DROP
+    buf[between - 1] = last
+    buf[between + 1] = first
+    buf[1], buf[-2] = first, last
+    data = bytes(raw[1:-1])
+    if not opening or not closing:
+        data = data.replace(bytes([_DROP]), b"")
+    for code, joint in enumerate(distinct, 1):
+        data = data.replace(bytes([code]), joint.encode("utf-8"))
+    rows = data.decode("utf-8").split("\n")
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(m)
+        odd = (((magnitude < 1e-4) & (magnitude > 0)) | ((magnitude >= 1e16) & np.isfinite(m))).any(axis=1)
+    for i in np.flatnonzero(odd).tolist():
+        rows[i] = opening + _float_joined_row(m[i].tolist(), joints) + closing
+    return rows, np.isinf(m).any(axis=1)
+
+
+def _float_text_of(values: list[float]) -> list[str]:
+    """:func:`float_texts` of a few values, one by one (``repr``; NaN and infinities: null)."""
+    return [repr(v) if v - v == 0 else "null" for v in values]
+
+
+def _float_joined_row(values: list[float], joints: list[str]) -> str:
+    texts = _float_text_of(values)
+    return "".join([t + j for t, j in zip(texts, joints)]) + texts[-1]
+
+
+def _float_joined_slowly(m: np.ndarray, joints: list[str], opening: str, closing: str) -> list[str]:
+    return [opening + _float_joined_row(row, joints) + closing for row in m.tolist()]

@@ -200,6 +200,31 @@ def hex_keys(keys: list[str]) -> np.ndarray | None:
     return np.frombuffer(raw, dtype=np.uint8).reshape(len(keys), 16)
 
 
+def _run_of(rows: np.ndarray) -> slice | None:
+    """``rows`` as a slice when they are one run of consecutive rows, else None."""
+    if len(rows) and int(rows[-1]) - int(rows[0]) == len(rows) - 1 and (np.diff(rows) == 1).all():
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return None
+
+
+def hex_texts(hexed: np.ndarray) -> list[str]:
+    """Each key of ``hexed`` ((n, 16) uint8) as its 32 lowercase hex digits, the text
+    :func:`hex_keys` read (made as one ASCII buffer, split once)."""
+    n = len(hexed)
+    if not n:
+        return []
+    out = np.empty((n, 33), dtype=np.uint8)
+    out[:, 32] = 0x0A
+    _hex_into(out[:, :32], hexed)
+    return out.tobytes()[:-1].decode("ascii").split("\n")
+
+
+def _hex_into(out: np.ndarray, hexed: np.ndarray) -> None:
+    """Write the lowercase hex digits of ``hexed`` ((n, 16) uint8) into ``out`` ((n, 32))."""
+    digits = np.ascontiguousarray(hexed).tobytes().hex().encode("ascii")
+    out[:] = np.frombuffer(digits, dtype=np.uint8).reshape(len(hexed), 32)
+
+
 _NO_PICKS = (None, None, None, None)
 _RATIO_TYPES = {float, int, type(None)}
 
@@ -429,6 +454,7 @@ class PlanStore:
             raise ValueError(f"{directory}: plan.jsonl's fingerprint is not a text")
         self.tables: dict[str, list[str]] = index["tables"]
         self._arrays: dict[str, np.ndarray] = {}
+        self._json_tables: dict[str, list[str]] = {}
         path = directory / index["data"]["file"]
         size = os.stat(path).st_size
         if size != index["data"]["size"]:
@@ -517,6 +543,66 @@ class PlanStore:
             text = raw.decode("ascii")
             return [text[a:b] for a, b in cuts]
         return [raw[a:b].decode("utf-8") for a, b in cuts]
+
+    def json_texts(self, name: str, rows: np.ndarray) -> list[str]:
+        """The inside of ``json.dumps(text, ensure_ascii=False)`` (without its quotes) of the text
+        column ``name`` (id, prompt_hash, key) at ``rows``, made from the UTF-8 bytes
+        (:func:`.columnar.json_inner_texts`)."""
+        from .columnar import json_inner_texts
+
+        rows = np.asarray(rows, dtype=np.int64)
+        if name == "key" and "key.hex" in self._arrays:
+            return hex_texts(np.asarray(self._arrays["key.hex"][rows]))
+        offsets = self._arrays[f"{name}.offsets"]
+        return json_inner_texts(self._arrays[f"{name}.blob"], offsets[rows], offsets[rows + 1])
+
+    def json_table(self, name: str) -> list[str]:
+        """The JSON text of each value in the table of the coded column ``name`` ("" for a value
+        UTF-8 cannot encode), made once per store."""
+        from .columnar import _json_str
+
+        made = self._json_tables.get(name)
+        if made is None:
+            made = []
+            for value in self.tables[name]:
+                try:
+                    made.append(_json_str(value))
+                except (TypeError, ValueError):  # lone surrogates (never in a store: no columns then)
+                    made.append("")
+            self._json_tables[name] = made
+        return made
+
+    def key_and_hash_texts(self, rows: np.ndarray, between: str) -> list[str] | None:
+        """Each row's key, ``between``, then its prompt hash, as one text (the inside of their JSON
+        strings: hex digits need no escape), when every key is stored as hex and the rows' prompt
+        hashes all have one length and need no escape (what :func:`.store.prompt_hash` makes);
+        else None. Made as one fixed-width ASCII buffer, split once."""
+        if "key.hex" not in self._arrays or not between.isascii() or "\n" in between:
+            return None
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return []
+        offsets = self._arrays["prompt_hash.offsets"]
+        run = _run_of(rows)
+        starts = offsets[run if run is not None else rows]
+        widths = offsets[run.start + 1:run.stop + 1] - starts if run is not None else offsets[rows + 1] - starts
+        width = int(widths[0])
+        if not (widths == width).all():
+            return None
+        blob = self._arrays["prompt_hash.blob"]
+        if run is not None:  # one run of rows: one slice of the blob
+            hashes = np.asarray(blob[int(starts[0]):int(starts[0]) + len(rows) * width]).reshape(len(rows), width)
+        else:
+            hashes = np.asarray(blob)[starts[:, None] + np.arange(width)]
+        if not ((hashes >= 0x20) & (hashes < 0x7F) & (hashes != 0x22) & (hashes != 0x5C)).all():
+            return None  # not plain printable ASCII: made field by field
+        sep = np.frombuffer(between.encode("ascii"), dtype=np.uint8)
+        out = np.empty((len(rows), 32 + len(sep) + width + 1), dtype=np.uint8)
+        _hex_into(out[:, :32], np.asarray(self._arrays["key.hex"][run if run is not None else rows]))
+        out[:, 32:32 + len(sep)] = sep
+        out[:, 32 + len(sep):-1] = hashes
+        out[:, -1] = 0x0A
+        return out.tobytes()[:-1].decode("ascii").split("\n")
 
     def truths(self, rows: np.ndarray, full_precision: bool) -> tuple[np.ndarray, np.ndarray]:
         """(flat values, offsets) of the rows' true values, gathered in ``rows`` order."""

@@ -26,8 +26,8 @@ from .plugins import Registry
 from .protocol import Protocol
 from .rundigest import digests, inputs_digest  # one digest: the finished-rerun check reads it without this module
 from .results import Counts, ModelRecord, RunRecord, RunResults, Selection, TaskResult, load_results, load_run_record
-from .columnar import (NULL_COUNT, FORK, Answer, AnswerColumns, Forked, TaskColumns, _json_str, float_row_texts,
-                       float_texts, read_inputs)
+from .columnar import (NULL_COUNT, FORK, Answer, AnswerColumns, Forked, TaskColumns, Truths, _json_str, float_joined,
+                       float_lists, float_texts, int_texts, read_inputs)
 from .planstore import open_store
 from .storescore import StaleStore, score_from_store
 from .schema import ParseStatus, Prediction
@@ -37,12 +37,11 @@ from .store import (
     RESULTS,
     PlanEntry,
     ResponseRecord,
+    _storable_bytes,
     atomic_write_pieces,
     atomic_write_text,
     secret_lines,
-    storable_pieces,
     write_jsonl,
-    write_lines,
 )
 from .tasks.base import Task
 from .tasks.groups import ProfiledSamples
@@ -167,7 +166,6 @@ def row_counts(answers: "Sequence[Answer | None] | AnswerColumns") -> tuple[int,
 
 
 STATUS_VALUES = [status.value for status in ParseStatus]
-_NULL_USAGE = '{"prompt_tokens": null, "completion_tokens": null}'
 
 
 def score_task_columns(task: Any, cols: TaskColumns, answers: Mapping[str, Answer] | list[Answer | None], *,
@@ -262,8 +260,8 @@ def parse_and_score(task: Any, cols: TaskColumns, found: list[Answer | None]):
 
 
 class RowWriter:
-    """The sample rows of a columnar task: iterating gives every line; :meth:`lines` a range of them
-    (so two processes can format the two halves)."""
+    """The sample rows of a columnar task: iterating gives every line; :meth:`texts` the text of
+    a range of them, a block at a time (so two processes can format the two halves)."""
 
     def __init__(self, cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
                  values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
@@ -275,9 +273,14 @@ class RowWriter:
     def lines(self, lo: int, hi: int) -> Iterator[str]:
         """Lines ``lo`` to ``hi``, formatted :data:`ROW_BLOCK` rows at a time (bounded memory)."""
         for start in range(lo, hi, ROW_BLOCK):
-            yield from self._block(start, min(hi, start + ROW_BLOCK))
+            yield from sample_lines(*self._block(start, min(hi, start + ROW_BLOCK)))
 
-    def _block(self, lo: int, hi: int) -> Iterator[str]:
+    def texts(self, lo: int, hi: int) -> Iterator[str]:
+        """The text of lines ``lo`` to ``hi``, :data:`ROW_BLOCK` lines a piece."""
+        for start in range(lo, hi, ROW_BLOCK):
+            yield sample_text(*self._block(start, min(hi, start + ROW_BLOCK)))
+
+    def _block(self, lo: int, hi: int) -> tuple:
         cols, found, status, detail, values, ok, shown, scores = self.parts
         if (lo, hi) != (0, self.n):
             cut = slice(lo, hi)
@@ -291,7 +294,7 @@ class RowWriter:
             found, status, detail = found[cut], status[cut], detail[cut]
             values, ok = values[cut], ok[cut]
             scores = {name: v[cut] for name, v in scores.items()}
-        return sample_lines(cols, found, status, detail, values, ok, shown, scores)
+        return cols, found, status, detail, values, ok, shown, scores
 
     def __iter__(self) -> Iterator[str]:
         return self.lines(0, self.n)
@@ -299,8 +302,18 @@ class RowWriter:
 
 def _write_part(path: Path, rows: RowWriter, lo: int, hi: int) -> None:
     with open(path, "wb") as fh:
-        for piece in storable_pieces(rows.lines(lo, hi)):
-            fh.write(piece)
+        for text in rows.texts(lo, hi):
+            fh.write(_storable_bytes(text))
+
+
+def write_texts(path: Path, texts: Iterator[str]) -> None:
+    """:func:`.store.write_lines` of text pieces that each end at a line end: the file written
+    atomically a piece at a time (masked, U+FFFD for lone surrogates, as each line would be), or,
+    when a known secret spans lines, masked whole."""
+    if secret_lines():
+        atomic_write_text(path, "".join(texts))
+        return
+    atomic_write_pieces(path, (_storable_bytes(text) for text in texts))
 
 
 class RowsFile:
@@ -330,12 +343,13 @@ class RowsFile:
         rows = self.rows
         assert rows is not None
         if self.second is None:
-            write_lines(self.path, rows)
+            write_texts(self.path, rows.texts(0, rows.n))
             return
         second, half = self.second, self.split(rows.n)
 
         def pieces() -> Iterator[bytes]:
-            yield from storable_pieces(rows.lines(0, half))
+            for text in rows.texts(0, half):
+                yield _storable_bytes(text)
             second.result()
             with open(self.part, "rb") as fh:
                 while block := fh.read(1 << 24):
@@ -354,22 +368,144 @@ def write_rows(path: Path, rows: RowWriter, *, parallel: bool) -> None:
     out.finish()
 
 
-def _row_texts(cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
-               values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
-               scores: dict[str, np.ndarray]) -> tuple[str, list[list], set[int]]:
-    """The row template and its argument columns; rows that must be written by ``strict_dumps``."""
-    n = len(cols)
-    bad: set[int] = set()
-    names = list(scores)
-    metric_columns = []
-    for name in names:
-        texts, inf = float_texts(scores[name])
-        metric_columns.append(texts)
-        bad.update(np.flatnonzero(inf).tolist())
+# -- the lines of a samples file, column-wise ---------------------------------------------------
+#
+# A line is ``strict_dumps(row_of(...)) + "\n"``: constant JSON text between the JSON texts of the
+# row's fields. Each field's texts are made for a whole block of rows at once (one orjson call or
+# one split of a byte buffer per column); the lines are assembled by interleaving the constant
+# pieces and the columns into one list and joining it once (:func:`assemble_rows`). A row holding
+# a non-finite number, or text UTF-8 cannot encode, is written by ``strict_dumps`` itself (``null``
+# plus ``null_reasons``, U+FFFD): such rows are collected in a ``bad`` set by the functions that
+# make the texts. Each part of a line is given as a *layout*: a list of constant texts (str) and
+# columns (a list with one text per row). A field that has the same text in every row of the block
+# is given as a constant, and a string field every row has is given without its quotes (they are
+# constants): the fewer pieces a line has, the less there is to join.
+
+_NULL_USAGE = '{"prompt_tokens": null, "completion_tokens": null}'
+_NO_RESPONSE_TEXT = _json_str(NO_RESPONSE)
+Column = "list[str] | str | Coded"  # a field's text in each row, the one text of every row, or coded texts
+
+
+@dataclasses.dataclass
+class PlanTexts:
+    """The plan's fields of a block of rows (what no answer changes): JSON texts, except ``ids``,
+    ``keys`` and ``prompt_hashes``, which are the insides of their JSON strings (no quotes), and
+    ``truths``, written with the metrics (:func:`tail_layout`). ``key_hashes``, when set, is each
+    row's key and prompt hash as one text (in place of ``keys`` and ``prompt_hashes``)."""
+
+    ids: list[str]
+    configs: Column
+    datasets: Column
+    indexes: list[str]
+    labels: Column
+    keys: list[str]
+    prompt_hashes: list[str]
+    truths: Truths
+    units: Column
+    key_hashes: list[str] | None = None
+
+
+KEY_TO_HASH = '", "prompt_hash": "'  # between a key's text and its prompt hash's in a line
+
+
+def plan_texts(cols: TaskColumns, bad: set[int]) -> PlanTexts:
+    """:class:`PlanTexts` of the rows of ``cols``."""
+    return PlanTexts(inner_strings(cols.ids, bad), categorical(cols.configs, bad), categorical(cols.datasets, bad),
+                     int_texts(cols.indexes), categorical(cols.labels, bad), inner_strings(cols.keys, bad),
+                     inner_strings(cols.prompt_hashes, bad), cols.truths, categorical(cols.units, bad))
+
+
+def plan_layout(plan: PlanTexts) -> list:
+    """The pieces of a line up to its ``"response"`` field."""
+    keys = [plan.key_hashes] if plan.key_hashes is not None else [plan.keys, KEY_TO_HASH, plan.prompt_hashes]
+    return ['{"id": "', plan.ids, '", "config": ', plan.configs, ', "dataset": ', plan.datasets, ', "index": ',
+            plan.indexes, ', "label": ', plan.labels, ', "key": "', *keys, '"']
+
+
+def target_texts(truths: Truths, bad: set[int]) -> list[str]:
+    """The JSON list of each row's true values; rows with a non-finite one are added to ``bad``."""
+    width = truths.width()
+    if width:
+        matrix = np.frombuffer(truths.flat, dtype=np.float64).reshape(len(truths), width)
+        texts, _ = float_lists(matrix)
+        bad.update(np.flatnonzero(~np.isfinite(matrix).all(axis=1)).tolist())
+        return texts
+    isfinite = math.isfinite
+    texts = []
+    for i, truth in enumerate(truths):
+        texts.append("[" + ", ".join(map(repr, truth)) + "]")
+        if not all(isfinite(t) for t in truth):
+            bad.add(i)
+    return texts
+
+
+def response_layout(texts: list[str | None], bad: set[int]) -> list:
+    """The ``"response"`` field's pieces from the answers' texts (None: ``null``)."""
+    if None not in texts:
+        return [', "response": "', inner_strings(texts, bad), '"']
+    none_rows = [i for i, t in enumerate(texts) if t is None]
+    out = json_strings([t if t is not None else "" for t in texts], bad)
+    for i in none_rows:
+        out[i] = "null"
+    return [', "response": ', out]
+
+
+def answer_layout(response: list, present: np.ndarray, errors: dict[int, str], latency: np.ndarray,
+                  prompt_tokens: np.ndarray, completion_tokens: np.ndarray, exact: dict[int, Answer],
+                  bad: set[int]) -> list:
+    """The pieces of the answer's fields: ``response`` (its layout, made by the caller), error,
+    latency and usage, from the columns of :class:`.columnar.AnswerColumns`."""
+    n = len(present)
+    if not n:
+        return response
+    absent = ~present
+    everyone = not absent.any()
+    error_texts: Column = "null" if everyone and not errors else \
+        np.where(present, "null", _NO_RESPONSE_TEXT).astype(object).tolist()
+    for i, e in errors.items():
+        try:
+            error_texts[i] = _json_str(e)
+        except orjson.JSONEncodeError:
+            bad.add(i)
+            error_texts[i] = ""
+    bad.update(np.flatnonzero(present & ~np.isfinite(latency)).tolist())
+    latency_texts: Column
+    if everyone and (latency == latency[0]).all():  # one latency (NaN never equals: not here)
+        latency_texts = float_texts(latency[:1])[0][0]
+    else:
+        latency_texts, _ = float_texts(latency)
+        if not everyone:
+            latencies = np.array(latency_texts, dtype=object)
+            latencies[absent] = "null"
+            latency_texts = latencies.tolist()
+    counted = np.flatnonzero(present & ((prompt_tokens != NULL_COUNT) | (completion_tokens != NULL_COUNT)))
+    usages: Column = _NULL_USAGE
+    if not everyone or len(counted) or exact:
+        usages = np.where(present, _NULL_USAGE, "null").astype(object).tolist()
+        for i in counted.tolist() + list(exact):
+            if i in exact:
+                prompt, completion = exact[i][3], exact[i][4]
+            else:
+                pt, ct = int(prompt_tokens[i]), int(completion_tokens[i])
+                prompt, completion = None if pt == NULL_COUNT else pt, None if ct == NULL_COUNT else ct
+            usages[i] = '{"prompt_tokens": %s, "completion_tokens": %s}' % (
+                "null" if prompt is None else prompt, "null" if completion is None else completion)
+    return response + [', "error": ', error_texts, ', "latency_s": ', latency_texts, ', "usage": ', usages]
+
+
+def parse_layout(status: list[str], detail: list[str | None], values: np.ndarray, ok: np.ndarray,
+                 shown: dict[int, tuple | None], bad: set[int]) -> list:
+    """The pieces of the parse's fields (status, values, detail; from :func:`parse_and_score`)."""
+    n = len(detail)
     # values: the parsed numbers of ok rows (finite by construction), null elsewhere
-    value_rows, value_inf = float_row_texts(np.where(ok[:, None], values, 0.0))
-    bad.update(np.flatnonzero(value_inf).tolist())
-    vals = ["[" + v + "]" if good else "null" for v, good in zip(value_rows, ok.tolist())]
+    lists, inf = float_lists(np.where(ok[:, None], values, 0.0))
+    bad.update(np.flatnonzero(inf).tolist())
+    if ok.all():
+        vals = lists
+    else:
+        held = np.array(lists, dtype=object)
+        held[~ok] = "null"
+        vals = held.tolist()
     for i, v in shown.items():
         if v is None:
             vals[i] = "null"
@@ -377,62 +513,228 @@ def _row_texts(cols: TaskColumns, found: list[Answer | None], status: list[str],
             vals[i] = "[" + ", ".join(map(repr, map(float, v))) + "]"
         else:
             bad.add(i)
-    isfinite = math.isfinite
-    width = cols.truths.width()
-    if width:
-        matrix = np.frombuffer(cols.truths.flat, dtype=np.float64).reshape(n, width)
-        targets, _ = float_row_texts(matrix)
+    states: Column = status[0] if status and status.count(status[0]) == n else status
+    details: Column = "null"
+    if detail.count(None) != n:  # few distinct details: each encoded once
+        encoded: dict[str | None, str] = {None: "null"}
+        for d in set(detail):
+            if d is not None:
+                try:
+                    encoded[d] = _json_str(d)
+                except orjson.JSONEncodeError:
+                    encoded[d] = ""
+        details = list(map(encoded.__getitem__, detail))
+        if "" in encoded.values():
+            bad.update(i for i, text in enumerate(details) if not text)
+    return [', "status": "', states, '", "values": ', vals, ', "detail": ', details]
+
+
+def tail_layout(truths: Truths, units: Column, scores: dict[str, np.ndarray], bad: set[int]) -> list:
+    """The pieces of a line from ``, "target": `` to its end: the true values, the unit and the
+    metrics (``null`` for NaN). Rows with a non-finite true value or an infinite metric are added
+    to ``bad``. The numbers of a row are one text (:func:`.columnar.float_joined`): the true values
+    and the metrics together when every row has the same unit and as many true values, else each
+    part on its own."""
+    n = len(truths)
+    names = list(scores)
+    heads = [_json_str(name) + ": " for name in names]
+    metrics = np.column_stack([np.asarray(v, dtype=np.float64) for v in scores.values()]) if names else None
+    joints = [", " + head for head in heads[1:]]
+    width = truths.width()
+    if width and isinstance(units, str) and names:  # one unit: a constant
+        matrix = np.frombuffer(truths.flat, dtype=np.float64).reshape(n, width)
         bad.update(np.flatnonzero(~np.isfinite(matrix).all(axis=1)).tolist())
-    else:
-        targets = []
-        for i, truth in enumerate(cols.truths):
-            targets.append(", ".join(map(repr, truth)))
-            if not all(isfinite(t) for t in truth):
+        middle = '], "unit": ' + units + ', "metrics": {' + heads[0]
+        texts, inf = float_joined(np.hstack([matrix, metrics]), [", "] * (width - 1) + [middle] + joints, "[", "}")
+        bad.update(np.flatnonzero(inf).tolist())
+        return [', "target": ', texts, "}\n"]
+    out = [', "target": ', target_texts(truths, bad), ', "unit": ', units, ', "metrics": {']
+    if names:
+        texts, inf = float_joined(metrics, joints, "", "}")
+        bad.update(np.flatnonzero(inf).tolist())
+        return out + [heads[0], texts, "}\n"]
+    return out + ["}}\n"]
+
+
+def numbers_layout(status: list[str], detail: list[str | None], values: np.ndarray, ok: np.ndarray,
+                   shown: dict[int, tuple | None], truths: Truths, units: Column, scores: dict[str, np.ndarray],
+                   bad: set[int]) -> list:
+    """:func:`parse_layout` + :func:`tail_layout`: the pieces of a line from ``, "status"`` to its
+    end. When every row has as many true values and one unit, each row's values, detail, true
+    values and metrics are one text, from one :func:`.columnar.float_joined` call made as for a
+    row parsed ok with no detail; the other rows (not ok, a detail, printed values that are not
+    their matrix row) have their values and detail put in front of that text's ``"target"`` part."""
+    n = len(status)
+    names = list(scores)
+    width = truths.width()
+    k = values.shape[1] if values.ndim == 2 else 0
+    if not (n and width and k and names and isinstance(units, str)):
+        return parse_layout(status, detail, values, ok, shown, bad) + tail_layout(truths, units, scores, bad)
+    heads = [_json_str(name) + ": " for name in names]
+    matrix = np.frombuffer(truths.flat, dtype=np.float64).reshape(n, width)
+    bad.update(np.flatnonzero(~np.isfinite(matrix).all(axis=1)).tolist())
+    metrics = np.column_stack([np.asarray(v, dtype=np.float64) for v in scores.values()])
+    joints = ([", "] * (k - 1) + ['], "detail": null, "target": ['] + [", "] * (width - 1)
+              + ['], "unit": ' + units + ', "metrics": {' + heads[0]] + [", " + head for head in heads[1:]])
+    texts, inf = float_joined(np.hstack([np.where(ok[:, None], values, 0.0), matrix, metrics]), joints, "[", "}")
+    bad.update(np.flatnonzero(inf).tolist())
+    others = set(shown).union(np.flatnonzero(~ok).tolist())
+    if detail.count(None) != n:
+        others.update(i for i, d in enumerate(detail) if d is not None)
+    for i in others:
+        text = texts[i]
+        cut = text.index(', "target": ')  # after the values and the detail: numbers and null only
+        if i in shown:
+            v = shown[i]
+            if v is None:
+                vals = "null"
+            elif all(math.isfinite(x) for x in v):
+                vals = "[" + ", ".join(map(repr, map(float, v))) + "]"
+            else:
                 bad.add(i)
-    ans = AnswerColumns.of(found)
-    present = ans.present
-    texts = ans.texts
-    none_rows = [i for i, t in enumerate(texts) if t is None]
-    responses = json_strings([t if t is not None else "" for t in texts] if none_rows else texts, bad)
-    for i in none_rows:
-        responses[i] = "null"
-    no_response = _json_str(NO_RESPONSE)
-    absent = ~present
-    errors = np.where(present, "null", no_response).astype(object).tolist() if n else []
-    for i, e in ans.errors.items():
-        try:
-            errors[i] = _json_str(e)
-        except orjson.JSONEncodeError:
-            bad.add(i)
-            errors[i] = ""
-    latency_texts, _ = float_texts(ans.latency)
-    bad.update(np.flatnonzero(present & ~np.isfinite(ans.latency)).tolist())
-    latencies = np.array(latency_texts, dtype=object)
-    latencies[absent] = "null"
-    latencies = latencies.tolist()
-    usages = np.where(present, _NULL_USAGE, "null").astype(object).tolist() if n else []
-    counted = np.flatnonzero(present & ((ans.prompt_tokens != NULL_COUNT) | (ans.completion_tokens != NULL_COUNT)))
-    for i in counted.tolist() + list(ans.exact):
-        _, _, _, prompt_tokens, completion_tokens = ans[i]
-        usages[i] = '{"prompt_tokens": %s, "completion_tokens": %s}' % (
-            "null" if prompt_tokens is None else prompt_tokens, "null" if completion_tokens is None else completion_tokens)
-    details = ["null"] * n
-    for i, d in enumerate(detail):
-        if d is not None:
+                vals = ""
+        else:
+            vals = text[:text.index('], "detail": ') + 1] if ok[i] else "null"
+        d = detail[i]
+        if d is None:
+            note = "null"
+        else:
             try:
-                details[i] = _json_str(d)
+                note = _json_str(d)
             except orjson.JSONEncodeError:
                 bad.add(i)
-                details[i] = ""
-    metric_part = ", ".join(f"{_json_str(name)}: %s" for name in names)
-    template = ('{"id": %s, "config": %s, "dataset": %s, "index": %d, "label": %s, "key": %s, "prompt_hash": %s, '
-                '"response": %s, "error": %s, "latency_s": %s, "usage": %s, "status": "%s", "values": %s, '
-                '"detail": %s, "target": [%s], "unit": %s, "metrics": {' + metric_part + '}}\n')
-    columns = [json_strings(cols.ids, bad), categorical(cols.configs, bad), categorical(cols.datasets, bad),
-               cols.indexes, categorical(cols.labels, bad), json_strings(cols.keys, bad),
-               json_strings(cols.prompt_hashes, bad), responses, errors, latencies, usages, status, vals, details,
-               targets, categorical(cols.units, bad), *metric_columns]
-    return template, columns, bad
+                note = ""
+        texts[i] = vals + ', "detail": ' + note + text[cut:]
+    states: Column = status[0] if status.count(status[0]) == n else status
+    return [', "status": "', states, '", "values": ', texts, "}\n"]
+
+
+@dataclasses.dataclass
+class Coded:
+    """A column of few distinct texts: row i's text is ``table[codes[i]]`` (a coded plan column).
+    Constants next to it in a line are joined into its table, and two coded columns with only
+    constants between them into one (:func:`_merged`): a line has fewer pieces to join."""
+
+    codes: np.ndarray
+    table: list[str]
+
+    def texts(self) -> list[str]:
+        table = np.empty(len(self.table), dtype=object)
+        table[:] = self.table
+        return table[self.codes].tolist()
+
+    def around(self, before: str, after: str) -> "Coded":
+        return Coded(self.codes, [before + t + after for t in self.table])
+
+
+CODED_TABLE = 4096  # the most texts a table of two coded columns joined into one may have
+
+
+def _merged(layout: list) -> list:
+    """``layout`` with neighbouring constants joined into one, constants joined into the coded
+    column next to them, and neighbouring coded columns (with their table small) into one."""
+    out: list = []
+    for piece in layout:
+        last = out[-1] if out else None
+        if isinstance(piece, str) and isinstance(last, str):
+            out[-1] = last + piece
+        elif isinstance(piece, str) and isinstance(last, Coded):
+            out[-1] = last.around("", piece)
+        elif isinstance(piece, Coded) and isinstance(last, str) and len(out) > 1:  # the line's first piece stays
+            out[-1] = piece.around(last, "")
+        else:
+            out.append(piece)
+        if len(out) > 1 and isinstance(out[-1], Coded) and isinstance(out[-2], Coded) \
+                and len(out[-2].table) * len(out[-1].table) <= CODED_TABLE:
+            second = out.pop()
+            first = out.pop()
+            out.append(Coded(first.codes.astype(np.int64) * len(second.table) + second.codes,
+                             [a + b for a in first.table for b in second.table]))
+    return out
+
+
+def assemble_rows(layout: list, n: int, strict: dict[int, str]) -> list[str]:
+    """The pieces of ``n`` lines in file order (``"".join`` gives the text): the layout's pieces
+    interleaved by slice assignment, no per-row Python code; rows in ``strict`` are that line."""
+    layout = _merged(layout)
+    m = len(layout)
+    out: list = [""] * (n * m)
+    for j, piece in enumerate(layout):
+        out[j::m] = [piece] * n if isinstance(piece, str) else piece.texts() if isinstance(piece, Coded) else piece
+    empty = [""] * (m - 1)
+    for i, line in strict.items():
+        out[i * m] = line
+        out[i * m + 1:(i + 1) * m] = empty
+    return out
+
+
+def strict_lines(bad: set[int], cols: TaskColumns, found: AnswerColumns, status: list[str],
+                 detail: list[str | None], values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
+                 scores: dict[str, np.ndarray]) -> dict[int, str]:
+    """The lines of rows ``bad``, by the reference definition ``strict_dumps(row_of(...)) + "\\n"``."""
+    out = {}
+    for i in sorted(bad):
+        head = (cols.ids[i], cols.configs[i], cols.datasets[i], cols.indexes[i], cols.labels[i], cols.keys[i],
+                cols.prompt_hashes[i])
+        v = shown[i] if i in shown else (tuple(values[i].tolist()) if ok[i] else None)
+        metrics = {name: column[i] for name, column in scores.items()}
+        out[i] = strict_dumps(row_of(head, found[i], status[i], v, detail[i], metrics, cols.truths[i],
+                                     cols.units[i])) + "\n"
+    return out
+
+
+def _sample_pieces(cols: TaskColumns, found: list[Answer | None] | AnswerColumns, status: list[str],
+                   detail: list[str | None], values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
+                   scores: dict[str, np.ndarray]) -> tuple[list, int]:
+    ans = AnswerColumns.of(found)
+    bad: set[int] = set()
+    plan = plan_texts(cols, bad)
+    layout = (plan_layout(plan)
+              + answer_layout(response_layout(ans.texts, bad), ans.present, ans.errors, ans.latency,
+                              ans.prompt_tokens, ans.completion_tokens, ans.exact, bad)
+              + numbers_layout(status, detail, values, ok, shown, cols.truths, plan.units, scores, bad))
+    strict = strict_lines(bad, cols, ans, status, detail, values, ok, shown, scores) if bad else {}
+    return assemble_rows(layout, len(cols), strict), len(_merged(layout))
+
+
+def sample_text(cols: TaskColumns, found: list[Answer | None] | AnswerColumns, status: list[str],
+                detail: list[str | None], values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
+                scores: dict[str, np.ndarray]) -> str:
+    """The lines of ``samples_<task>.jsonl`` for these rows, joined: each exactly
+    ``strict_dumps(row_of(...)) + "\\n"``."""
+    pieces, _ = _sample_pieces(cols, found, status, detail, values, ok, shown, scores)
+    return "".join(pieces)
+
+
+def sample_lines(cols: TaskColumns, found: list[Answer | None] | AnswerColumns, status: list[str],
+                 detail: list[str | None], values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
+                 scores: dict[str, np.ndarray]) -> list[str]:
+    """:func:`sample_text` as one string per line."""
+    pieces, m = _sample_pieces(cols, found, status, detail, values, ok, shown, scores)
+    return ["".join(pieces[i:i + m]) for i in range(0, len(pieces), m)]
+
+
+def inner_strings(values: list[str], bad: set[int]) -> list[str]:
+    """The inside of ``json.dumps(v, ensure_ascii=False)`` (without its quotes) of each string:
+    one orjson call for the whole column when no element needs an escape (no backslash in the
+    output, so no quote inside an element: ``","`` only separates them), else one per element.
+    An element UTF-8 cannot encode (a lone surrogate) is added to ``bad``."""
+    if not values:
+        return []
+    try:
+        blob = orjson.dumps(values)
+    except orjson.JSONEncodeError:
+        blob = None
+    if blob is not None and b"\\" not in blob:
+        return blob[2:-2].decode().split('","')
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(_json_str(v)[1:-1])
+        except orjson.JSONEncodeError:
+            bad.add(i)
+            out.append("")
+    return out
 
 
 def json_strings(values: list[str], bad: set[int]) -> list[str]:
@@ -457,8 +759,9 @@ def json_strings(values: list[str], bad: set[int]) -> list[str]:
     return out
 
 
-def categorical(values: list[str], bad: set[int]) -> list[str]:
-    """:func:`json_strings` of a column with few distinct values (each encoded once)."""
+def categorical(values: list[str], bad: set[int]) -> Column:
+    """:func:`json_strings` of a column with few distinct values (each encoded once); the one
+    text when every row has the same value."""
     encoded: dict[str, str] = {}
     for v in set(values):
         try:
@@ -467,27 +770,9 @@ def categorical(values: list[str], bad: set[int]) -> list[str]:
             encoded[v] = ""
     if any(text == "" for text in encoded.values()):
         bad.update(i for i, v in enumerate(values) if encoded[v] == "")
+    elif len(encoded) == 1:
+        return next(iter(encoded.values()))
     return list(map(encoded.__getitem__, values))
-
-
-def sample_lines(cols: TaskColumns, found: list[Answer | None], status: list[str], detail: list[str | None],
-                 values: np.ndarray, ok: np.ndarray, shown: dict[int, tuple | None],
-                 scores: dict[str, np.ndarray]) -> list[str]:
-    """The lines of ``samples_<task>.jsonl``, each exactly ``strict_dumps(row_of(...)) + "\n"``:
-    formatted column-wise; a row holding a non-finite number or text UTF-8 cannot encode is
-    written by ``strict_dumps`` (``null`` plus ``null_reasons``, U+FFFD)."""
-    found = AnswerColumns.of(found)
-    template, columns, bad = _row_texts(cols, found, status, detail, values, ok, shown, scores)
-    names = list(scores)
-    lines = [template % args for args in zip(*columns)]
-    for i in sorted(bad):
-        head = (cols.ids[i], cols.configs[i], cols.datasets[i], cols.indexes[i], cols.labels[i], cols.keys[i],
-                cols.prompt_hashes[i])
-        v = shown[i] if i in shown else (tuple(values[i].tolist()) if ok[i] else None)
-        metrics = {name: scores[name][i] for name in names}
-        lines[i] = strict_dumps(row_of(head, found[i], status[i], v, detail[i], metrics, cols.truths[i],
-                                       cols.units[i])) + "\n"
-    return lines
 
 
 def cached_results(run_dir: Path) -> RunResults | None:

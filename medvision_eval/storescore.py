@@ -12,9 +12,11 @@ bytes.
   The plan's rows are joined to the answers by sorting keys (no dictionary of a million
   strings); of several answers to one key, the last completed one wins, else the last one (the
   rule of :func:`medvision_eval.columnar.read_answers`).
-- **Rows** are handled in blocks of :data:`BLOCK_ROWS`: a block's answers are parsed, scored
-  (per-sample metrics are row by row) and formatted into the samples file's bytes by the same
-  functions the JSONL path uses, so the lines are the same. On large tasks a forked process
+- **Rows** are handled in blocks of :data:`BLOCK_ROWS`: a block's answers are parsed and scored
+  (per-sample metrics are row by row) by the same functions the JSONL path uses; its lines are
+  laid out by the same functions too (:func:`medvision_eval.scoring.plan_layout` and the rest),
+  with the plan's and the answers' texts made straight from the columns' bytes, so the lines are
+  the same. On large tasks a forked process
   takes every other block and writes it into the same temporary file at the offset this process
   hands it; writeback to disk is started as blocks are written, so the final fsync has little
   left to do. The tables and intervals are computed from the gathered per-sample metrics
@@ -39,9 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
-from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, line_boundary, lines_before,
-                       put_answer_numbers)
+from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, _json_str, int_texts, json_inner_texts,
+                       line_boundary, lines_before, put_answer_numbers)
 from .planstore import PlanStore, hex_keys
 from .store import PlanEntry, _storable_bytes, load_model_line, response_files
 
@@ -595,13 +598,97 @@ def parse_blocks(task: Any, store: PlanStore, plan: TaskPlan, answers: AnswerTab
 
 def format_block(store: PlanStore, plan: TaskPlan, answers: AnswerTable, pick: np.ndarray, parsed: Parsed,
                  lo: int, hi: int) -> bytes:
-    """The samples file's bytes of rows ``lo:hi`` (the same functions as the plan.jsonl path)."""
-    from .scoring import sample_lines
+    """The samples file's bytes of rows ``lo:hi``: exactly the plan.jsonl path's lines
+    (:func:`medvision_eval.scoring.sample_text`), with the plan's and the answers' texts made
+    straight from the columns (UTF-8 bytes to JSON text, no Python object per field in between).
+    Rows written by ``strict_dumps`` (a non-finite number, unencodable text) are made from the
+    block's :func:`block_columns` and :func:`block_answers`, as the plan.jsonl path makes them."""
+    from .scoring import assemble_rows, numbers_layout, plan_layout, strict_lines
 
-    cols = block_columns(store, plan, lo, hi)
-    found = block_answers(answers, pick[plan.rows[lo:hi]])
     p = parsed
-    return _storable_bytes("".join(sample_lines(cols, found, p.status, p.detail, p.values, p.ok, p.shown, p.scores)))
+    ids = pick[plan.rows[lo:hi]]
+    bad: set[int] = set()
+    texts = block_plan_texts(store, plan, lo, hi, bad)
+    layout = (plan_layout(texts) + block_answer_layout(answers, ids, bad)
+              + numbers_layout(p.status, p.detail, p.values, p.ok, p.shown, texts.truths, texts.units, p.scores, bad))
+    strict: dict[int, str] = {}
+    if bad:
+        strict = strict_lines(bad, block_columns(store, plan, lo, hi), block_answers(answers, ids), p.status, p.detail,
+                              p.values, p.ok, p.shown, p.scores)
+    return _storable_bytes("".join(assemble_rows(layout, hi - lo, strict)))
+
+
+def block_plan_texts(store: PlanStore, plan: TaskPlan, lo: int, hi: int, bad: set[int]) -> Any:
+    """:class:`medvision_eval.scoring.PlanTexts` of rows ``lo:hi`` of the task, from the columns."""
+    from .scoring import KEY_TO_HASH, Coded, PlanTexts
+
+    rows = plan.rows[lo:hi]
+    flat, offsets = plan.truths(lo, hi)
+    truths = Truths(array("d", flat.tobytes()), array("q", offsets.tobytes()))
+
+    def coded(name: str) -> Any:
+        table = store.json_table(name)
+        codes = np.asarray(store[name])[rows]
+        if len(codes) and table[codes[0]] and (codes == codes[0]).all():
+            return table[codes[0]]  # the same in every row
+        if "" in table:  # a text JSON cannot hold (not in a store: no columns then); kept exact anyway
+            unencodable = np.array([not t for t in table], dtype=bool)
+            bad.update(np.flatnonzero(unencodable[codes]).tolist())
+        return Coded(codes, table)
+
+    key_hashes = store.key_and_hash_texts(rows, KEY_TO_HASH)
+    keys, hashes = ([], []) if key_hashes is not None else (store.json_texts("key", rows),
+                                                            store.json_texts("prompt_hash", rows))
+    return PlanTexts(store.json_texts("id", rows), coded("config"), coded("dataset"),
+                     int_texts(np.asarray(store["index"])[rows]), coded("label"), keys, hashes, truths, coded("unit"),
+                     key_hashes)
+
+
+def block_answer_layout(answers: AnswerTable, ids: np.ndarray, bad: set[int]) -> list:
+    """:func:`medvision_eval.scoring.answer_layout` of the rows whose answer ids are ``ids`` (-1:
+    none): the same columns :func:`block_answers` gives, the response texts made from the UTF-8
+    bytes of the answer table (:func:`.columnar.json_inner_texts`)."""
+    from .scoring import answer_layout
+
+    n = len(ids)
+    present = ids >= 0
+    have = np.flatnonzero(present)
+    picked = ids[have]
+    with_text = answers.has_text[picked]
+    rows, texts_of = have[with_text], picked[with_text]
+    inner: list[str | None] = json_inner_texts(answers.text, answers.text_start[texts_of], answers.text_end[texts_of])
+    if len(rows) != n:
+        spread: list[str | None] = [None] * n
+        for j, text in zip(rows.tolist(), inner):
+            spread[j] = text
+        inner = spread
+    latency = np.zeros(n)
+    latency[have] = answers.latency[picked]
+    pts = np.full(n, NULL_COUNT, dtype=np.int64)
+    cts = np.full(n, NULL_COUNT, dtype=np.int64)
+    pts[have] = answers.prompt_tokens[picked]
+    cts[have] = answers.completion_tokens[picked]
+    errors: dict[int, str] = {}
+    exact: dict[int, Answer] = {}
+    for table, out in ((answers.errors, errors), (answers.exact, exact)):
+        if table:
+            hit = np.isin(picked, np.fromiter(table, dtype=np.int64, count=len(table)))
+            for j, i in zip(have[hit].tolist(), picked[hit].tolist()):
+                out[j] = table[i]
+    for j, a in exact.items():  # kept whole: its text too
+        if a[0] is None:
+            inner[j] = None
+        else:
+            try:
+                inner[j] = _json_str(a[0])[1:-1]
+            except orjson.JSONEncodeError:
+                bad.add(j)
+                inner[j] = ""
+    if None in inner:
+        response = [', "response": ', ["null" if t is None else '"' + t + '"' for t in inner]]
+    else:
+        response = [', "response": "', inner, '"']
+    return answer_layout(response, present, errors, latency, pts, cts, exact, bad)
 
 
 # -- memory ----------------------------------------------------------------------------------------
