@@ -241,7 +241,7 @@ def _json_numbers(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list:
     width = int(length.max())
     if width <= _NUMBER_WIDTH and int(length.min()) > 0 and int(ends.max()) + width <= len(buf):
         # each range in a row of `width` bytes, padded with spaces (JSON allows them after a number)
-        rows = buf[starts[:, None] + np.arange(width + 1)]
+        rows = _rows_of(buf, starts, width + 1)
         inside = np.arange(width + 1) < length[:, None]
         plain = _NUMBER_BYTE[rows[inside]].all() and not (rows[inside] == ord(",")).any()
         rows[~inside] = ord(" ")
@@ -258,6 +258,63 @@ def _json_numbers(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list:
         except orjson.JSONDecodeError:
             pass
     return [_json_number(data[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]  # only the bad ones fail
+
+
+_NUMBER_KIND = np.zeros(256, dtype=np.uint8)  # 1: a digit, 2: the decimal point
+_NUMBER_KIND[48:58] = 1
+_NUMBER_KIND[46] = 2
+
+
+def _windows(buf: np.ndarray, width: int) -> np.ndarray:
+    return np.lib.stride_tricks.as_strided(buf, shape=(len(buf) - width + 1, width), strides=(1, 1), writeable=False)
+
+
+def _rows_of(buf: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) uint8: the ``width`` bytes from each start (zeros past the end of ``buf``),
+    gathered as rows of a strided view (no index matrix)."""
+    last = len(buf) - width  # the last start with ``width`` bytes after it
+    if last >= 0:
+        rows = _windows(buf, width)[np.minimum(starts, last)]
+    else:
+        rows = np.zeros((len(starts), width), dtype=np.uint8)
+    late = np.flatnonzero(starts > last)
+    if late.size:  # near the end: from a copy of the end padded with zeros
+        base = int(starts[late].min())
+        padded = np.concatenate([buf[base:], np.zeros(width, dtype=np.uint8)])
+        rows[late] = _windows(padded, width)[starts[late] - base]
+    return rows
+
+
+def _plain_numbers(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    r"""Which ranges ``buf[starts[i]:ends[i]]`` are JSON numbers of the plain form
+    ``-?(0|[1-9][0-9]*)(\.[0-9]+)?`` of at most :data:`_NUMBER_WIDTH` bytes: ``orjson`` reads every
+    such text as an int or a float, without error (no exponent, so nothing overflows). Checked for
+    all ranges at once; a range not of this form may still be a number (``1e5``): the caller
+    reads those with :func:`_json_numbers`."""
+    n = len(starts)
+    length = ends - starts
+    ok = (length >= 1) & (length <= _NUMBER_WIDTH)
+    if not n or not ok.any():
+        return ok
+    width = int(length[ok].max())
+    at = np.arange(width)
+    c = _rows_of(buf, starts, width)
+    inside = at < length[:, None]
+    kind = _NUMBER_KIND[c]
+    kind[~inside] = 0
+    digit = kind == 1
+    dot = kind == 2
+    neg = c[:, 0] == 45
+    dots = np.count_nonzero(dot, axis=1)
+    ok &= np.count_nonzero(kind, axis=1) + neg == length  # nothing else
+    ok &= dots <= 1
+    rows = np.arange(n)
+    first = np.minimum(neg.astype(np.int64), width - 1)
+    ok &= digit[rows, first]  # a digit opens the number (after its sign)
+    ok &= digit[rows, np.clip(length - 1, 0, width - 1)]  # and closes it (no trailing dot)
+    after = np.minimum(first + 1, width - 1)
+    ok &= ~((c[rows, first] == 48) & (first + 1 < length) & ~dot[rows, after])  # 0 only alone or before the dot
+    return ok
 
 
 def _json_number(item: bytes) -> object:
@@ -421,8 +478,14 @@ def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
     take = np.flatnonzero(ok)
     if not take.size:
         return
-    both = _json_numbers(data, np.concatenate([latency_at[take], time_at[take]]),
-                         np.concatenate([latency_end[take], time_end[take]]))  # one array for the two
+    latencies = _json_numbers(data, latency_at[take], latency_end[take])
+    # the time stamp is only checked (its value is not kept): a plain number is one without a parse
+    stamp_at, stamp_end = time_at[take], time_end[take]
+    stamps: list = [0.0] * len(take)
+    other = np.flatnonzero(~_plain_numbers(view, stamp_at, stamp_end))
+    if other.size:
+        for j, v in zip(other.tolist(), _json_numbers(data, stamp_at[other], stamp_end[other])):
+            stamps[j] = v
     prompts: list = [None] * len(take)
     completions: list = [None] * len(take)
     given = np.flatnonzero(~null_usage[take])
@@ -432,7 +495,7 @@ def _scan_plain(scan: AnswerScan, view: np.ndarray, rows: np.ndarray) -> None:
                                (completions, _json_numbers(data, completion_at[rows_given], completion_end[rows_given]))):
             for j, v in zip(given.tolist(), values):
                 column[j] = v
-    numbers = [both[:len(take)], prompts, completions, both[len(take):]]
+    numbers = [latencies, prompts, completions, stamps]
     good = _numbers_ok(*numbers)
     take = take[good]
     sel = rows[take]

@@ -31,7 +31,7 @@ import pickle
 import signal
 import sys
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,24 @@ def _answer_of(record: ResponseRecord) -> Answer:
 NULL_COUNT = -(1 << 63)  # a token count that is null, in AnswerColumns
 
 
+def put_answer_numbers(at: Iterable[int], answers: Iterable[Answer], errors: dict[int, str], latency: np.ndarray,
+                       prompt_tokens: np.ndarray, completion_tokens: np.ndarray, exact: dict[int, Answer]) -> None:
+    """Each answer's error, latency and token counts into the columns at its position ``at``
+    (what :class:`AnswerColumns` and the score step's answer table hold): a null count as
+    :data:`NULL_COUNT`; an answer with a count beyond int64 kept whole in ``exact`` (its counts
+    null in the arrays). Texts are the caller's (each column keeps them its own way)."""
+    for i, answer in zip(at, answers):
+        _, error, lat, pt, ct = answer
+        if error is not None:
+            errors[i] = error
+        latency[i] = lat
+        if (pt is not None and not NULL_COUNT < pt < -NULL_COUNT) or (ct is not None and not NULL_COUNT < ct < -NULL_COUNT):
+            exact[i] = answer
+            pt = ct = None
+        prompt_tokens[i] = NULL_COUNT if pt is None else pt
+        completion_tokens[i] = NULL_COUNT if ct is None else ct
+
+
 @dataclass
 class AnswerColumns:
     """The answers of a range of rows as columns (what a list of :data:`Answer` or None holds):
@@ -202,22 +220,11 @@ class AnswerColumns:
         latency = np.zeros(n)
         pts = np.full(n, NULL_COUNT, dtype=np.int64)
         cts = np.full(n, NULL_COUNT, dtype=np.int64)
-        for i, a in enumerate(found):
-            if a is None:
-                continue
-            text, error, lat, pt, ct = a
-            present[i] = True
-            texts[i] = text
-            if error is not None:
-                errors[i] = error
-            latency[i] = lat
-            if (pt is not None and not NULL_COUNT < pt < -NULL_COUNT) or (ct is not None and not NULL_COUNT < ct < -NULL_COUNT):
-                exact[i] = a
-                continue
-            if pt is not None:
-                pts[i] = pt
-            if ct is not None:
-                cts[i] = ct
+        at = [i for i, a in enumerate(found) if a is not None]
+        present[at] = True
+        for i in at:
+            texts[i] = found[i][0]
+        put_answer_numbers(at, (found[i] for i in at), errors, latency, pts, cts, exact)
         return cls(present, texts, errors, latency, pts, cts, exact)
 
 

@@ -4,11 +4,13 @@
 anything). When :func:`medvision_eval.store.write_plan` writes it, it also writes the fields the
 score step reads as NumPy columns under ``RUN_DIR/plan.columns/``::
 
-    index.json     format name and version, the row count, plan.jsonl's size, mtime_ns and sha256
-                   as written, each column's dtype, shape and byte offset in columns.bin, the value
-                   tables of the coded columns, the profiles, and the seal: the sha256 of the rest
-                   of the index (canonical JSON) and of columns.bin, checked before any column is
-                   read
+    index.json     format name and version, the row count, plan.jsonl's size, mtime_ns and
+                   fingerprint as written (``xxh3_128``: its 128-bit XXH3 in hex; an index written
+                   by an older version has ``sha256`` instead), each column's dtype, shape and byte
+                   offset in columns.bin, the value tables of the coded columns, the profiles, and
+                   the seal: ``xxh3_128:`` and the XXH3-128 of the rest of the index (canonical
+                   JSON) and of columns.bin (an older index: the sha256 of the same, bare hex),
+                   checked before any column is read
     columns.bin    the columns, each at a 64-byte aligned offset:
                    numpy.memmap(path, dtype, "r", offset, tuple(shape)) reads one
 
@@ -32,7 +34,7 @@ Crash safety and staleness: ``index.json`` is removed before a plan is rewritten
 ``plan.jsonl``, ``columns.bin`` and last ``index.json`` are each written to a temporary name,
 fsynced and renamed. A reader uses the columns only when ``index.json`` has this module's format version
 and plan.jsonl's size and mtime_ns are the recorded ones; the score step also checks plan.jsonl's
-sha256 (computed anyway for the inputs digest) before it writes anything. Anything missing,
+recorded fingerprint (computed in the same read as the inputs digest) before it writes anything. Anything missing,
 unreadable, stale or of another version: the score step reads ``plan.jsonl`` as before, with
 the same results. A plan holding a value the columns cannot carry exactly (a NaN target, lone
 surrogates, an index beyond int64, an ``extra`` entry of another type) gets no columns at all.
@@ -280,15 +282,28 @@ def remove_index(run_dir: Path) -> None:
     (Path(run_dir) / STORE_DIR / INDEX).unlink(missing_ok=True)
 
 
+# plan.jsonl's fingerprint in the index: a fast non-cryptographic 128-bit hash (it tells whether
+# the columns were made from this plan.jsonl, e.g. after a hand edit keeping size and mtime; the
+# seal, not this, guards the columns themselves). An older index's "sha256" is still honoured.
+PLAN_HASH = "xxh3_128"
+SEAL_PREFIX = "xxh3_128:"
+
+
+def _new_hash() -> Any:
+    import xxhash
+
+    return xxhash.xxh3_128()
+
+
 class _Hasher:
-    """sha256 of the pieces handed to it, computed on a thread (hashlib releases the GIL on
-    large updates, so the hashing overlaps the formatting of the next piece)."""
+    """The fingerprint (:data:`PLAN_HASH`) of the pieces handed to it, computed on a thread (the
+    hashing overlaps the formatting of the next piece)."""
 
     def __init__(self) -> None:
-        self.digest = hashlib.sha256()
+        self.digest = _new_hash()
         self.size = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="plan-sha256", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="plan-fingerprint", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -356,7 +371,7 @@ def write_plan(run_dir: Path, entries: Iterable[Any]) -> None:
         return
     stat = os.stat(path)
     write_columns(run_dir / STORE_DIR, arrays, tables, profiles,
-                  {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hasher.hexdigest()})
+                  {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, PLAN_HASH: hasher.hexdigest()})
 
 
 def _sealed_text(index: dict[str, Any]) -> bytes:
@@ -412,10 +427,11 @@ def write_columns(directory: Path, arrays: dict[str, np.ndarray], tables: dict[s
         "tables": tables,
         "profiles": profiles,
     }
-    seal = hashlib.sha256(_sealed_text(index))
+    seal = _new_hash()
+    seal.update(_sealed_text(index))
     for part in parts:
         seal.update(part)
-    index["seal"] = seal.hexdigest()
+    index["seal"] = SEAL_PREFIX + seal.hexdigest()
     _atomic_bytes(directory / INDEX, [(json.dumps(index, indent=1, ensure_ascii=False) + "\n").encode("utf-8")])
 
 
@@ -423,14 +439,19 @@ def write_columns(directory: Path, arrays: dict[str, np.ndarray], tables: dict[s
 
 class PlanStore:
     """The columns of a run's plan, memory-mapped. :func:`open_store` returns one only when it
-    matches ``plan.jsonl`` as far as size and mtime tell; :attr:`sha256` is what the caller must
-    still compare with plan.jsonl's own before trusting it."""
+    matches ``plan.jsonl`` as far as size and mtime tell; :attr:`plan_digest` is what the caller
+    must still compare with plan.jsonl's own :attr:`plan_hash` (a
+    :data:`medvision_eval.rundigest.PLAN_HASHES` name) before trusting it."""
 
     def __init__(self, directory: Path, index: dict[str, Any]) -> None:
         self.directory = directory
         self.index = index
         self.rows: int = index["rows"]
-        self.sha256: str = index["plan"]["sha256"]
+        plan = index["plan"]
+        self.plan_hash: str = PLAN_HASH if PLAN_HASH in plan else "sha256"  # "sha256": an older index
+        self.plan_digest: str = plan[self.plan_hash]
+        if type(self.plan_digest) is not str:
+            raise ValueError(f"{directory}: plan.jsonl's fingerprint is not a text")
         self.tables: dict[str, list[str]] = index["tables"]
         self._arrays: dict[str, np.ndarray] = {}
         self._json_tables: dict[str, list[str]] = {}
@@ -445,13 +466,18 @@ class PlanStore:
             raw = np.frombuffer(self._map, dtype=np.uint8)
         else:
             raw = np.zeros(0, dtype=np.uint8)
-        # the seal: sha256 of the index and columns.bin as written, so a column file or an index
-        # edited, damaged or copied from another run is never read (plan.jsonl's own sha256 only
-        # tells that the index belongs to this plan)
-        seal = hashlib.sha256(_sealed_text(index))
+        # the seal: XXH3-128 (an older index: sha256) of the index and columns.bin as written, so a
+        # column file or an index edited, damaged or copied from another run is never read
+        # (plan.jsonl's own fingerprint only tells that the index belongs to this plan)
+        recorded = index["seal"]
+        if type(recorded) is str and recorded.startswith(SEAL_PREFIX):
+            seal, recorded = _new_hash(), recorded[len(SEAL_PREFIX):]
+        else:  # an index written by an older version: a bare sha256
+            seal = hashlib.sha256()
+        seal.update(_sealed_text(index))
         seal.update(raw)
         self.release()  # hashing mapped every page: only what is read from here on stays mapped
-        if seal.hexdigest() != index["seal"]:
+        if seal.hexdigest() != recorded:
             raise ValueError(f"{directory}: the columns are not the ones written with their index")
         for name, spec in index["columns"].items():
             dtype = np.dtype(spec["dtype"])
@@ -582,6 +608,9 @@ class PlanStore:
         """(flat values, offsets) of the rows' true values, gathered in ``rows`` order."""
         name = "truth_full" if full_precision and "truth_full" in self._arrays else "truth"
         flat, offsets = self._arrays[name], self._arrays[f"{name}.offsets"]
+        if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows) and bool(np.all(np.diff(rows) == 1)):
+            first, last = int(offsets[rows[0]]), int(offsets[rows[-1] + 1])  # consecutive rows: one slice
+            return np.array(flat[first:last], dtype=np.float64), np.asarray(offsets[rows[0]:rows[-1] + 2]) - first
         starts, ends = offsets[rows], offsets[rows + 1]
         lengths = ends - starts
         out_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
@@ -623,7 +652,12 @@ def open_store(run_dir: Path) -> PlanStore | None:
 
 
 def plan_sha256(run_dir: Path) -> str:
-    h = hashlib.sha256()
+    return plan_fingerprint(run_dir, "sha256")
+
+
+def plan_fingerprint(run_dir: Path, name: str = PLAN_HASH) -> str:
+    """plan.jsonl's fingerprint ``name`` (what the index records; ``sha256`` for an older index)."""
+    h = _new_hash() if name == PLAN_HASH else hashlib.sha256()
     with open(Path(run_dir) / "plan.jsonl", "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)

@@ -827,7 +827,9 @@ def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
     store = None if secret_lines() else open_store(run_dir)
     if store is not None and "key.hex" not in store:  # keys that are not cache keys: read the plan
         store = None
-    digest = Forked(digests, run_dir, parallel=big or (store is not None and store.rows > PARALLEL_ROWS))
+    # the inputs digest, and in the same read plan.jsonl's fingerprint as the plan columns recorded it
+    digest = Forked(digests, run_dir, store.plan_hash if store is not None else None,
+                    parallel=big or (store is not None and store.rows > PARALLEL_ROWS))
     built: dict[str, Any] = {}
     decide = _columnar(registry, protocol, run_dir, built)
 
@@ -839,14 +841,14 @@ def _score_run(run_dir: Path, registry: Registry | None) -> RunResults:
         try:
             scored = score_from_store(
                 run_dir, store, protocol=protocol, seed=seed, build=build, is_columnar=decide,
-                verified=lambda: digest.result()[1] == store.sha256, parallel=FORK and store.rows > PARALLEL_ROWS,
+                verified=lambda: digest.result()[1] == store.plan_digest, parallel=FORK and store.rows > PARALLEL_ROWS,
                 score_objects=lambda name, task, entries, answers: _score_objects(run_dir, name, task, entries,
                                                                                   answers, seed))
         except StaleStore:
             scored = None
         except BaseException:
             try:
-                fresh = digest.result()[1] == store.sha256
+                fresh = digest.result()[1] == store.plan_digest
             except BaseException:
                 fresh = True
             if fresh:

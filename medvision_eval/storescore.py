@@ -1,8 +1,8 @@
 """The score step from the plan's columns (:mod:`.planstore`): bounded memory, both cores.
 
 :func:`medvision_eval.scoring.score_run` takes this path when ``plan.columns/`` matches
-``plan.jsonl`` (size and mtime first; plan.jsonl's sha256, computed by the process that
-computes the inputs digest anyway, before any output file is replaced) and every plan key is a
+``plan.jsonl`` (size and mtime first; plan.jsonl's fingerprint as the columns' index records it,
+computed in the same read as the inputs digest, before any output file is replaced) and every plan key is a
 cache key (32 hex digits); otherwise it reads ``plan.jsonl`` as before. Both paths write the same
 bytes.
 
@@ -44,7 +44,7 @@ import numpy as np
 import orjson
 
 from .columnar import (FORK, NULL_COUNT, Answer, AnswerColumns, TaskColumns, Truths, _json_str, int_texts, json_inner_texts,
-                       line_boundary, lines_before)
+                       line_boundary, lines_before, put_answer_numbers)
 from .planstore import PlanStore, hex_keys
 from .store import PlanEntry, _storable_bytes, load_model_line, response_files
 
@@ -141,86 +141,6 @@ class AnswerTable:
             completion_tokens=np.concatenate([p.completion_tokens for p in parts]), errors=errors, exact=exact)
 
 
-_INT64 = 1 << 63
-_CHUNK_LINES = 65_536
-
-
-class _Builder:
-    def __init__(self) -> None:
-        self.parts: list[AnswerTable] = []
-        self._reset()
-
-    def _reset(self) -> None:
-        self.keys: list[str] = []
-        self.texts: list[str] = []
-        self.has: list[bool] = []
-        self.lat: list[float] = []
-        self.pt: list[int] = []
-        self.ct: list[int] = []
-        self.errors: dict[int, str] = {}
-        self.exact: dict[int, Answer] = {}
-
-    def add(self, key: str, answer: Answer) -> None:
-        text, error, latency, pt, ct = answer
-        i = len(self.keys)
-        self.keys.append(key)
-        self.has.append(text is not None)
-        self.texts.append(text if text is not None else "")
-        self.lat.append(latency)
-        if error is not None:
-            self.errors[i] = error
-        if (pt is not None and not -_INT64 < pt < _INT64) or (ct is not None and not -_INT64 < ct < _INT64):
-            self.exact[i] = answer
-            pt = ct = None
-        self.pt.append(_NULL if pt is None else pt)
-        self.ct.append(_NULL if ct is None else ct)
-        if len(self.keys) >= _CHUNK_LINES:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.keys:
-            return
-        from .planstore import hex_keys, text_column
-
-        m = len(self.keys)
-        hexed = hex_keys(self.keys)
-        other: dict[int, str] = {}
-        if hexed is None:
-            hexed = np.zeros((m, 16), dtype=np.uint8)
-            for i, key in enumerate(self.keys):
-                one = hex_keys([key])
-                if one is None:
-                    other[i] = key
-                else:
-                    hexed[i] = one[0]
-        try:
-            blob, offsets = text_column(self.texts)
-        except UnicodeEncodeError:  # lone surrogates: such texts are kept whole
-            safe = []
-            for i, t in enumerate(self.texts):
-                try:
-                    t.encode("utf-8")
-                    safe.append(t)
-                except UnicodeEncodeError:
-                    pt, ct = self.pt[i], self.ct[i]
-                    self.exact[i] = (t if self.has[i] else None, self.errors.get(i), self.lat[i],
-                                     None if pt == _NULL else pt, None if ct == _NULL else ct)
-                    safe.append("")
-            blob, offsets = text_column(safe)
-        self.parts.append(AnswerTable(
-            hex_key=hexed, other_key=other, text=np.array(blob), text_start=offsets[:-1], text_end=offsets[1:],
-            has_text=np.array(self.has, dtype=bool), latency=np.array(self.lat, dtype=np.float64),
-            prompt_tokens=np.array(self.pt, dtype=np.int64), completion_tokens=np.array(self.ct, dtype=np.int64),
-            errors=self.errors, exact=self.exact))
-        self._reset()
-
-    def table(self) -> AnswerTable:
-        self.flush()
-        if not self.parts:
-            return _empty_table()
-        return AnswerTable.concat(self.parts)
-
-
 def _empty_table() -> AnswerTable:
     return AnswerTable(hex_key=np.zeros((0, 16), dtype=np.uint8), other_key={}, text=np.zeros(0, dtype=np.uint8),
                        text_start=np.zeros(0, dtype=np.int64), text_end=np.zeros(0, dtype=np.int64),
@@ -301,6 +221,10 @@ def _table_of_scan(bulk: Any, scan: Any, where: Callable[[int], str]) -> AnswerT
         errors[i] = scan.error(i)
     other: dict[int, str] = {}
     exact: dict[int, Answer] = {}
+    # a count of exactly NULL_COUNT (-2**63, a valid int64) would read back as null: kept whole
+    for i in np.flatnonzero(canon & (((scan.prompt_tokens == _NULL) & ~scan.prompt_tokens_null)
+                                     | ((scan.completion_tokens == _NULL) & ~scan.completion_tokens_null))).tolist():
+        exact[i] = scan.answer(i)[1]
     extra: list[bytes] = []
     extra_at = len(text)
 
@@ -324,20 +248,12 @@ def _table_of_scan(bulk: Any, scan: Any, where: Callable[[int], str]) -> AnswerT
             other[i] = key
         else:
             hexed[i] = one[0]
-        t, error, lat, pt, ct = answer
         try:
-            put_text(i, t)
+            put_text(i, answer[0])
         except UnicodeEncodeError:  # lone surrogates: kept whole
             put_text(i, "")
             exact[i] = answer
-        if error is not None:
-            errors[i] = error
-        latency[i] = lat
-        if (pt is not None and not _NULL < pt < -_NULL) or (ct is not None and not _NULL < ct < -_NULL):
-            exact[i] = answer
-            pt = ct = None
-        pts[i] = _NULL if pt is None else pt
-        cts[i] = _NULL if ct is None else ct
+    put_answer_numbers(odd, (answer for _, answer in odd.values()), errors, latency, pts, cts, exact)
     if extra:
         text = np.concatenate([text, np.frombuffer(b"".join(extra), dtype=np.uint8)])
     if not keep.all():
@@ -388,49 +304,67 @@ def read_answer_table(run_dir: Path, *, parallel: bool) -> AnswerTable:
 
 def join_answers(plan_keys: np.ndarray, answers: AnswerTable) -> np.ndarray:
     """For each plan row (``plan_keys``: (n, 16) uint8), the index of its answer, or -1: of the
-    answers to a key, the last completed one, else the last one."""
+    answers to a key, the last completed one, else the last one; an answer whose key is no cache
+    key (``other_key``) matches no row.
+
+    Keys are compared as two native uint64 words (big-endian views, so word order is byte order).
+    Answers are sorted by their first word; the few answers sharing a first word with another are
+    resolved by one lexicographic sort of those alone (key, completed, file position: the last of
+    each key is its winner). Plan rows are looked up in sorted order (a sorted search is
+    sequential in memory, an unsorted one misses the cache on every row)."""
     n, m = len(plan_keys), len(answers)
     pick = np.full(n, -1, dtype=np.int64)
     if not n or not m:
         return pick
-    if m == n and not answers.other_key and np.array_equal(answers.hex_key, plan_keys) \
-            and len(np.unique(np.ascontiguousarray(plan_keys).view(">u8")[:, 0])) == n:
-        return np.arange(n, dtype=np.int64)  # answered in plan order, once each
-    words = np.ascontiguousarray(answers.hex_key).view(">u8")  # (m, 2): big-endian, so order = byte order
-    hi, lo = words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
-    usable = np.arange(m, dtype=np.int64)
-    if answers.other_key:  # keys that are no cache key match no plan row
-        usable = np.setdiff1d(usable, np.fromiter(answers.other_key, dtype=np.int64, count=len(answers.other_key)))
-    order = usable[np.argsort(hi[usable], kind="stable")]  # by the first 8 bytes, file order within
-    shi = hi[order]
-    starts = np.flatnonzero(np.r_[True, shi[1:] != shi[:-1]])
-    sizes = np.diff(np.r_[starts, len(order)])
-    group_hi = shi[starts]
-    winner = order[starts].copy()
-    shared: dict[int, dict[int, int]] = {}  # group -> {last 8 bytes: winner} where answers share 8 bytes
-    if (sizes > 1).any():
-        completed = answers.completed
-        for g in np.flatnonzero(sizes > 1).tolist():
-            best: dict[int, int] = {}
-            for i in order[starts[g]:starts[g] + sizes[g]].tolist():  # in file order
-                key = int(lo[i])
-                old = best.get(key)
-                if old is None or completed[i] or not completed[old]:
-                    best[key] = i
-            shared[g] = best
-            winner[g] = -1
     pwords = np.ascontiguousarray(plan_keys).view(">u8")
-    phi, plo = pwords[:, 0].astype(np.uint64), pwords[:, 1].astype(np.uint64)
-    at = np.searchsorted(group_hi, phi)
-    at_ok = np.minimum(at, len(group_hi) - 1)
-    found = (at < len(group_hi)) & (group_hi[at_ok] == phi)
-    rows = np.flatnonzero(found)
-    g = at_ok[rows]
-    simple = winner[g] >= 0
-    hit = simple & (lo[np.where(simple, winner[g], 0)] == plo[rows])
-    pick[rows[hit]] = winner[g[hit]]
-    for r, gg in zip(rows[~simple].tolist(), g[~simple].tolist()):
-        pick[r] = shared[gg].get(int(plo[r]), -1)
+    phi = pwords[:, 0].astype(np.uint64)
+    if m == n and not answers.other_key and np.array_equal(answers.hex_key, plan_keys):
+        first = np.sort(phi)
+        if not (first[1:] == first[:-1]).any():  # answered in plan order, once each
+            return np.arange(n, dtype=np.int64)
+    words = np.ascontiguousarray(answers.hex_key).view(">u8")  # (m, 2)
+    hi, lo = words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
+    if answers.other_key:  # keys that are no cache key match no plan row
+        usable = np.ones(m, dtype=bool)
+        usable[np.fromiter(answers.other_key, dtype=np.int64, count=len(answers.other_key))] = False
+        ids = np.flatnonzero(usable)
+        order = ids[np.argsort(hi[ids])]
+        if not len(order):
+            return pick
+    else:
+        order = np.argsort(hi)
+    shi = hi[order]
+    same = shi[1:] == shi[:-1]
+    if same.any():  # answers sharing a first word (duplicates, rarely distinct keys): winners
+        shared = np.zeros(len(order), dtype=bool)
+        shared[1:] = same
+        shared[:-1] |= same
+        sub = order[shared]
+        sub = sub[np.lexsort((sub, answers.completed[sub], lo[sub], hi[sub]))]
+        last = np.ones(len(sub), dtype=bool)
+        last[:-1] = (hi[sub[1:]] != hi[sub[:-1]]) | (lo[sub[1:]] != lo[sub[:-1]])
+        winners = np.concatenate([order[~shared], sub[last]])
+        winners = winners[np.argsort(hi[winners], kind="stable")]
+        whi = hi[winners]
+    else:
+        winners, whi = order, shi
+    prow = np.argsort(phi)
+    sphi = phi[prow]
+    at = np.searchsorted(whi, sphi)
+    at_ok = np.minimum(at, len(whi) - 1)
+    found = (at < len(whi)) & (whi[at_ok] == sphi)
+    cand = winners[at_ok]
+    plo = pwords[:, 1].astype(np.uint64)
+    hit = found & (lo[cand] == plo[prow])
+    pick[prow[hit]] = cand[hit]
+    if len(whi) > 1 and (whi[1:] == whi[:-1]).any():  # distinct keys sharing a first word: the rest
+        for j in np.flatnonzero(found & ~hit).tolist():
+            r, k = int(prow[j]), int(at[j]) + 1
+            while k < len(whi) and whi[k] == sphi[j]:
+                if lo[winners[k]] == plo[r]:
+                    pick[r] = winners[k]
+                    break
+                k += 1
     return pick
 
 
@@ -505,9 +439,29 @@ class _TaskTruths:
         return self.plan.truths(lo, hi)[0]
 
 
+def first_indexes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_index=True)``: the distinct values, ascending, and where each
+    first occurs; for small non-negative codes (profile codes) without a sort."""
+    n = len(codes)
+    if not n or int(codes.min()) < 0 or int(codes.max()) > 4 * n + 1024:
+        return np.unique(codes, return_index=True)
+    first = np.full(int(codes.max()) + 1, n, dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(n, dtype=np.int64))
+    used = np.flatnonzero(first < n)
+    return used.astype(codes.dtype), first[used]
+
+
+def _rows_slice(rows: np.ndarray) -> slice | None:
+    """``rows`` as a slice when they are consecutive and ascending (one task's rows of a one-task plan)."""
+    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows) and bool(np.all(np.diff(rows) == 1)):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return None
+
+
 def task_plan(store: PlanStore, plan_path: Path, name: str, rows: np.ndarray, full_precision: bool) -> TaskPlan:
-    global_codes = np.asarray(store["profile"])[rows]
-    used, first = np.unique(global_codes, return_index=True)
+    run = _rows_slice(rows)
+    global_codes = np.asarray(store["profile"])[run if run is not None else rows]
+    used, first = first_indexes(global_codes)
     order = np.argsort(first, kind="stable")  # profiles in order of first appearance, as the JSONL reader
     local = np.empty(int(used.max()) + 1 if len(used) else 0, dtype=np.int64)
     local[used[order]] = np.arange(len(used))
@@ -515,6 +469,22 @@ def task_plan(store: PlanStore, plan_path: Path, name: str, rows: np.ndarray, fu
                 for j in order.tolist()]
     return TaskPlan(name, rows, local[global_codes] if len(rows) else np.zeros(0, dtype=np.int64), profiles,
                     store, full_precision)
+
+
+def id_order(id_rank: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Positions of ``rows`` sorted by their ``id_rank`` (stable): what
+    ``np.argsort(id_rank[rows], kind="stable")`` gives, without a sort when the ranks of ``rows``
+    are distinct (the store's ``id_rank`` is a permutation): each rank scattered to its slot."""
+    ranks = np.asarray(id_rank)[rows].astype(np.int64, copy=False)
+    total = len(id_rank)
+    if not len(ranks) or int(ranks.min()) < 0 or int(ranks.max()) >= total:
+        return np.argsort(ranks, kind="stable")
+    slot = np.full(total, -1, dtype=np.int64)
+    slot[ranks] = np.arange(len(ranks), dtype=np.int64)
+    order = slot[slot >= 0]
+    if len(order) != len(ranks):  # a repeated rank: the sort decides the order of equals
+        return np.argsort(ranks, kind="stable")
+    return order
 
 
 def entries_of(store: PlanStore, plan_path: Path, rows: np.ndarray) -> list[PlanEntry]:
@@ -915,7 +885,7 @@ def table_result(task: Any, store: PlanStore, plan: TaskPlan, parsed: list[Parse
     from .tasks.groups import ProfiledSamples
 
     def inputs() -> tuple[ProfiledSamples, dict[str, np.ndarray]]:
-        order = np.argsort(np.asarray(store["id_rank"])[plan.rows], kind="stable")
+        order = id_order(np.asarray(store["id_rank"]), plan.rows)
         ordered = ProfiledSamples(plan.profiles, plan.codes[order], np.asarray(store["box_ratio"])[plan.rows][order])
         return ordered, {k: np.concatenate([p.scores[k] for p in parsed])[order] for k in parsed[0].scores}
 

@@ -98,7 +98,8 @@ def test_write_plan_writes_columns_that_match_the_plan(demo_root, tmp_path):
     index = json.loads((run / STORE_DIR / INDEX).read_text())
     assert index["format"] == planstore.FORMAT and index["version"] == planstore.VERSION
     plan_bytes = (run / "plan.jsonl").read_bytes()
-    assert index["plan"]["size"] == len(plan_bytes) and index["plan"]["sha256"] == planstore.plan_sha256(run)
+    assert index["plan"]["size"] == len(plan_bytes) and index["plan"]["xxh3_128"] == planstore.plan_fingerprint(run)
+    assert "sha256" not in index["plan"] and index["seal"].startswith("xxh3_128:")
     store = open_store(run)
     entries = load_plan(run)
     assert store is not None and store.rows == len(entries)
@@ -398,6 +399,73 @@ def test_join_answers_picks_what_read_answers_keeps(answers, plan):
     plan_keys = np.array([list(key(k)) for k in plan], dtype=np.uint8).reshape(-1, 16)
     got = storescore.join_answers(plan_keys, table).tolist()
     assert got == [best.get(key(k), -1) for k in plan]
+
+
+def _join_reference(answer_keys, completed, plan_keys):
+    """The dictionary rule of :func:`medvision_eval.columnar.read_answers`: per key, the last
+    completed answer, else the last one; a key that is no cache key matches no plan row."""
+    best: dict[str, int] = {}
+    for i, k in enumerate(answer_keys):
+        old = best.get(k)
+        if old is None or completed[i] or not completed[old]:
+            best[k] = i
+    return [best.get(k, -1) for k in plan_keys]
+
+
+def _table_of(keys: list[str], has_text: list[bool], errors: dict[int, str]) -> storescore.AnswerTable:
+    m = len(keys)
+    hexed = np.zeros((m, 16), dtype=np.uint8)
+    other = {}
+    for i, k in enumerate(keys):
+        one = planstore.hex_keys([k])
+        if one is None:
+            other[i] = k
+        else:
+            hexed[i] = one[0]
+    return storescore.AnswerTable(
+        hex_key=hexed, other_key=other, text=np.zeros(0, dtype=np.uint8), text_start=np.zeros(m, dtype=np.int64),
+        text_end=np.zeros(m, dtype=np.int64), has_text=np.array(has_text, dtype=bool).reshape(m),
+        latency=np.zeros(m), prompt_tokens=np.zeros(m, dtype=np.int64),
+        completion_tokens=np.zeros(m, dtype=np.int64), errors=errors)
+
+
+# keys sharing their first 8 bytes (first-word collisions), a key of zeros (what a non-cache key's
+# row holds in hex_key), keys differing only in their last byte, upper-case and short non-cache keys
+_KEYS = ["00" * 16, "11" * 8 + "22" * 8, "11" * 8 + "23" * 8, "11" * 8 + "00" * 8, "ff" * 16, "ff" * 15 + "fe",
+         "0123456789abcdef" * 2, "fedcba9876543210" * 2]
+_ODD_KEYS = ["11" * 8 + "22" * 7 + "2G", "AB" * 16, "x", ""]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_KEYS + _ODD_KEYS), st.booleans(), st.booleans()), max_size=40),
+       st.lists(st.sampled_from(_KEYS), max_size=16), st.booleans())
+def test_join_answers_is_the_dictionary_rule_on_hostile_keys(answers, plan, plan_order):
+    """Duplicates (completed or not, errors), non-cache keys (never matched, also when their other
+    bytes look like a plan key's), first-word collisions, duplicate plan keys, missing answers; and
+    the answers-in-plan-order shortcut with and without duplicate plan keys."""
+    if plan_order:  # answers exactly the plan's keys in plan order (the shortcut's case)
+        answers = [(k, d, e) for k, (_, d, e) in zip(plan, answers + [("", True, False)] * len(plan))]
+    keys = [k for k, _, _ in answers]
+    errors = {i: "boom" for i, (_, _, e) in enumerate(answers) if e}
+    completed = [d and not e for _, d, e in answers]
+    table = _table_of(keys, [d for _, d, _ in answers], errors)
+    plan_keys = np.array([list(bytes.fromhex(k)) for k in plan], dtype=np.uint8).reshape(-1, 16)
+    assert storescore.join_answers(plan_keys, table).tolist() == _join_reference(keys, completed, plan)
+
+
+def test_join_answers_of_many_shuffled_and_repeated_answers_is_the_dictionary_rule():
+    rng = np.random.default_rng(7)
+    plan = [f"{int(v):032x}" for v in rng.integers(0, 1 << 62, 3000)] + [f"{i:032x}" for i in range(500)]
+    keys = [plan[i] for i in rng.permutation(len(plan))[:3200]]  # some rows unanswered
+    keys += [keys[i] for i in rng.integers(0, len(keys), 900)]  # retries
+    keys += ["AB" * 16, "0" * 31]  # no cache keys
+    rng.shuffle(keys)
+    has_text = (rng.random(len(keys)) < 0.8).tolist()
+    errors = {int(i): "err" for i in np.flatnonzero(rng.random(len(keys)) < 0.1)}
+    completed = [h and i not in errors for i, h in enumerate(has_text)]
+    table = _table_of(keys, has_text, errors)
+    plan_keys = np.frombuffer(bytes.fromhex("".join(plan)), dtype=np.uint8).reshape(-1, 16)
+    assert storescore.join_answers(plan_keys, table).tolist() == _join_reference(keys, completed, plan)
 
 
 @settings(max_examples=300, deadline=None)
