@@ -240,9 +240,8 @@ def read_answers(run_dir: Path) -> dict[str, Answer]:
             except orjson.JSONDecodeError:
                 found = None
             if found is None:
-                line = raw.decode("utf-8")
-                try:
-                    record = load_model_line(ResponseRecord, line)
+                try:  # undecodable bytes (a UnicodeDecodeError is a ValueError) name the line too
+                    record = load_model_line(ResponseRecord, raw.decode("utf-8"))
                 except ValueError as exc:
                     raise ValueError(f"{path}:{number}: not a valid response record: {exc}") from exc
                 found = (record.key, _answer_of(record))

@@ -294,3 +294,16 @@ def test_results_say_when_the_normal_limit_was_used(tmp_path, monkeypatch):
     for name, result in approx.tasks.items():
         assert any("normal limit" in note and "more than 5" in note for note in result.notes), name
         assert result.metrics.keys() == plain.tasks[name].metrics.keys()
+
+
+def test_undecodable_bytes_in_a_response_line_are_named_by_file_and_line(tmp_path):
+    from medvision_eval.storescore import scan_answers
+
+    good = json.dumps(HOSTILE_RESPONSES[0]).encode()
+    bad = good.replace(b'"text": "', b'"text": "\xff\xfe', 1)
+    assert bad != good
+    (tmp_path / "responses.jsonl").write_bytes(good + b"\n" + bad + b"\n")
+    with pytest.raises(ValueError, match=r"responses\.jsonl:2: not a valid response record: 'utf-8' codec"):
+        read_answers(tmp_path)  # the plan.jsonl path
+    with pytest.raises(ValueError, match=r"responses\.jsonl:2: not a valid response record: 'utf-8' codec"):
+        scan_answers([(tmp_path / "responses.jsonl", 0, None)])  # the plan columns' path
