@@ -35,7 +35,6 @@ import threading
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -396,47 +395,6 @@ class TaskPlan:
         """(flat float64 values, offsets from 0) of the true values of the task's rows ``lo:hi``,
         read from the store when a block needs them (never gathered for the whole task)."""
         return self.store.truths(self.rows[lo:hi], self.full_precision)
-
-    # The whole-task layout some callers slice (``truth_flat[truth_offsets[lo]:truth_offsets[hi]]``):
-    # the offsets are computed on first use, the flat values are still read a block at a time.
-    # New code should call :meth:`truths`.
-    @cached_property
-    def truth_offsets(self) -> np.ndarray:
-        return _task_offsets(self.store, self.rows, self.full_precision)
-
-    @property
-    def truth_flat(self) -> "_TaskTruths":
-        return _TaskTruths(self)
-
-
-def _task_offsets(store: PlanStore, rows: np.ndarray, full_precision: bool) -> np.ndarray:
-    """Offsets (from 0) of the rows' true values laid end to end, as :meth:`PlanStore.truths` gives them."""
-    name = "truth_full" if full_precision and "truth_full" in store else "truth"
-    offsets = np.asarray(store[f"{name}.offsets"])
-    out = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(offsets[rows + 1] - offsets[rows], out=out[1:])
-    return out
-
-
-class _TaskTruths:
-    """A task's flat true values, sliced at row boundaries (``[truth_offsets[lo]:truth_offsets[hi]]``)
-    and read from the store for those rows only."""
-
-    def __init__(self, plan: "TaskPlan") -> None:
-        self.plan = plan
-
-    def __len__(self) -> int:
-        return int(self.plan.truth_offsets[-1])
-
-    def __getitem__(self, part: slice) -> np.ndarray:
-        offsets = self.plan.truth_offsets
-        if not isinstance(part, slice) or part.step not in (None, 1):
-            raise TypeError("a task's true values are read by row-boundary slices")
-        a, b, _ = part.indices(int(offsets[-1]))
-        lo, hi = (int(i) for i in np.searchsorted(offsets, [a, b], side="left"))
-        if lo >= len(offsets) or hi >= len(offsets) or offsets[lo] != a or offsets[hi] != b or hi < lo:
-            raise IndexError("a task's true values are read by row-boundary slices")
-        return self.plan.truths(lo, hi)[0]
 
 
 def first_indexes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
